@@ -1,0 +1,123 @@
+//! The browser face: the core's functions for the console's playground, through wasm-bindgen.
+//! Every answer is tagged data (`{"type": "success", ...}` or `{"type": "failure", "errors"}`);
+//! nothing is thrown across the boundary.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use wasm_bindgen::prelude::*;
+
+use crate::core::digest::key_digest;
+use crate::core::key::{generate_key, key_preview, parse_key, RANDOM_BYTES_FOR_KEY};
+use crate::core::record::{CompiledKey, FieldError, KeyRecord, WriteMode};
+use crate::core::{decide, GateRequest, RoutePolicy};
+
+fn to_js(value: &Value) -> JsValue {
+    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+    value.serialize(&serializer).unwrap_or(JsValue::NULL)
+}
+
+fn from_js(value: JsValue, what: &str) -> Result<Value, FieldError> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| FieldError::new(what, format!("is not JSON data: {e}")))
+}
+
+fn failure(e: &FieldError) -> JsValue {
+    to_js(&json!({"type": "failure", "errors": [{"field": e.field, "message": e.message}]}))
+}
+
+/// Decides `request` (`{method, path, ip, body, basic_workspace}`) for a key record in its API
+/// view form under `policy`, at `now_ms`: the same function the edge runs.
+#[wasm_bindgen(js_name = decide)]
+pub fn decide_js(record: JsValue, policy: JsValue, request: JsValue, now_ms: f64) -> JsValue {
+    match decide_inner(record, policy, request, now_ms) {
+        Ok(v) => to_js(&v),
+        Err(e) => failure(&e),
+    }
+}
+
+fn decide_inner(record: JsValue, policy: JsValue, request: JsValue, now_ms: f64) -> Result<Value, FieldError> {
+    let record = KeyRecord::from_view(&from_js(record, "record")?)?;
+    let key = CompiledKey::compile(record)?;
+    let policy = RoutePolicy::from_value(&from_js(policy, "policy")?)?;
+    let request = from_js(request, "request")?;
+    let text = |field: &str| request.get(field).and_then(Value::as_str).map(str::to_string);
+    let method = text("method").unwrap_or_else(|| "GET".into()).to_ascii_uppercase();
+    let path = text("path").ok_or_else(|| FieldError::new("path", "is required"))?;
+    let path = path.split_once('?').map_or(path.as_str(), |(p, _)| p).to_string();
+    let ip = text("ip").filter(|s| !s.is_empty());
+    let workspace = text("basic_workspace").filter(|s| !s.is_empty());
+    let body: Option<Vec<u8>> = match request.get("body") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone().into_bytes()),
+        Some(other) => Some(other.to_string().into_bytes()),
+    };
+    let now = now_ms as i64;
+    let decision = decide(
+        &key,
+        &policy,
+        &GateRequest {
+            method: &method,
+            path: &path,
+            client_ip: ip.as_deref(),
+            body: body.as_deref(),
+            basic_workspace: workspace.as_deref(),
+        },
+        now,
+    );
+    let rule = decision.rule.and_then(|i| policy.doc().rules.get(i)).and_then(|r| serde_json::to_value(r).ok());
+    Ok(json!({"type": "success", "decision": decision, "matched_rule": rule}))
+}
+
+/// Validates key attributes as `POST` (`mode` "create") or `PUT` ("update") would.
+#[wasm_bindgen(js_name = validateAttributes)]
+pub fn validate_attributes(attributes: JsValue, mode: &str) -> JsValue {
+    let mode = if mode == "update" { WriteMode::Update } else { WriteMode::Create };
+    let result = from_js(attributes, "api_key").and_then(|v| {
+        let map = v.as_object().cloned().ok_or_else(|| FieldError::new("api_key", "must be an object"))?;
+        let mut base = KeyRecord::blank("key_playground".into(), String::new(), 0);
+        if mode == WriteMode::Update {
+            base.name = "playground".into();
+        }
+        base.with_attributes(&map, mode)
+    });
+    match result {
+        Ok(r) => to_js(&json!({"type": "success", "record": r.view(0)})),
+        Err(e) => failure(&e),
+    }
+}
+
+/// Validates a route policy document.
+#[wasm_bindgen(js_name = validatePolicy)]
+pub fn validate_policy(policy: JsValue) -> JsValue {
+    match from_js(policy, "policy").and_then(|v| RoutePolicy::from_value(&v)) {
+        Ok(p) => to_js(&json!({"type": "success", "rules": p.rules().len()})),
+        Err(e) => failure(&e),
+    }
+}
+
+/// Checks a key's shape and checksum, as the gate does before any KV read.
+#[wasm_bindgen(js_name = parseKey)]
+pub fn parse_key_js(key: &str) -> JsValue {
+    match parse_key(key) {
+        Ok(p) => to_js(&json!({"type": "success", "prefix": p.prefix, "preview": key_preview(key), "digest": key_digest(key)})),
+        Err(e) => to_js(&json!({"type": "failure", "errors": [{"field": "key", "message": e.to_string()}]})),
+    }
+}
+
+/// The SHA-256 digest under which a key is stored.
+#[wasm_bindgen]
+pub fn digest(key: &str) -> String {
+    key_digest(key)
+}
+
+/// A new key from the browser's CSPRNG (crypto.getRandomValues).
+#[wasm_bindgen(js_name = generateKey)]
+pub fn generate_key_js(prefix: &str) -> JsValue {
+    let mut random = [0u8; RANDOM_BYTES_FOR_KEY];
+    if getrandom::fill(&mut random).is_err() {
+        return to_js(&json!({"type": "failure", "errors": [{"field": "random", "message": "no randomness available"}]}));
+    }
+    match generate_key(prefix, &random) {
+        Ok(key) => to_js(&json!({"type": "success", "key": key, "digest": key_digest(&key), "preview": key_preview(&key)})),
+        Err(e) => to_js(&json!({"type": "failure", "errors": [{"field": "prefix", "message": e.to_string()}]})),
+    }
+}

@@ -1,0 +1,109 @@
+//! The stable machine codes of every answer keyward gives, with their HTTP status.
+
+use serde::{Deserialize, Serialize};
+
+/// `VALID` or the reason a request was refused; serialised as the contract's `error_code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Code {
+    Valid,
+    BadRequest,
+    MissingKey,
+    MalformedKey,
+    UnknownKey,
+    KeyExpired,
+    KeyRevoked,
+    WorkspaceMismatch,
+    PermissionDenied,
+    IpNotAllowed,
+    EventNotAllowed,
+    AttributeNotAllowed,
+    ProfileMismatch,
+    RouteNotAllowed,
+    RateLimited,
+    StoreUnavailable,
+}
+
+impl Code {
+    /// The HTTP status the gate answers with for this code.
+    pub fn status(self) -> u16 {
+        match self {
+            Code::Valid => 200,
+            Code::BadRequest => 400,
+            Code::MissingKey
+            | Code::MalformedKey
+            | Code::UnknownKey
+            | Code::KeyExpired
+            | Code::KeyRevoked
+            | Code::WorkspaceMismatch => 401,
+            Code::PermissionDenied
+            | Code::IpNotAllowed
+            | Code::EventNotAllowed
+            | Code::AttributeNotAllowed
+            | Code::ProfileMismatch
+            | Code::RouteNotAllowed => 403,
+            Code::RateLimited => 429,
+            Code::StoreUnavailable => 503,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Valid => "VALID",
+            Code::BadRequest => "BAD_REQUEST",
+            Code::MissingKey => "MISSING_KEY",
+            Code::MalformedKey => "MALFORMED_KEY",
+            Code::UnknownKey => "UNKNOWN_KEY",
+            Code::KeyExpired => "KEY_EXPIRED",
+            Code::KeyRevoked => "KEY_REVOKED",
+            Code::WorkspaceMismatch => "WORKSPACE_MISMATCH",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::IpNotAllowed => "IP_NOT_ALLOWED",
+            Code::EventNotAllowed => "EVENT_NOT_ALLOWED",
+            Code::AttributeNotAllowed => "ATTRIBUTE_NOT_ALLOWED",
+            Code::ProfileMismatch => "PROFILE_MISMATCH",
+            Code::RouteNotAllowed => "ROUTE_NOT_ALLOWED",
+            Code::RateLimited => "RATE_LIMITED",
+            Code::StoreUnavailable => "STORE_UNAVAILABLE",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_name_matches_as_str() {
+        for code in [
+            Code::Valid,
+            Code::BadRequest,
+            Code::MissingKey,
+            Code::MalformedKey,
+            Code::UnknownKey,
+            Code::KeyExpired,
+            Code::KeyRevoked,
+            Code::WorkspaceMismatch,
+            Code::PermissionDenied,
+            Code::IpNotAllowed,
+            Code::EventNotAllowed,
+            Code::AttributeNotAllowed,
+            Code::ProfileMismatch,
+            Code::RouteNotAllowed,
+            Code::RateLimited,
+            Code::StoreUnavailable,
+        ] {
+            let json = serde_json::to_string(&code).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        assert_eq!(Code::MissingKey.status(), 401);
+        assert_eq!(Code::WorkspaceMismatch.status(), 401);
+        assert_eq!(Code::RouteNotAllowed.status(), 403);
+        assert_eq!(Code::BadRequest.status(), 400);
+        assert_eq!(Code::StoreUnavailable.status(), 503);
+    }
+}

@@ -1,0 +1,20 @@
+//! The pure core of keyward: key format, digests, records, the route policy and the decision.
+//!
+//! Nothing here does I/O, reads a clock or draws randomness: callers pass `now` (Unix
+//! milliseconds) and random bytes in. Nothing here panics on any input, so the same code runs in
+//! the Worker, in the browser and in native tests and benchmarks.
+
+pub mod code;
+pub mod credential;
+pub mod decision;
+pub mod digest;
+pub mod ip;
+pub mod key;
+pub mod policy;
+pub mod record;
+pub mod time;
+
+pub use code::Code;
+pub use decision::{decide, Decision, GateRequest};
+pub use policy::RoutePolicy;
+pub use record::{CompiledKey, KeyRecord};
