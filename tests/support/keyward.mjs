@@ -1,0 +1,128 @@
+// Starts the built Worker under `wrangler dev` (real workerd, real local KV on disk) for a test:
+// a free port, its own inspector port, a fresh KV directory, an origin, an admin token.
+// Run scripts/build.sh first; the harness never builds, so every test uses the same artefact.
+import { spawn, execFile } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const WRANGLER = path.join(ROOT, 'node_modules/.bin/wrangler');
+const run = promisify(execFile);
+
+export async function freePort(host = '127.0.0.1') {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * @param {{origin: string, vars?: Record<string,string>, adminToken?: string, persistDir?: string}} options
+ */
+export async function startKeyward({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir } = {}) {
+  const port = await freePort();
+  const inspectorPort = await freePort();
+  mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
+  const persist = persistDir ?? mkdtempSync(path.join(ROOT, 'test-output', 'kv-'));
+  const args = [
+    'dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort),
+    '--persist-to', persist, '--log-level', 'warn', '--show-interactive-dev-session=false',
+    '--var', `ORIGIN_URL:${origin}`, '--var', `ADMIN_TOKEN:${adminToken}`,
+  ];
+  for (const [name, value] of Object.entries(vars)) args.push('--var', `${name}:${value}`);
+  const child = spawn(WRANGLER, args, {
+    cwd: ROOT,
+    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: 'true', NO_COLOR: '1', FORCE_COLOR: '0' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  let exited = null;
+  child.on('exit', (code) => { exited = code; });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (exited !== null) throw new Error(`wrangler dev exited with ${exited}:\n${log}`);
+    if (Date.now() > deadline) {
+      process.kill(-child.pid, 'SIGKILL');
+      throw new Error(`wrangler dev did not answer within 60 s:\n${log}`);
+    }
+    try {
+      const r = await fetch(`${url}/_keyward/v1/ping`, { signal: AbortSignal.timeout(2000) });
+      await r.arrayBuffer();
+      break;
+    } catch {
+      await sleep(200);
+    }
+  }
+  const stop = async () => {
+    if (exited !== null) return;
+    try { process.kill(-child.pid, 'SIGTERM'); } catch { /* already gone */ }
+    for (let i = 0; i < 50 && exited === null; i++) await sleep(100);
+    if (exited === null) try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
+  };
+  return {
+    url, port, persist, adminToken, log: () => log, stop,
+    /** A management call with the admin token (or `token`); returns {status, body, headers}. */
+    admin: (method, p, body, token = adminToken) => call(url, method, `/_keyward/v1${p}`, body, { authorization: `Bearer ${token}` }),
+    /** Any request; returns {status, body (parsed JSON when it is), headers}. */
+    request: (method, p, { headers = {}, body, localAddress } = {}) => call(url, method, p, body, headers, localAddress),
+    /** Runs `wrangler kv ...` against this instance's local KV (e.g. to corrupt a record). */
+    kv: async (...kvArgs) => {
+      const { stdout } = await run(WRANGLER, ['kv', ...kvArgs, '--binding', 'KEYS', '--local', '--persist-to', persist], {
+        cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: 'true', NO_COLOR: '1' },
+      });
+      return stdout;
+    },
+    /** Every byte of the local KV store, to check that no plaintext key was ever written. */
+    storedBytes: () => readTree(persist),
+  };
+}
+
+function readTree(dir) {
+  const parts = [];
+  for (const name of readdirSync(dir)) {
+    const p = path.join(dir, name);
+    if (statSync(p).isDirectory()) parts.push(readTree(p));
+    else parts.push(readFileSync(p).toString('latin1'));
+  }
+  return parts.join('\n');
+}
+
+/** HTTP with node:http so a test can choose the local address (the client IP under wrangler dev). */
+import http from 'node:http';
+export function call(base, method, p, body, headers = {}, localAddress) {
+  const url = new URL(p, base);
+  let payload;
+  if (body !== undefined) {
+    payload = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+    if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers = { 'content-type': 'application/json', ...headers };
+  }
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, localAddress, agent: false }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let parsed = text;
+        try { parsed = JSON.parse(text); } catch { /* not JSON */ }
+        resolve({ status: res.statusCode, body: parsed, text, headers: res.headers });
+      });
+    });
+    req.on('error', reject);
+    req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${p} timed out`)));
+    if (payload !== undefined) req.write(payload);
+    req.end();
+  });
+}
