@@ -2,13 +2,20 @@
 //!
 //! Precedence, first failing check wins, so that a denial never tells the holder more than the
 //! checks before it already allowed them to learn:
-//! 1. `KEY_REVOKED` 2. `KEY_EXPIRED` (flag, then `expires_at`) 3. `WORKSPACE_MISMATCH`
-//! 4. `IP_NOT_ALLOWED` 5. `BAD_REQUEST` (a path that cannot be matched safely)
-//! 6. `ROUTE_NOT_ALLOWED` 7. `PERMISSION_DENIED` 8. `PROFILE_MISMATCH`
-//! 9. `BAD_REQUEST` (no readable event) / `EVENT_NOT_ALLOWED` 10. `BAD_REQUEST` (unreadable body) /
-//! `ATTRIBUTE_NOT_ALLOWED`.
-//! Before any of these the gate itself answers `BAD_REQUEST` (two keys), `MISSING_KEY`,
-//! `MALFORMED_KEY` (no KV read) and `UNKNOWN_KEY`.
+//!
+//! 1. `KEY_REVOKED`
+//! 2. `KEY_EXPIRED` (the `active` flag, then `expires_at`)
+//! 3. `WORKSPACE_MISMATCH` (Basic credentials naming another workspace)
+//! 4. `IP_NOT_ALLOWED`
+//! 5. `BAD_REQUEST` (a path that cannot be matched safely, such as `%2F` or `..` segments)
+//! 6. `ROUTE_NOT_ALLOWED` (no rule matches)
+//! 7. `PERMISSION_DENIED`
+//! 8. `PROFILE_MISMATCH`
+//! 9. `BAD_REQUEST` (no readable event), then `EVENT_NOT_ALLOWED`
+//! 10. `BAD_REQUEST` (unreadable body), then `ATTRIBUTE_NOT_ALLOWED`
+//!
+//! Before any of these the gate itself answers `BAD_REQUEST` (two different keys),
+//! `MISSING_KEY`, `MALFORMED_KEY` (no KV read) and `UNKNOWN_KEY`.
 
 use serde::Serialize;
 use serde_json::Value;
