@@ -1,7 +1,7 @@
 //! Runs the known-answer vectors in tests/vectors/*.json through the core. The same files are run
 //! through the Worker (tests/e2e/vectors.test.mjs, via /verify) and through the wasm core in the
 //! browser (tests/browser), so the three provably agree.
-#![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test harness")]
+#![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test harness")]
 
 use std::path::Path;
 
