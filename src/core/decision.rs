@@ -272,3 +272,174 @@ pub fn decide_permission(
     }
     decision
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use crate::core::record::KeyRecord;
+
+    const NOW: i64 = 1_780_000_000_000;
+
+    fn key(view: Value) -> CompiledKey {
+        CompiledKey::compile(KeyRecord::from_view(&view).unwrap()).unwrap()
+    }
+
+    fn policy() -> RoutePolicy {
+        RoutePolicy::from_value(&json!({"rules": [
+            {"method": "GET", "path": "/users/{id}", "permission": "users:read"},
+            {"method": "DELETE", "path": "/users/{id}", "permission": "users:delete"},
+            {"method": "POST", "path": "/events/{event}", "permission": "events:create", "event": "path:event"},
+            {"method": "POST", "path": "/events", "permission": "events:create", "event": "body:action"},
+            {"method": "PUT", "path": "/profiles/{p}", "permission": "profiles:update", "profile": "p", "attribute_check": true},
+        ]}))
+        .unwrap()
+    }
+
+    fn run(view: Value, method: &str, path: &str, ip: Option<&str>, body: Option<&str>, ws: Option<&str>) -> Decision {
+        let request = GateRequest { method, path, client_ip: ip, body: body.map(str::as_bytes), basic_workspace: ws };
+        decide(&key(view), &policy(), &request, NOW)
+    }
+
+    /// A key, a request (method, path, client IP, body, Basic workspace) and the expected code.
+    type Row = (Value, &'static str, &'static str, Option<&'static str>, Option<&'static str>, Option<&'static str>, Code);
+
+    #[test]
+    fn each_rule_allows_and_denies() {
+        let table: &[Row] = &[
+            (json!({"permissions": ["users:read"]}), "GET", "/users/1", None, None, None, Code::Valid),
+            (json!({"permissions": ["users:read"]}), "DELETE", "/users/1", None, None, None, Code::PermissionDenied),
+            (json!({"permissions": ["users:*"]}), "DELETE", "/users/1", None, None, None, Code::Valid),
+            (json!({"permissions": ["*"]}), "GET", "/nowhere", None, None, None, Code::RouteNotAllowed),
+            (json!({"permissions": ["*"], "active": false}), "GET", "/users/1", None, None, None, Code::KeyExpired),
+            (json!({"permissions": ["*"], "expires_at": "2020-01-01T00:00:00Z"}), "GET", "/users/1", None, None, None, Code::KeyExpired),
+            (json!({"permissions": ["*"], "expires_at": "2099-01-01T00:00:00Z"}), "GET", "/users/1", None, None, None, Code::Valid),
+            (json!({"permissions": ["*"], "status": "revoked"}), "GET", "/users/1", None, None, None, Code::KeyRevoked),
+            (json!({"permissions": ["*"], "ip_allowlist": ["10.0.0.0/8"]}), "GET", "/users/1", Some("10.9.9.9"), None, None, Code::Valid),
+            (json!({"permissions": ["*"], "ip_allowlist": ["10.0.0.0/8"]}), "GET", "/users/1", Some("11.0.0.1"), None, None, Code::IpNotAllowed),
+            (json!({"permissions": ["*"], "ip_allowlist": ["10.0.0.0/8"]}), "GET", "/users/1", None, None, None, Code::IpNotAllowed),
+            (json!({"permissions": ["*"], "workspace": "w1"}), "GET", "/users/1", None, None, Some("w1"), Code::Valid),
+            (json!({"permissions": ["*"], "workspace": "w1"}), "GET", "/users/1", None, None, Some("w2"), Code::WorkspaceMismatch),
+            (json!({"permissions": ["*"], "event_allowlist": ["a"]}), "POST", "/events/a", None, None, None, Code::Valid),
+            (json!({"permissions": ["*"], "event_allowlist": ["a"]}), "POST", "/events/b", None, None, None, Code::EventNotAllowed),
+            (json!({"permissions": ["*"], "event_denylist": ["a"]}), "POST", "/events", None, Some(r#"{"action":"a"}"#), None, Code::EventNotAllowed),
+            (json!({"permissions": ["*"]}), "POST", "/events", None, Some("[]"), None, Code::BadRequest),
+            (json!({"permissions": ["*"], "attribute_allowlist": ["email"]}), "PUT", "/profiles/p", None, Some(r#"{"email":"x"}"#), None, Code::Valid),
+            (json!({"permissions": ["*"], "attribute_allowlist": ["email"]}), "PUT", "/profiles/p", None, Some(r#"{"age":1}"#), None, Code::AttributeNotAllowed),
+            (json!({"permissions": ["*"], "type": "profile", "profile_id": "p"}), "PUT", "/profiles/p", None, Some("{}"), None, Code::Valid),
+            (json!({"permissions": ["*"], "type": "profile", "profile_id": "p"}), "PUT", "/profiles/q", None, Some("{}"), None, Code::ProfileMismatch),
+            (json!({"permissions": ["*"], "type": "profile", "profile_id": "p"}), "GET", "/users/1", None, None, None, Code::ProfileMismatch),
+        ];
+        for (view, method, path, ip, body, ws, code) in table {
+            let d = run(view.clone(), method, path, *ip, *body, *ws);
+            assert_eq!(d.code, *code, "{view} {method} {path}: {}", d.message);
+            assert_eq!(d.valid, *code == Code::Valid);
+        }
+    }
+
+    #[test]
+    fn precedence_when_several_apply() {
+        // Everything wrong at once: each check, removed in turn, reveals the next one.
+        let mut view = json!({
+            "permissions": [], "status": "revoked", "active": false, "workspace": "w1",
+            "ip_allowlist": ["10.0.0.0/8"], "type": "profile", "profile_id": "p", "event_allowlist": ["x"],
+        });
+        let order = [
+            ("status", Code::KeyRevoked),
+            ("active", Code::KeyExpired),
+            ("workspace", Code::WorkspaceMismatch),
+            ("ip_allowlist", Code::IpNotAllowed),
+            ("permissions", Code::PermissionDenied),
+            ("type", Code::ProfileMismatch),
+            ("event_allowlist", Code::EventNotAllowed),
+        ];
+        for (fix, code) in order {
+            let d = run(view.clone(), "POST", "/events/y", Some("192.0.2.1"), None, Some("w2"));
+            assert_eq!(d.code, code, "before fixing {fix}: {}", d.message);
+            let map = view.as_object_mut().unwrap();
+            match fix {
+                "status" => {
+                    map.remove("status");
+                }
+                "active" => {
+                    map.insert("active".into(), json!(true));
+                }
+                "workspace" => {
+                    map.insert("workspace".into(), json!("w2"));
+                }
+                "ip_allowlist" => {
+                    map.insert("ip_allowlist".into(), json!([]));
+                }
+                "permissions" => {
+                    map.insert("permissions".into(), json!(["events:create"]));
+                }
+                "type" => {
+                    map.insert("type".into(), json!("workspace"));
+                    map.insert("profile_id".into(), Value::Null);
+                }
+                _ => {
+                    map.insert("event_allowlist".into(), json!(["y"]));
+                }
+            }
+        }
+        assert!(run(view, "POST", "/events/y", Some("192.0.2.1"), None, Some("w2")).valid);
+    }
+
+    #[test]
+    fn management_permission_checks() {
+        let k = key(json!({"permissions": ["keys:read"]}));
+        assert!(decide_permission(&k, Some("keys:read"), None, None, NOW).valid);
+        assert_eq!(decide_permission(&k, Some("keys:delete"), None, None, NOW).code, Code::PermissionDenied);
+        assert!(decide_permission(&k, None, None, None, NOW).valid);
+        let expired = key(json!({"permissions": ["*"], "active": false}));
+        assert_eq!(decide_permission(&expired, None, None, None, NOW).code, Code::KeyExpired);
+    }
+
+    fn arb_event() -> impl Strategy<Value = String> {
+        "[a-d]{1,2}"
+    }
+
+    proptest! {
+        #[test]
+        fn decision_is_deterministic(method in "(GET|POST|PUT|DELETE|get)", path in "/[a-z/{}%.0-9]{0,30}",
+                                     ip in proptest::option::of("[0-9.:a-f]{0,20}"), body in proptest::option::of(".{0,40}"),
+                                     ws in proptest::option::of("w[12]")) {
+            let view = json!({"permissions": ["users:*", "events:create"], "workspace": "w1", "ip_allowlist": ["10.0.0.0/8", "::/0"]});
+            let a = run(view.clone(), &method, &path, ip.as_deref(), body.as_deref(), ws.as_deref());
+            let b = run(view, &method, &path, ip.as_deref(), body.as_deref(), ws.as_deref());
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn denylist_always_wins(allow in proptest::collection::vec(arb_event(), 0..6),
+                                deny in proptest::collection::vec(arb_event(), 1..6),
+                                pick in any::<prop::sample::Index>()) {
+            let event = pick.get(&deny).clone();
+            let view = json!({"permissions": ["*"], "event_allowlist": allow, "event_denylist": deny});
+            let by_path = run(view.clone(), "POST", &format!("/events/{event}"), None, None, None);
+            prop_assert_eq!(by_path.code, Code::EventNotAllowed);
+            let body = json!({"action": event}).to_string();
+            let by_body = run(view, "POST", "/events", None, Some(&body), None);
+            prop_assert_eq!(by_body.code, Code::EventNotAllowed);
+        }
+
+        #[test]
+        fn allowlist_admits_only_its_events(allow in proptest::collection::vec(arb_event(), 1..6), event in arb_event()) {
+            let view = json!({"permissions": ["*"], "event_allowlist": allow.clone()});
+            let d = run(view, "POST", &format!("/events/{event}"), None, None, None);
+            prop_assert_eq!(d.valid, allow.contains(&event));
+        }
+
+        #[test]
+        fn decide_never_panics_on_any_request(method in ".{0,8}", path in ".{0,60}", ip in proptest::option::of(".{0,40}"),
+                                             body in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)),
+                                             ws in proptest::option::of(".{0,10}")) {
+            let k = key(json!({"permissions": ["*"], "attribute_allowlist": ["a"], "event_allowlist": ["e"], "ip_allowlist": ["0.0.0.0/0"]}));
+            let request = GateRequest { method: &method, path: &path, client_ip: ip.as_deref(), body: body.as_deref(), basic_workspace: ws.as_deref() };
+            let _ = decide(&k, &policy(), &request, NOW);
+        }
+    }
+}
