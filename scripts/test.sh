@@ -22,6 +22,9 @@ cargo clippy --quiet --lib --target wasm32-unknown-unknown --no-default-features
 echo "test: the Worker under wrangler dev (tests/e2e)"
 node --test --test-concurrency=1 tests/e2e/
 
+echo "test: the management API against its OpenAPI document (schemathesis)"
+node tests/contract/schemathesis.mjs
+
 if [ -n "$(ls tests/browser/*.test.mjs 2>/dev/null)" ]; then
   echo "test: the console in headless Chromium (tests/browser)"
   node --test --test-concurrency=1 tests/browser/

@@ -285,8 +285,14 @@ impl KeyRecord {
                     };
                 }
                 "version" if mode == WriteMode::Push => {
-                    next.version = value
-                        .as_u64()
+                    // 7 and 7.0 are the same JSON number.
+                    let whole = value.as_u64().or_else(|| {
+                        value.as_f64().filter(|f| f.fract() == 0.0 && (1.0..=9_007_199_254_740_992.0).contains(f)).map(
+                            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "range checked")]
+                            |f| f as u64,
+                        )
+                    });
+                    next.version = whole
                         .filter(|v| *v >= 1 && *v <= (1u64 << 53))
                         .ok_or_else(|| FieldError::new(field, "must be a positive integer"))?;
                     saw_version = true;

@@ -65,8 +65,35 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response>
     let outcome = route(&mut req, env, &method, &segments).await;
     match outcome {
         Ok(response) => Ok(response),
+        Err(Refusal(405, code, message)) => {
+            let response = reply::error(405, code, &message)?;
+            response.headers().set("allow", allowed_methods(&segments))?;
+            Ok(response)
+        }
         Err(Refusal(status, code, message)) => reply::error(status, code, &message),
     }
+}
+
+/// The `Allow` header of a 405: the methods each endpoint answers.
+pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
+    match segments {
+        ["api_keys"] => "GET, POST",
+        ["api_keys", _] => "GET, PUT, DELETE",
+        ["keys", _] => "PUT",
+        ["policy"] => "GET, PUT",
+        ["ping"] | ["openapi.json"] => "GET",
+        _ => "POST",
+    }
+}
+
+/// A JSON number that is a whole number (`60` or `60.0`) from 0 to 2^53, as an integer.
+fn whole_number(value: &Value) -> Option<u64> {
+    if let Some(n) = value.as_u64() {
+        return Some(n);
+    }
+    let f = value.as_f64()?;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "range and fraction checked first")]
+    ((0.0..=9_007_199_254_740_992.0).contains(&f) && f.fract() == 0.0).then_some(f as u64)
 }
 
 async fn route(req: &mut Request, env: &Env, method: &Method, segments: &[&str]) -> Answer {
@@ -74,9 +101,7 @@ async fn route(req: &mut Request, env: &Env, method: &Method, segments: &[&str])
     let now = super::now_ms();
     match (method, segments) {
         (Method::Get, ["ping"]) => return ping(req, &store, now).await,
-        (Method::Get, ["openapi.json"]) => {
-            return Ok(reply::json(200, &openapi())?);
-        }
+        (Method::Get, ["openapi.json"]) => return openapi(env).await,
         _ => {}
     }
     let need = match (method, segments) {
@@ -325,8 +350,8 @@ async fn roll(req: &mut Request, env: &Env, store: &Store, id: &str, now: i64) -
     }
     let grace = object
         .get("grace_seconds")
-        .ok_or_else(|| Refusal::bad("grace_seconds: is required"))?
-        .as_u64()
+        .ok_or_else(|| Refusal::bad("grace_seconds: is required"))
+        .map(whole_number)?
         .filter(|g| *g <= MAX_GRACE_SECONDS)
         .ok_or_else(|| Refusal::bad(format!("grace_seconds: must be an integer from 0 to {MAX_GRACE_SECONDS}")))?;
     let old = load(store, id).await?;
@@ -425,8 +450,10 @@ async fn revocations(req: &mut Request, store: &Store, now: i64) -> Answer {
     if ids.is_empty() && hashes.is_empty() {
         return Err(Refusal::bad("ids: give at least one id or hash to revoke"));
     }
-    if ids.len() + hashes.len() > MAX_REVOCATIONS {
-        return Err(Refusal::bad(format!("ids: at most {MAX_REVOCATIONS} ids and hashes per call")));
+    for (field, list) in [("ids", &ids), ("hashes", &hashes)] {
+        if list.len() > MAX_REVOCATIONS {
+            return Err(Refusal::bad(format!("{field}: at most {MAX_REVOCATIONS} per call")));
+        }
     }
     for (i, id) in ids.iter().enumerate() {
         if !is_key_id(id) {
@@ -690,6 +717,15 @@ async fn evaluate(
     Ok(decide(key, &policy, &GateRequest { method, path, client_ip: ip, body, basic_workspace: workspace }, now))
 }
 
-fn openapi() -> Value {
-    serde_json::from_str(include_str!("../../openapi.json")).unwrap_or(Value::Null)
+/// The OpenAPI document, `www/openapi.json`, served from the static assets so that it does not
+/// weigh on the Worker's wasm.
+async fn openapi(env: &Env) -> Answer {
+    let response = env.assets("ASSETS")?.fetch("https://assets.local/openapi.json", None).await?;
+    if response.status_code() != 200 {
+        return Err(Refusal(503, "STORE_UNAVAILABLE", "the OpenAPI document is not deployed".into()));
+    }
+    let mut response = response;
+    let text = response.text().await?;
+    let doc: Value = serde_json::from_str(&text).map_err(|_| Refusal(503, "STORE_UNAVAILABLE", "the OpenAPI document is not valid JSON".into()))?;
+    Ok(reply::json(200, &doc)?)
 }

@@ -20,7 +20,23 @@ pub(crate) fn random_bytes<const N: usize>() -> std::result::Result<[u8; N], Str
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    // The worker crate reads any method it does not know as GET; refuse those instead.
+    let raw_method = req.inner().method();
+    let known = worker::Method::all().iter().any(|m| m.as_ref() == raw_method);
     let path = req.path();
+    if !known {
+        let message = format!("the method {raw_method} is not supported");
+        if !path.starts_with("/_keyward/") {
+            return reply::error(400, "BAD_REQUEST", &message);
+        }
+        let allow = match path.strip_prefix("/_keyward/v1/") {
+            Some(rest) => admin::allowed_methods(&rest.split('/').collect::<Vec<_>>()),
+            None => "GET",
+        };
+        let response = reply::error(405, "METHOD_NOT_ALLOWED", &message)?;
+        response.headers().set("allow", allow)?;
+        return Ok(response);
+    }
     if path == "/_keyward" || path.starts_with("/_keyward/") {
         if path == "/_keyward/console" {
             let mut url = req.url()?;

@@ -278,6 +278,15 @@ test('an unreachable origin is a 502, not a pass', async () => {
   }
 });
 
+test('a method the runtime does not know is refused, not read as GET', async () => {
+  const { key } = await createKey({ permissions: ['*'] });
+  origin.clear();
+  const r = await kw.request('QUERY', USERS, { headers: { 'x-api-key': key } });
+  assertDenied(r, 400, 'BAD_REQUEST');
+  assert.match(r.body.error_message, /QUERY/);
+  assert.equal(origin.seen.length, 0);
+});
+
 test('keyward paths are never forwarded', async () => {
   origin.clear();
   const { key } = await createKey({ permissions: ['*'] });

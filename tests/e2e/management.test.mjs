@@ -397,6 +397,12 @@ test('unknown endpoints are 404 and wrong methods 405, in the envelope', async (
   refused(await kw.admin('PATCH', '/api_keys'), 405, 'METHOD_NOT_ALLOWED');
   refused(await kw.admin('DELETE', '/policy'), 405, 'METHOD_NOT_ALLOWED');
   refused(await kw.request('GET', '/_keyward/v2/api_keys'), 404, 'NOT_FOUND');
+  const patch = await kw.admin('PATCH', '/api_keys');
+  assert.equal(patch.headers.allow, 'GET, POST');
+  // Methods the runtime does not know are refused, not read as GET.
+  const query = await kw.admin('QUERY', '/policy');
+  refused(query, 405, 'METHOD_NOT_ALLOWED');
+  assert.equal(query.headers.allow, 'GET, PUT');
   const doc = await kw.request('GET', '/_keyward/v1/openapi.json');
   assert.equal(doc.status, 200);
   assert.equal(doc.body.openapi, '3.1.0');

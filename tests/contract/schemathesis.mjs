@@ -1,0 +1,44 @@
+// Checks the management API against its OpenAPI document (www/openapi.json) with schemathesis:
+// starts the built Worker under `wrangler dev` with a real origin, then runs `st run` with the
+// admin token against it. Exits with schemathesis's status. Used by scripts/test.sh.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { startOrigin } from '../support/origin.mjs';
+import { startKeyward, ROOT } from '../support/keyward.mjs';
+
+const maxExamples = process.env.SCHEMATHESIS_MAX_EXAMPLES ?? '25';
+const origin = await startOrigin();
+const kw = await startKeyward({ origin: origin.url });
+let status = 1;
+try {
+  // A few keys so that list, get and the lifecycle calls have something to work on.
+  for (let i = 0; i < 3; i++) await kw.admin('POST', '/api_keys', { api_key: { name: `contract ${i}`, permissions: ['users:read'] } });
+  const out = path.join(ROOT, 'test-output', 'schemathesis');
+  mkdirSync(out, { recursive: true });
+  // Operations whose rules JSON Schema cannot express (see README.md here): every check but
+  // positive_data_acceptance. The others: every check.
+  const inexpressible = ['GET /api_keys', 'GET /ping', 'PUT /api_keys/{id}', 'PUT /policy', 'POST /api_keys', 'PUT /keys/{digest}'];
+  const common = [
+    'run', path.join(ROOT, 'www/openapi.json'),
+    '--url', `${kw.url}/_keyward/v1`,
+    '--header', `Authorization: Bearer ${kw.adminToken}`,
+    '--checks', 'all',
+    '--max-examples', maxExamples,
+    '--workers', '1',
+    '--generation-deterministic',
+  ];
+  const runs = [
+    [...common, ...inexpressible.flatMap((n) => ['--exclude-name', n]), '--report', 'junit', '--report-dir', path.join(out, 'strict')],
+    [...common, ...inexpressible.flatMap((n) => ['--include-name', n]), '--exclude-checks', 'positive_data_acceptance', '--report', 'junit', '--report-dir', path.join(out, 'inexpressible')],
+  ];
+  status = 0;
+  for (const args of runs) {
+    const result = spawnSync('st', args, { stdio: 'inherit', cwd: ROOT });
+    if (result.status !== 0) status = result.status ?? 1;
+  }
+} finally {
+  await kw.stop();
+  await origin.stop();
+}
+process.exit(status);
