@@ -37,7 +37,7 @@ fi
 
 cargo_tool() { # name crate version
   local have
-  have=$("$HOME/.cargo/bin/$1" --version 2>/dev/null | awk '{print $2}' || true)
+  have=$("$HOME/.cargo/bin/$1" --version 2>/dev/null | awk '{print $NF}' || true)
   if [ "$have" = "$3" ]; then return; fi
   say "installing $2 $3 (a cold build takes a few minutes)"
   cargo install --quiet "$2" --version "$3" --force
