@@ -265,6 +265,13 @@ test('a KV failure fails closed with 503 STORE_UNAVAILABLE', async () => {
   assert.equal(origin.seen.length, 0);
 });
 
+test('a key with a bad checksum is refused before any KV read', async () => {
+  // If the gate read KV for this key it would find a broken record and answer 503.
+  const bad = typo(makeKey('kw_live'));
+  await kw.kv('key', 'put', `key:${digest(bad)}`, 'broken');
+  assertDenied(await kw.request('GET', USERS, { headers: { authorization: `Bearer ${bad}` } }), 401, 'MALFORMED_KEY');
+});
+
 test('an unreachable origin is a 502, not a pass', async () => {
   const gone = await startOrigin();
   await gone.stop();
