@@ -1,0 +1,593 @@
+// The keyward console: sign in, keys (list, filter, page, create, edit, lifecycle) and the
+// playground. Plain JavaScript modules; every call goes to the management API next door.
+import { api, setToken, getToken } from './api.js';
+import { MODULES, ACTIONS, toMatrix, fromMatrix } from './permissions.js';
+
+const $ = (selector) => document.querySelector(selector);
+const $$ = (selector) => [...document.querySelectorAll(selector)];
+const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
+
+// ---------------------------------------------------------------- routing
+
+const views = ['signin', 'keys', 'edit', 'playground'];
+
+function show(view) {
+  for (const v of views) $(`#view-${v}`).hidden = v !== view;
+  $('.topbar').hidden = view === 'signin';
+  for (const a of $$('[data-nav]')) {
+    const current = a.dataset.nav === view || (view === 'edit' && a.dataset.nav === 'keys');
+    if (current) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+}
+
+async function route() {
+  if (!getToken()) {
+    show('signin');
+    $('#token').focus();
+    return;
+  }
+  const hash = location.hash || '#/keys';
+  const [, section, id] = hash.split('/');
+  if (section === 'playground') {
+    show('playground');
+    await openPlayground();
+  } else if (section === 'keys' && id === 'new') {
+    show('edit');
+    openEditor(null);
+  } else if (section === 'keys' && id) {
+    show('edit');
+    await loadEditor(decodeURIComponent(id));
+  } else {
+    show('keys');
+    await loadList();
+  }
+  $('#main').focus({ preventScroll: true });
+}
+
+window.addEventListener('hashchange', route);
+
+// ---------------------------------------------------------------- sign in / out
+
+$('#signin-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const token = $('#token').value.trim();
+  const error = $('.field-error[data-field="token"]');
+  error.textContent = '';
+  if (!token) {
+    error.textContent = 'Enter a management token.';
+    return;
+  }
+  setToken(token);
+  const r = await api('GET', '/api_keys?per_page=1');
+  if (r.status === 401 || r.status === 403 || !r.body?.success) {
+    setToken(null);
+    error.textContent = r.body?.error_message ?? `The token was refused (${r.status}).`;
+    $('#token').focus();
+    return;
+  }
+  $('#token').value = '';
+  if (!location.hash || location.hash === '#/') location.hash = '#/keys';
+  else await route();
+});
+
+$('#sign-out').addEventListener('click', () => {
+  setToken(null);
+  list.tokens = [null];
+  location.hash = '#/keys';
+  route();
+});
+
+// ---------------------------------------------------------------- list
+
+const list = { tokens: [null], index: 0, filter: '', perPage: 25 };
+
+function statusBadge(status) {
+  const span = document.createElement('span');
+  span.className = `badge ${status}`;
+  span.textContent = status;
+  return span;
+}
+
+function when(iso) {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  return d.toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
+}
+
+async function loadList() {
+  const params = new URLSearchParams({ per_page: String(list.perPage) });
+  if (list.filter) params.set('name_contains', list.filter);
+  const token = list.tokens[list.index];
+  if (token) params.set('page_token', token);
+  const r = await api('GET', `/api_keys?${params}`);
+  const error = $('#list-error');
+  if (!r.body?.success) {
+    error.hidden = false;
+    error.textContent = r.body?.error_message ?? `The list could not be loaded (${r.status}).`;
+    if (r.status === 401) { setToken(null); route(); }
+    return;
+  }
+  error.hidden = true;
+  const body = $('#keys-body');
+  body.replaceChildren();
+  for (const k of r.body.data) {
+    const tr = document.createElement('tr');
+    tr.dataset.id = k.id;
+    const name = document.createElement('td');
+    name.dataset.label = 'Name';
+    const link = document.createElement('a');
+    link.href = `#/keys/${encodeURIComponent(k.id)}`;
+    link.textContent = k.name;
+    link.className = 'key-name';
+    const id = document.createElement('small');
+    id.textContent = k.id;
+    name.append(link, id);
+    const preview = document.createElement('td');
+    preview.dataset.label = 'Key';
+    const code = document.createElement('code');
+    code.textContent = k.key_preview ?? '—';
+    preview.append(code);
+    const type = document.createElement('td');
+    type.dataset.label = 'Type';
+    type.textContent = k.type === 'profile' ? `profile ${k.profile_id}` : 'workspace';
+    const status = document.createElement('td');
+    status.dataset.label = 'Status';
+    status.append(statusBadge(k.status));
+    const perms = document.createElement('td');
+    perms.dataset.label = 'Permissions';
+    perms.className = 'perms';
+    const shown = k.permissions.slice(0, 3);
+    perms.textContent = shown.length ? shown.join(', ') + (k.permissions.length > 3 ? ` +${k.permissions.length - 3}` : '') : 'none';
+    const created = document.createElement('td');
+    created.dataset.label = 'Created';
+    created.textContent = when(k.created_at);
+    tr.append(name, preview, type, status, perms, created);
+    body.append(tr);
+  }
+  const { num_records: total, next_page_token: next } = r.body;
+  $('#keys-empty').hidden = r.body.data.length > 0;
+  $('#keys-table').hidden = r.body.data.length === 0;
+  const first = list.index * list.perPage + (r.body.data.length ? 1 : 0);
+  const last = list.index * list.perPage + r.body.data.length;
+  $('#list-summary').textContent = `${total} key${total === 1 ? '' : 's'}${list.filter ? ` matching “${list.filter}”` : ''}`;
+  $('#page-label').textContent = total ? `${first}–${last} of ${total}` : '';
+  $('#prev-page').disabled = list.index === 0;
+  $('#next-page').disabled = !next;
+  list.tokens[list.index + 1] = next ?? undefined;
+}
+
+let filterTimer;
+$('#filter').addEventListener('input', () => {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => {
+    list.filter = $('#filter').value.trim();
+    list.tokens = [null];
+    list.index = 0;
+    loadList();
+  }, 250);
+});
+$('#filter-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  clearTimeout(filterTimer);
+  list.filter = $('#filter').value.trim();
+  list.tokens = [null];
+  list.index = 0;
+  loadList();
+});
+$('#per-page').addEventListener('change', () => {
+  list.perPage = Number($('#per-page').value);
+  list.tokens = [null];
+  list.index = 0;
+  loadList();
+});
+$('#prev-page').addEventListener('click', () => {
+  if (list.index > 0) { list.index -= 1; loadList(); }
+});
+$('#next-page').addEventListener('click', () => {
+  if (list.tokens[list.index + 1]) { list.index += 1; loadList(); }
+});
+
+// ---------------------------------------------------------------- editor
+
+const matrixBody = $('#matrix tbody');
+for (const module of MODULES) {
+  const tr = document.createElement('tr');
+  const th = document.createElement('th');
+  th.scope = 'row';
+  th.textContent = module;
+  tr.append(th);
+  for (const action of [...ACTIONS, '*']) {
+    const td = document.createElement('td');
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.dataset.permission = `${module}:${action}`;
+    box.setAttribute('aria-label', `${module}:${action}`);
+    td.append(box);
+    tr.append(td);
+  }
+  matrixBody.append(tr);
+}
+$('#matrix').addEventListener('change', (event) => {
+  const box = event.target;
+  if (box.dataset.permission?.endsWith(':*')) syncModuleRow(box.dataset.permission.split(':')[0]);
+});
+$('#perm-all').addEventListener('change', syncEverything);
+
+function syncModuleRow(module) {
+  const all = $(`[data-permission="${module}:*"]`).checked;
+  for (const action of ACTIONS) {
+    const box = $(`[data-permission="${module}:${action}"]`);
+    box.disabled = all || $('#perm-all').checked;
+    if (all) box.checked = true;
+  }
+}
+function syncEverything() {
+  const everything = $('#perm-all').checked;
+  for (const box of $$('#matrix input')) box.disabled = everything;
+  if (!everything) for (const m of MODULES) syncModuleRow(m);
+}
+
+let editing = null; // the key record being edited, or null for a new key
+
+function clearErrors() {
+  for (const e of $$('#view-edit .field-error')) e.textContent = '';
+  for (const c of $$('#view-edit [data-field-container]')) c.classList.remove('invalid');
+  $('#edit-error').hidden = true;
+  $('#edit-ok').hidden = true;
+}
+
+/** Shows an API error next to its field ("ip_allowlist[1]: ..." belongs to ip_allowlist). */
+function showError(body, status) {
+  const message = body?.error_message ?? `The request failed (${status}).`;
+  const field = /^([a-z_]+)(\[\d+\])?:/.exec(message)?.[1];
+  const slot = field && $(`#view-edit .field-error[data-field="${field}"]`);
+  if (slot) {
+    slot.textContent = message;
+    slot.closest('[data-field-container]')?.classList.add('invalid');
+    const input = slot.closest('[data-field-container]')?.querySelector('input:not([type=checkbox]), textarea, select');
+    input?.focus();
+  } else {
+    $('#edit-error').hidden = false;
+    $('#edit-error').textContent = message;
+  }
+}
+
+function toLocalInput(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function openEditor(record) {
+  editing = record;
+  clearErrors();
+  const isNew = !record;
+  $('#edit-title').textContent = isNew ? 'New key' : record.name;
+  $('#edit-sub').textContent = isNew ? 'The key is generated at the edge and shown to you once.' : `${record.id} · ${record.key_preview ?? ''} · version ${record.version}`;
+  $('#save').textContent = isNew ? 'Create key' : 'Save changes';
+  $('#edit-status').hidden = isNew;
+  if (!isNew) {
+    $('#edit-status').className = `badge ${record.status}`;
+    $('#edit-status').textContent = record.status;
+  }
+  const r = record ?? { name: '', description: '', type: 'workspace', permissions: [], event_allowlist: [], event_denylist: [], ip_allowlist: [], attribute_allowlist: null, metadata: {} };
+  $('#f-name').value = r.name;
+  $('#f-description').value = r.description ?? '';
+  $('#f-workspace').value = r.workspace ?? '';
+  $('#f-type').value = r.type;
+  $('#f-profile').value = r.profile_id ?? '';
+  $('#profile-field').hidden = r.type !== 'profile';
+  const { everything, checked, extra } = toMatrix(r.permissions);
+  $('#perm-all').checked = everything;
+  for (const box of $$('#matrix input')) box.checked = checked.has(box.dataset.permission);
+  syncEverything();
+  $('#f-extra').value = extra.join(', ');
+  $('#f-allow').value = r.event_allowlist.join('\n');
+  $('#f-deny').value = r.event_denylist.join('\n');
+  $('#f-ips').value = r.ip_allowlist.join('\n');
+  $('#f-attr-on').checked = Array.isArray(r.attribute_allowlist);
+  $('#f-attrs').value = (r.attribute_allowlist ?? []).join('\n');
+  $('#f-attrs').disabled = !$('#f-attr-on').checked;
+  $('#f-expires').value = toLocalInput(r.expires_at);
+  $('#f-metadata').value = JSON.stringify(r.metadata ?? {}, null, 1);
+  // Lifecycle: what each state allows.
+  const lifecycle = $('#lifecycle');
+  lifecycle.hidden = isNew;
+  if (!isNew) {
+    const revoked = record.status === 'revoked';
+    $('#act-expire').hidden = !record.active || revoked;
+    $('#act-reactivate').hidden = record.active || revoked;
+    $('#act-roll').closest('.roll').hidden = revoked;
+    $('#act-revoke').hidden = revoked;
+    $('#act-delete').hidden = record.status === 'active';
+    $('#lifecycle-hint').textContent = revoked
+      ? 'This key is revoked, which is final. It can only be deleted.'
+      : record.status === 'active'
+        ? 'Only a key that is not active can be deleted: expire or revoke it first.'
+        : 'This key is expired: reactivate it, or delete it for good.';
+    for (const el of $$('#key-form input, #key-form textarea, #key-form select, #key-form button')) {
+      if (revoked) el.setAttribute('disabled', ''); else if (!el.closest('#matrix') && el.id !== 'f-attrs') el.removeAttribute('disabled');
+    }
+    if (!revoked) { syncEverything(); $('#f-attrs').disabled = !$('#f-attr-on').checked; }
+  } else {
+    for (const el of $$('#key-form input, #key-form textarea, #key-form select, #key-form button')) {
+      if (!el.closest('#matrix') && el.id !== 'f-attrs') el.removeAttribute('disabled');
+    }
+  }
+}
+
+async function loadEditor(id) {
+  const r = await api('GET', `/api_keys/${encodeURIComponent(id)}`);
+  if (!r.body?.success) {
+    openEditor(null);
+    showError(r.body, r.status);
+    return;
+  }
+  openEditor(r.body.data);
+}
+
+$('#f-type').addEventListener('change', () => { $('#profile-field').hidden = $('#f-type').value !== 'profile'; });
+$('#f-attr-on').addEventListener('change', () => { $('#f-attrs').disabled = !$('#f-attr-on').checked; });
+
+/** The attributes the form describes; metadata that is not JSON is reported like an API error. */
+function formAttributes() {
+  const checked = $$('#matrix input').filter((b) => b.checked && !b.disabled).map((b) => b.dataset.permission);
+  const extra = $('#f-extra').value.split(',').map((s) => s.trim()).filter(Boolean);
+  let metadata;
+  try {
+    metadata = JSON.parse($('#f-metadata').value || '{}');
+  } catch {
+    return { error: 'metadata: is not valid JSON' };
+  }
+  const expires = $('#f-expires').value;
+  const attributes = {
+    name: $('#f-name').value,
+    description: $('#f-description').value,
+    type: $('#f-type').value,
+    profile_id: $('#f-type').value === 'profile' ? $('#f-profile').value : null,
+    workspace: $('#f-workspace').value.trim() || null,
+    permissions: fromMatrix($('#perm-all').checked, checked, extra),
+    event_allowlist: lines($('#f-allow').value),
+    event_denylist: lines($('#f-deny').value),
+    ip_allowlist: lines($('#f-ips').value),
+    attribute_allowlist: $('#f-attr-on').checked ? lines($('#f-attrs').value) : null,
+    expires_at: expires ? new Date(expires).toISOString() : null,
+    metadata,
+  };
+  return { attributes };
+}
+
+$('#key-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  clearErrors();
+  const { attributes, error } = formAttributes();
+  if (error) { showError({ error_message: error }, 400); return; }
+  const r = editing
+    ? await api('PUT', `/api_keys/${encodeURIComponent(editing.id)}`, { api_key: attributes })
+    : await api('POST', '/api_keys', { api_key: attributes });
+  if (!r.body?.success) { showError(r.body, r.status); return; }
+  if (editing) {
+    openEditor(r.body.data);
+    flash('Saved.');
+  } else {
+    await showSecret(r.body.data.api_key);
+    location.hash = `#/keys/${encodeURIComponent(r.body.data.id)}`;
+  }
+});
+
+function flash(text) {
+  $('#edit-ok').hidden = false;
+  $('#edit-ok').textContent = text;
+}
+
+async function lifecycle(method, path, body, done) {
+  clearErrors();
+  const r = await api(method, path, body);
+  if (!r.body?.success) { showError(r.body, r.status); return null; }
+  if (done) flash(done);
+  return r.body.data;
+}
+
+$('#act-expire').addEventListener('click', async () => {
+  const data = await lifecycle('PUT', `/api_keys/${editing.id}`, { api_key: { active: false } });
+  if (data) { openEditor(data); flash('Expired: requests with this key are refused from now on.'); }
+});
+$('#act-reactivate').addEventListener('click', async () => {
+  const data = await lifecycle('PUT', `/api_keys/${editing.id}`, { api_key: { active: true } });
+  if (data) { openEditor(data); flash('Reactivated.'); }
+});
+$('#act-roll').addEventListener('click', async () => {
+  const grace = Number($('#grace').value);
+  const data = await lifecycle('POST', `/api_keys/${editing.id}/roll`, { grace_seconds: grace });
+  if (data) {
+    await showSecret(data.api_key);
+    location.hash = `#/keys/${encodeURIComponent(data.id)}`;
+  }
+});
+$('#act-revoke').addEventListener('click', async () => {
+  const ok = await confirmAction('Revoke this key?', `Revoking “${editing.name}” is final: every request with it is refused from now on, and nothing can bring it back.`, 'Revoke for good');
+  if (!ok) return;
+  const data = await lifecycle('POST', `/api_keys/${editing.id}/revoke`);
+  if (data) { openEditor(data); flash('Revoked.'); }
+});
+$('#act-delete').addEventListener('click', async () => {
+  const ok = await confirmAction('Delete this key?', `Deleting “${editing.name}” cannot be undone.`, 'Delete');
+  if (!ok) return;
+  const data = await lifecycle('DELETE', `/api_keys/${editing.id}`);
+  if (data) location.hash = '#/keys';
+});
+
+// ---------------------------------------------------------------- dialogs
+
+function showSecret(key) {
+  const dialog = $('#secret-dialog');
+  $('#secret-value').value = key;
+  $('#secret-copied').textContent = '';
+  dialog.showModal();
+  $('#secret-value').select();
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => {
+      $('#secret-value').value = ''; // gone for good once closed
+      resolve();
+    }, { once: true });
+  });
+}
+
+$('#secret-copy').addEventListener('click', async () => {
+  const input = $('#secret-value');
+  try {
+    await navigator.clipboard.writeText(input.value);
+    $('#secret-copied').textContent = 'Copied to the clipboard.';
+  } catch {
+    input.select();
+    $('#secret-copied').textContent = 'Selected: press Ctrl+C (⌘C) to copy.';
+  }
+});
+
+function confirmAction(title, text, label) {
+  const dialog = $('#confirm-dialog');
+  $('#confirm-title').textContent = title;
+  $('#confirm-text').textContent = text;
+  $('#confirm-ok').textContent = label;
+  dialog.returnValue = '';
+  dialog.showModal();
+  $('#confirm-cancel').focus();
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+  });
+}
+
+// ---------------------------------------------------------------- playground
+
+let core = null;
+let policy = null;
+
+async function openPlayground() {
+  if (!core) {
+    try {
+      const module = await import('./pkg/keyward.js');
+      await module.default();
+      core = module;
+    } catch (e) {
+      $('#p-local').className = 'decision bad';
+      $('#p-local').textContent = `The wasm core could not be loaded: ${e.message}`;
+      return;
+    }
+  }
+  const r = await api('GET', '/policy');
+  policy = r.body?.success ? { rules: r.body.data.rules } : { rules: [] };
+  const keys = await api('GET', '/api_keys?per_page=100');
+  const select = $('#p-key');
+  const current = select.value;
+  select.replaceChildren(new Option('— paste a record below —', ''));
+  for (const k of keys.body?.data ?? []) select.append(new Option(`${k.name} (${k.key_preview ?? k.id})`, k.id));
+  select.value = current;
+  decideHere();
+}
+
+function playRequest() {
+  const body = $('#p-body').value;
+  return {
+    method: $('#p-method').value,
+    path: $('#p-path').value,
+    ip: $('#p-ip').value.trim() || null,
+    body: body === '' ? null : body,
+    basic_workspace: $('#p-workspace').value.trim() || null,
+  };
+}
+
+function renderDecision(el, decision, rule) {
+  el.hidden = false;
+  el.className = `decision ${decision.valid ? 'good' : 'bad'}`;
+  el.replaceChildren();
+  const head = document.createElement('strong');
+  head.className = 'code';
+  head.textContent = decision.valid ? 'VALID: allowed' : decision.code;
+  const message = document.createElement('p');
+  message.textContent = decision.message;
+  el.append(head, message);
+  if (rule) {
+    const r = document.createElement('p');
+    r.className = 'rule';
+    r.textContent = `Rule ${decision.rule}: ${rule.method} ${rule.path} needs ${rule.permission}`;
+    el.append(r);
+  } else if (decision.permission) {
+    const r = document.createElement('p');
+    r.className = 'rule';
+    r.textContent = `Rule ${decision.rule}: needs ${decision.permission}`;
+    el.append(r);
+  }
+}
+
+let lastLocal = null;
+function decideHere() {
+  if (!core) return;
+  const out = $('#p-local');
+  let record;
+  try {
+    record = JSON.parse($('#p-record').value);
+  } catch {
+    out.className = 'decision bad';
+    out.textContent = 'The record is not valid JSON.';
+    lastLocal = null;
+    return;
+  }
+  const result = core.decide(record, policy, playRequest(), Date.now());
+  if (result.type === 'failure') {
+    out.className = 'decision bad';
+    out.textContent = result.errors.map((e) => `${e.field}: ${e.message}`).join('; ');
+    lastLocal = null;
+    return;
+  }
+  lastLocal = result.decision;
+  renderDecision(out, result.decision, result.matched_rule);
+  compare();
+}
+
+let lastEdge = null;
+function compare() {
+  const agree = $('#p-agree');
+  if (!lastEdge || !lastLocal) { agree.hidden = true; return; }
+  agree.hidden = false;
+  const same = lastEdge.valid === lastLocal.valid && lastEdge.code === lastLocal.code;
+  agree.className = `agree ${same ? 'yes' : 'no'}`;
+  agree.textContent = same ? '✓ The page and the edge agree.' : '✗ The page and the edge disagree (is the record the one stored for this key?).';
+}
+
+for (const id of ['#p-record', '#p-method', '#p-path', '#p-ip', '#p-body', '#p-workspace']) {
+  $(id).addEventListener('input', () => { lastEdge = null; $('#p-edge').hidden = true; $('#p-agree').hidden = true; decideHere(); });
+}
+$('#p-key').addEventListener('change', async () => {
+  const id = $('#p-key').value;
+  if (!id) return;
+  const r = await api('GET', `/api_keys/${encodeURIComponent(id)}`);
+  if (r.body?.success) {
+    $('#p-record').value = JSON.stringify(r.body.data, null, 1);
+    lastEdge = null;
+    $('#p-edge').hidden = true;
+    decideHere();
+  }
+});
+$('#p-ask').addEventListener('click', async () => {
+  const req = playRequest();
+  const ws = req.basic_workspace;
+  const key = $('#p-plain').value.trim();
+  const body = { method: req.method, path: req.path, ip: req.ip, body: req.body };
+  if (ws) body.headers = { authorization: `Basic ${btoa(`${ws}:${key}`)}` }; else body.key = key;
+  const r = await api('POST', '/verify', body);
+  const out = $('#p-edge');
+  if (!r.body?.success) {
+    out.hidden = false;
+    out.className = 'decision bad';
+    out.textContent = r.body?.error_message ?? `The edge did not answer (${r.status}).`;
+    lastEdge = null;
+    compare();
+    return;
+  }
+  lastEdge = r.body.data;
+  renderDecision(out, r.body.data, null);
+  compare();
+});
+
+route();
