@@ -121,3 +121,50 @@ pub fn generate_key_js(prefix: &str) -> JsValue {
         Err(e) => to_js(&json!({"type": "failure", "errors": [{"field": "prefix", "message": e.to_string()}]})),
     }
 }
+
+/// A key record and a policy compiled once, for checking many requests: what the edge does with
+/// a cached record. The playground's `decide` compiles both on every call instead.
+#[wasm_bindgen]
+pub struct Checker {
+    key: CompiledKey,
+    policy: RoutePolicy,
+}
+
+#[wasm_bindgen]
+impl Checker {
+    /// Compiles `record` (API view form) and `policy`; `undefined` when either is invalid (use
+    /// `decide` or `validatePolicy` to see why).
+    #[wasm_bindgen(js_name = compile)]
+    pub fn compile(record: JsValue, policy: JsValue) -> Option<Checker> {
+        let record = KeyRecord::from_view(&from_js(record, "record").ok()?).ok()?;
+        let key = CompiledKey::compile(record).ok()?;
+        let policy = RoutePolicy::from_value(&from_js(policy, "policy").ok()?).ok()?;
+        Some(Checker { key, policy })
+    }
+
+    /// The gate's whole check for one request: key format and checksum, SHA-256 digest, then the
+    /// decision. Returns the code (`VALID` or a denial code); a digest that is not this record's
+    /// is `UNKNOWN_KEY`, as a KV miss would be.
+    pub fn check(&self, key: &str, method: &str, path: &str, ip: Option<String>, body: Option<String>, now_ms: f64) -> String {
+        if parse_key(key).is_err() {
+            return "MALFORMED_KEY".into();
+        }
+        if key_digest(key) != self.key.record.digest {
+            return "UNKNOWN_KEY".into();
+        }
+        let request = GateRequest {
+            method,
+            path,
+            client_ip: ip.as_deref(),
+            body: body.as_deref().map(str::as_bytes),
+            basic_workspace: None,
+        };
+        decide(&self.key, &self.policy, &request, now_ms as i64).code.as_str().to_string()
+    }
+
+    /// Binds the compiled record to a key's digest, as KV does by storing it under the digest.
+    #[wasm_bindgen(js_name = bindKey)]
+    pub fn bind_key(&mut self, key: &str) {
+        self.key.record.digest = key_digest(key);
+    }
+}

@@ -148,24 +148,26 @@ pub fn decide(key: &CompiledKey, policy: &RoutePolicy, request: &GateRequest<'_>
             );
         }
     }
-    let body_json = if rule.needs_body() { parse_body(request.body) } else { Err("") };
     if let Some(source) = &rule.event {
-        let event = match source {
-            EventSource::PathParam(name) => matched.param(name).map(str::to_string),
-            EventSource::BodyField(field) => body_json
-                .as_ref()
-                .ok()
-                .and_then(|v| v.get(field.as_str()))
-                .and_then(Value::as_str)
-                .map(str::to_string),
+        // A body event is read by scanning the top level of the JSON for its one field, without
+        // building the document: the common case pays for no allocation but the event name.
+        let (event, why) = match source {
+            EventSource::PathParam(name) => (matched.param(name).map(str::to_string), None),
+            EventSource::BodyField(field) => match body_field(request.body, field) {
+                Ok(Some(Value::String(event))) => (Some(event), None),
+                Ok(_) => (None, None),
+                Err(why) => (None, Some(why)),
+            },
         };
         let Some(event) = event.filter(|e| !e.is_empty()) else {
-            let message = match source {
-                EventSource::PathParam(name) => format!("the request path has no event in {{{name}}}"),
-                EventSource::BodyField(field) => match &body_json {
-                    Err(why) => format!("the event name is read from the body field \"{field}\", but {why}"),
-                    Ok(_) => format!("the request body has no string field \"{field}\" naming the event"),
-                },
+            let message = match (source, why) {
+                (EventSource::PathParam(name), _) => format!("the request path has no event in {{{name}}}"),
+                (EventSource::BodyField(field), Some(why)) => {
+                    format!("the event name is read from the body field \"{field}\", but {why}")
+                }
+                (EventSource::BodyField(field), None) => {
+                    format!("the request body has no string field \"{field}\" naming the event")
+                }
             };
             return deny(decision, Code::BadRequest, message);
         };
@@ -180,6 +182,7 @@ pub fn decide(key: &CompiledKey, policy: &RoutePolicy, request: &GateRequest<'_>
     }
     if rule.attribute_check {
         if let Some(allowed) = &key.attribute_allowlist {
+            let body_json = parse_body(request.body);
             let object = match &body_json {
                 Ok(Value::Object(map)) => map,
                 Ok(_) => return deny(decision, Code::BadRequest, "the request body must be a JSON object".into()),
@@ -225,6 +228,79 @@ fn parse_body(body: Option<&[u8]>) -> Result<Value, &'static str> {
         return Err("the request body is larger than 256 KiB");
     }
     serde_json::from_slice(body).map_err(|_| "the request body is not valid JSON")
+}
+
+/// The value of one top-level field of a JSON object body (the last one if it repeats), found
+/// without building the document; `Ok(None)` when the body is JSON but not an object holding it.
+fn body_field(body: Option<&[u8]>, field: &str) -> Result<Option<Value>, &'static str> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::fmt;
+
+    struct IsField<'f>(&'f str);
+    impl<'de> DeserializeSeed<'de> for IsField<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl Visitor<'_> for IsField<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a field name")
+        }
+        fn visit_str<E>(self, name: &str) -> Result<bool, E> {
+            Ok(name == self.0)
+        }
+    }
+    struct Scan<'f>(&'f str);
+    impl<'de> Visitor<'de> for Scan<'_> {
+        type Value = Option<Value>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Value>, A::Error> {
+            let mut found = None;
+            while let Some(wanted) = map.next_key_seed(IsField(self.0))? {
+                if wanted {
+                    found = Some(map.next_value::<Value>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Option<Value>, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Option<Value>, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Option<Value>, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Option<Value>, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Option<Value>, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Option<Value>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Option<Value>, E> {
+            Ok(None)
+        }
+    }
+
+    let body = body.filter(|b| !b.is_empty()).ok_or("the request has no body")?;
+    if body.len() > MAX_INSPECTED_BODY {
+        return Err("the request body is larger than 256 KiB");
+    }
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let found = reader.deserialize_any(Scan(field)).map_err(|_| "the request body is not valid JSON")?;
+    reader.end().map_err(|_| "the request body is not valid JSON")?;
+    Ok(found)
 }
 
 /// The check for a key used outside a route: the management API (`keys:read`, ...) and `/ping`.
@@ -431,6 +507,25 @@ mod tests {
             let view = json!({"permissions": ["*"], "event_allowlist": allow.clone()});
             let d = run(view, "POST", &format!("/events/{event}"), None, None, None);
             prop_assert_eq!(d.valid, allow.contains(&event));
+        }
+
+        #[test]
+        fn body_field_scan_agrees_with_parsing_the_document(
+            entries in proptest::collection::vec(("[a-c]", prop_oneof![
+                "[a-z]{0,4}".prop_map(Value::from), any::<i32>().prop_map(Value::from),
+                Just(json!({"a": [1, {"b": "x"}]})), Just(Value::Null)]), 0..5),
+            garbage in proptest::option::of("[\\[\\]{}:,\"a0 ]{0,12}"),
+        ) {
+            let mut text = String::from("{");
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i > 0 { text.push(','); }
+                text.push_str(&format!("\"{k}\":{v}"));
+            }
+            text.push('}');
+            let body = garbage.unwrap_or(text);
+            let scanned = body_field(Some(body.as_bytes()), "a");
+            let parsed = parse_body(Some(body.as_bytes())).map(|v| v.get("a").cloned());
+            prop_assert_eq!(scanned, parsed, "{}", body);
         }
 
         #[test]

@@ -1,5 +1,5 @@
-//! Strictly parsed IPv4/IPv6 addresses and CIDR ranges, and allowlists that match in time
-//! independent of how many entries they hold.
+//! Strictly parsed IPv4/IPv6 addresses and CIDR ranges, and allowlists that match with one
+//! binary search whatever their size.
 //!
 //! Modelled on cedar's `ipaddr` extension: an IPv4 address never matches an IPv6 range (nor the
 //! reverse, not even through `::ffff:a.b.c.d`), octets and prefixes with leading zeros are
@@ -114,33 +114,42 @@ impl IpNet {
     }
 }
 
-/// Networks of one prefix length, sorted, so membership is one mask and one binary search.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PrefixGroup<T> {
-    prefix: u8,
-    networks: Vec<T>,
-}
-
-/// A compiled IP allowlist. A lookup costs one binary search per distinct prefix length
-/// (at most 33 for IPv4 and 129 for IPv6), so it stays flat as the list grows to thousands.
+/// A compiled IP allowlist: every entry turned into an address interval, sorted and merged, so a
+/// lookup is one binary search however many entries and prefix lengths the list holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpAllowlist {
-    v4: Vec<PrefixGroup<u32>>,
-    v6: Vec<PrefixGroup<u128>>,
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
     len: usize,
 }
 
-fn insert<T: Ord>(groups: &mut Vec<PrefixGroup<T>>, prefix: u8, network: T) {
-    match groups.iter_mut().find(|g| g.prefix == prefix) {
-        Some(group) => group.networks.push(network),
-        None => groups.push(PrefixGroup { prefix, networks: vec![network] }),
+/// Sorts intervals and merges those that overlap or touch.
+fn merge<T: Ord + Copy>(mut intervals: Vec<(T, T)>, next_of: impl Fn(T) -> Option<T>) -> Vec<(T, T)> {
+    intervals.sort_unstable();
+    let mut merged: Vec<(T, T)> = Vec::with_capacity(intervals.len());
+    for (start, end) in intervals {
+        match merged.last_mut() {
+            Some(last) if next_of(last.1).is_none_or(|n| start <= n) => {
+                if end > last.1 {
+                    last.1 = end;
+                }
+            }
+            _ => merged.push((start, end)),
+        }
     }
+    merged
+}
+
+fn within<T: Ord + Copy>(intervals: &[(T, T)], addr: T) -> bool {
+    let after = intervals.partition_point(|(start, _)| *start <= addr);
+    after.checked_sub(1).and_then(|i| intervals.get(i)).is_some_and(|(_, end)| addr <= *end)
 }
 
 impl IpAllowlist {
     /// Parses every entry; the first bad one is reported with its position.
     pub fn compile<S: AsRef<str>>(entries: &[S]) -> Result<IpAllowlist, IpListError> {
-        let mut list = IpAllowlist { len: entries.len(), ..IpAllowlist::default() };
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
             let entry = entry.as_ref();
             let net = parse_net(entry).map_err(|e| IpListError {
@@ -149,22 +158,15 @@ impl IpAllowlist {
                 message: e.message,
             })?;
             match net {
-                IpNet::V4 { addr, prefix } => insert(&mut list.v4, prefix, addr),
-                IpNet::V6 { addr, prefix } => insert(&mut list.v6, prefix, addr),
+                IpNet::V4 { addr, prefix } => v4.push((addr, addr | !mask_v4(prefix))),
+                IpNet::V6 { addr, prefix } => v6.push((addr, addr | !mask_v6(prefix))),
             }
         }
-        for group in &mut list.v4 {
-            group.networks.sort_unstable();
-            group.networks.dedup();
-        }
-        for group in &mut list.v6 {
-            group.networks.sort_unstable();
-            group.networks.dedup();
-        }
-        // Wider networks first: they are the likeliest to match.
-        list.v4.sort_by_key(|g| g.prefix);
-        list.v6.sort_by_key(|g| g.prefix);
-        Ok(list)
+        Ok(IpAllowlist {
+            v4: merge(v4, |x: u32| x.checked_add(1)),
+            v6: merge(v6, |x: u128| x.checked_add(1)),
+            len: entries.len(),
+        })
     }
 
     /// No entries: the key may be used from any address.
@@ -180,14 +182,8 @@ impl IpAllowlist {
     /// Whether `addr` falls in any entry of its own family.
     pub fn contains(&self, addr: IpAddr) -> bool {
         match addr {
-            IpAddr::V4(a) => {
-                let a = u32::from(a);
-                self.v4.iter().any(|g| g.networks.binary_search(&(a & mask_v4(g.prefix))).is_ok())
-            }
-            IpAddr::V6(a) => {
-                let a = u128::from(a);
-                self.v6.iter().any(|g| g.networks.binary_search(&(a & mask_v6(g.prefix))).is_ok())
-            }
+            IpAddr::V4(a) => within(&self.v4, u32::from(a)),
+            IpAddr::V6(a) => within(&self.v6, u128::from(a)),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The gate: every request outside `/_keyward/` is checked here, then forwarded or refused.
 
-use worker::{Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result};
+use worker::{Env, Fetch, Method, Request, RequestInit, RequestRedirect, Response, Result};
 
 use super::reply;
 use super::store::Store;
@@ -77,16 +77,18 @@ pub async fn handle(mut req: Request, env: &Env) -> Result<Response> {
         return deny(decision.code, &decision.message);
     }
 
-    let forwarded = Headers::new();
-    for (name, value) in headers.entries() {
-        let stripped = name.starts_with("x-keyward-")
-            || name == "host"
-            || (name == "authorization"
-                && (credential.has(CredentialSource::Bearer) || credential.has(CredentialSource::Basic)))
-            || (name == "x-api-key" && credential.has(CredentialSource::Header));
-        if !stripped {
-            forwarded.append(&name, &value)?;
-        }
+    // The copy of the client's headers made above (one JavaScript call), less what must go:
+    // the credential, the Host of this Worker and any X-Keyward-* the client made up.
+    let forwarded = headers;
+    forwarded.delete("host")?;
+    for name in ["x-keyward-key-id", "x-keyward-key-type", "x-keyward-profile-id"] {
+        forwarded.delete(name)?;
+    }
+    if credential.has(CredentialSource::Bearer) || credential.has(CredentialSource::Basic) {
+        forwarded.delete("authorization")?;
+    }
+    if credential.has(CredentialSource::Header) {
+        forwarded.delete("x-api-key")?;
     }
     forwarded.set("x-keyward-key-id", &key.record.id)?;
     forwarded.set("x-keyward-key-type", key.record.key_type.as_str())?;

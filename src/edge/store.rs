@@ -40,7 +40,8 @@ thread_local! {
 pub struct Store {
     kv: KvStore,
     ttl_ms: i64,
-    default_policy: Option<String>,
+    /// Read only when the policy is not in memory: it is a few KiB copied out of JavaScript.
+    env: Env,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,8 +66,7 @@ impl Store {
             .unwrap_or(30)
             .clamp(0, 3600)
             * 1000;
-        let default_policy = env.var("ROUTE_POLICY").ok().map(|v| v.to_string());
-        Ok(Store { kv, ttl_ms, default_policy })
+        Ok(Store { kv, ttl_ms, env: env.clone() })
     }
 
     /// The compiled key stored under `digest`, from the cache when fresh.
@@ -200,7 +200,10 @@ impl Store {
     pub async fn policy_text(&self) -> Result<(String, &'static str), StoreError> {
         match self.kv.get("policy").text().await? {
             Some(text) => Ok((text, "stored")),
-            None => Ok((self.default_policy.clone().unwrap_or_else(|| "{\"rules\":[]}".into()), "default")),
+            None => {
+                let default = self.env.var("ROUTE_POLICY").map(|v| v.to_string());
+                Ok((default.unwrap_or_else(|_| "{\"rules\":[]}".into()), "default"))
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 // Run scripts/build.sh first; the harness never builds, so every test uses the same artefact.
 import { spawn, execFile } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -28,7 +29,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /**
  * @param {{origin: string, vars?: Record<string,string>, adminToken?: string, persistDir?: string}} options
  */
-export async function startKeyward({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir } = {}) {
+export async function startKeyward({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir, config } = {}) {
   const port = await freePort();
   const inspectorPort = await freePort();
   mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
@@ -39,6 +40,7 @@ export async function startKeyward({ origin, vars = {}, adminToken = 'test-admin
     '--var', `ORIGIN_URL:${origin}`, '--var', `ADMIN_TOKEN:${adminToken}`,
   ];
   for (const [name, value] of Object.entries(vars)) args.push('--var', `${name}:${value}`);
+  if (config) args.push('--config', config);
   const child = spawn(WRANGLER, args, {
     cwd: ROOT,
     env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: 'true', NO_COLOR: '1', FORCE_COLOR: '0' },
@@ -73,14 +75,15 @@ export async function startKeyward({ origin, vars = {}, adminToken = 'test-admin
     if (exited === null) try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
   };
   return {
-    url, port, persist, adminToken, log: () => log, stop,
+    url, port, inspectorPort, persist, adminToken, log: () => log, stop,
     /** A management call with the admin token (or `token`); returns {status, body, headers}. */
     admin: (method, p, body, token = adminToken) => call(url, method, `/_keyward/v1${p}`, body, { authorization: `Bearer ${token}` }),
     /** Any request; returns {status, body (parsed JSON when it is), headers}. */
     request: (method, p, { headers = {}, body, localAddress } = {}) => call(url, method, p, body, headers, localAddress),
     /** Runs `wrangler kv ...` against this instance's local KV (e.g. to corrupt a record). */
     kv: async (...kvArgs) => {
-      const { stdout } = await run(WRANGLER, ['kv', ...kvArgs, '--binding', 'KEYS', '--local', '--persist-to', persist], {
+      const { stdout } = await run(WRANGLER, ['kv', ...kvArgs, '--binding', 'KEYS', '--local', '--persist-to', persist, ...(config ? ['--config', config] : [])], {
+        maxBuffer: 64 * 1024 * 1024,
         cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: 'true', NO_COLOR: '1' },
       });
       return stdout;
@@ -101,7 +104,6 @@ function readTree(dir) {
 }
 
 /** HTTP with node:http so a test can choose the local address (the client IP under wrangler dev). */
-import http from 'node:http';
 export function call(base, method, p, body, headers = {}, localAddress) {
   const url = new URL(p, base);
   let payload;

@@ -1,0 +1,110 @@
+// Through the gate on loopback, with wrk (fixed connections and duration): a pass-through Worker,
+// keyward with a warm key, keyward missing its in-isolate cache on every request, and the same
+// check hand-written in JavaScript; then keyward's cost with 1, 1 000 and 100 000 keys stored.
+// Prints one JSON object of results. Every Worker runs under `wrangler dev` (workerd).
+import { spawn } from 'node:child_process';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { startOrigin } from '../tests/support/origin.mjs';
+import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
+import { makeKey, digest } from '../tests/support/keys.mjs';
+
+const DURATION = process.env.BENCH_DURATION ?? '8s';
+const CONNECTIONS = process.env.BENCH_CONNECTIONS ?? '16';
+const SCALE = (process.env.BENCH_SCALE ?? '1,1000,100000').split(',').map(Number);
+const PATH = '/api/v2/projects/1/users';
+const out = path.join(ROOT, 'bench-output');
+mkdirSync(out, { recursive: true });
+
+function wrk(url, key, connections) {
+  return new Promise((resolve, reject) => {
+    const args = [`-t${Math.min(2, connections)}`, `-c${connections}`, `-d${DURATION}`, '--latency'];
+    if (key) args.push('-H', `Authorization: Bearer ${key}`);
+    args.push(url);
+    const child = spawn('wrk', args);
+    let text = '';
+    child.stdout.on('data', (d) => { text += d; });
+    child.stderr.on('data', (d) => { text += d; });
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`wrk failed: ${text}`));
+      const ms = (v, unit) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit]);
+      const at = (p) => { const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(text); return m ? ms(m[1], m[2]) : null; };
+      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1]);
+      const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0);
+      const requests = Number(/(\d+) requests in/.exec(text)?.[1]);
+      resolve({ p50_ms: at(50), p99_ms: at(99), rps, requests, non2xx });
+    });
+    child.on('error', reject);
+  });
+}
+
+async function measure(name, url, key, results) {
+  // Latency with one connection (no queueing: what one request costs), throughput with
+  // CONNECTIONS connections; each after a warm-up.
+  await wrk(url, key, 1).catch(() => {});
+  const latency = await wrk(url, key, 1);
+  const load = await wrk(url, key, Number(CONNECTIONS));
+  for (const r of [latency, load]) {
+    if (r.non2xx > 0) throw new Error(`${name}: ${r.non2xx} of ${r.requests} requests were refused`);
+  }
+  results[name] = { p50_ms: latency.p50_ms, p99_ms: latency.p99_ms, rps: load.rps, loaded_p50_ms: load.p50_ms, loaded_p99_ms: load.p99_ms, connections: Number(CONNECTIONS) };
+  console.error(`bench: ${name}: p50 ${latency.p50_ms} ms, p99 ${latency.p99_ms} ms (1 connection), ${load.rps} req/s (${CONNECTIONS} connections)`);
+}
+
+const results = {};
+const origin = await startOrigin();
+const started = [];
+try {
+  // (a) pass-through
+  const pass = await startKeyward({ origin: origin.url, config: path.join(ROOT, 'bench/passthrough/wrangler.toml') });
+  started.push(pass);
+  await measure('gate/passthrough', `${pass.url}${PATH}`, null, results);
+  await pass.stop();
+
+  // (b) keyward, warm key
+  const warm = await startKeyward({ origin: origin.url });
+  started.push(warm);
+  const created = await warm.admin('POST', '/api_keys', { api_key: { name: 'bench', permissions: ['users:read'] } });
+  const key = created.body.data.api_key;
+  const storedRecord = await warm.kv('key', 'get', `key:${digest(key)}`);
+  await measure('gate/keyward_warm', `${warm.url}${PATH}`, key, results);
+  await warm.stop();
+
+  // (c) keyward, every request misses the in-isolate cache (records and policy re-read from KV)
+  const cold = await startKeyward({ origin: origin.url, vars: { CACHE_TTL_SECONDS: '0' } });
+  started.push(cold);
+  const coldKey = (await cold.admin('POST', '/api_keys', { api_key: { name: 'bench', permissions: ['users:read'] } })).body.data.api_key;
+  await measure('gate/keyward_cache_miss', `${cold.url}${PATH}`, coldKey, results);
+  await cold.stop();
+
+  // (d) the hand-written JavaScript check, with the same record in its KV
+  const js = await startKeyward({ origin: origin.url, config: path.join(ROOT, 'bench/js-gate/wrangler.toml') });
+  started.push(js);
+  await js.kv('key', 'put', `key:${digest(key)}`, storedRecord.trim());
+  await measure('gate/hand_written_js', `${js.url}${PATH}`, key, results);
+  await js.stop();
+
+  // Scale: keyward missing its cache, with N keys stored.
+  const template = JSON.parse(storedRecord);
+  for (const n of SCALE) {
+    const kw = await startKeyward({ origin: origin.url, vars: { CACHE_TTL_SECONDS: '0' } });
+    started.push(kw);
+    const probe = makeKey('kw_live');
+    const entries = [{ key: `key:${digest(probe)}`, value: JSON.stringify({ ...template, digest: digest(probe) }) }];
+    for (let i = 1; i < n; i++) {
+      const d = digest(`filler-${i}`);
+      entries.push({ key: `key:${d}`, value: JSON.stringify({ ...template, digest: d, id: `key_01JBENCH${String(i).padStart(17, '0')}` }) });
+    }
+    const file = path.join(out, `bulk-${n}.json`);
+    writeFileSync(file, JSON.stringify(entries));
+    const t = Date.now();
+    await kw.kv('bulk', 'put', file);
+    console.error(`bench: stored ${n} keys in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+    await measure(`scale/gate_cache_miss_${n}_keys_stored`, `${kw.url}${PATH}`, probe, results);
+    await kw.stop();
+  }
+} finally {
+  for (const s of started) await s.stop();
+  await origin.stop();
+}
+console.log(JSON.stringify(results));

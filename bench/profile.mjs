@@ -1,0 +1,69 @@
+// Where a gated request's time goes inside workerd: a CPU profile of keyward under load, taken
+// through wrangler dev's inspector (the DevTools protocol), summed by function (self time).
+// Prints the top functions as JSON.
+import { spawn } from 'node:child_process';
+import WebSocket from 'ws';
+import { startOrigin } from '../tests/support/origin.mjs';
+import { startKeyward } from '../tests/support/keyward.mjs';
+
+const origin = await startOrigin();
+const kw = await startKeyward({ origin: origin.url });
+let result = {};
+try {
+  const key = (await kw.admin('POST', '/api_keys', { api_key: { name: 'profile', permissions: ['users:read'] } })).body.data.api_key;
+  const targets = await (await fetch(`http://127.0.0.1:${kw.inspectorPort}/json`)).json();
+  const target = targets.find((t) => /keyward/.test(t.title ?? '') || /keyward/.test(t.url ?? '')) ?? targets[0];
+  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  let id = 0;
+  const pending = new Map();
+  ws.on('message', (data) => {
+    const msg = JSON.parse(data);
+    if (msg.id && pending.has(msg.id)) { pending.get(msg.id)(msg); pending.delete(msg.id); }
+  });
+  const send = (method, params = {}) => new Promise((resolve) => { id += 1; pending.set(id, resolve); ws.send(JSON.stringify({ id, method, params })); });
+  await send('Profiler.enable');
+  await send('Profiler.setSamplingInterval', { interval: 100 });
+  await send('Profiler.start');
+  await new Promise((resolve, reject) => {
+    const child = spawn('wrk', ['-t1', '-c4', '-d5s', '-H', `Authorization: Bearer ${key}`, `${kw.url}/api/v2/projects/1/users`], { stdio: 'ignore' });
+    child.on('exit', resolve);
+    child.on('error', reject);
+  });
+  const { result: { profile } } = await send('Profiler.stop');
+  ws.close();
+  const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  const counts = new Map();
+  for (const sample of profile.samples) counts.set(sample, (counts.get(sample) ?? 0) + 1);
+  let total = 0;
+  for (const [nodeId, hits] of counts) {
+    const node = byNode.get(nodeId);
+    const f = node.callFrame;
+    const name = `${f.functionName || '(anonymous)'}${f.url ? ` ${f.url.split('/').pop()}:${f.lineNumber}` : ''}`;
+    self.set(name, (self.get(name) ?? 0) + hits);
+    total += hits;
+  }
+  const busy = total - (self.get('(idle)') ?? 0);
+  const top = [...self].filter(([n]) => n !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, 15)
+    .map(([name, hits]) => ({ name, share_of_busy: busy ? +(hits / busy).toFixed(3) : 0 }));
+  // Sums by kind: the wasm module (keyward's core and the worker crate), its generated JS glue,
+  // the runtime's own objects (fetch, Request, Response, Headers), GC and the rest.
+  const kind = (name) => {
+    if (name.startsWith('wasm-function') || name === 'wasm-to-js' || name === 'js-to-wasm') return name.startsWith('wasm-function') ? 'wasm code' : 'wasm/JS boundary';
+    if (name.includes('shim.js')) return 'wasm-bindgen JS glue';
+    if (name === '(garbage collector)') return 'garbage collector';
+    if (name === '(program)') return 'runtime (program)';
+    return 'runtime built-ins (fetch, Request, Response, Headers, ...)';
+  };
+  const kinds = {};
+  for (const [name, hits] of self) {
+    if (name === '(idle)') continue;
+    kinds[kind(name)] = +(((kinds[kind(name)] ?? 0) + hits / busy)).toFixed(3);
+  }
+  result = { samples: total, busy_share: +(busy / total).toFixed(3), by_kind: kinds, top };
+} finally {
+  await kw.stop();
+  await origin.stop();
+}
+console.log(JSON.stringify(result));

@@ -1,0 +1,97 @@
+// The benchmark command's table: gathers the native figures (criterion bench, written to
+// bench-output/native.json), wasm under Node, wasm start in Chromium, the gate under wrk and a
+// CPU profile of the gate, prints one table and writes bench-output/results.json.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, statSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import path from 'node:path';
+import { ROOT } from '../tests/support/keyward.mjs';
+import { launch } from '../tests/browser/support.mjs';
+
+const node = (script) => JSON.parse(execFileSync(process.execPath, [path.join(ROOT, 'bench', script)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 }).toString().trim().split('\n').pop());
+
+const native = JSON.parse(readFileSync(path.join(ROOT, 'bench-output/native.json'), 'utf8'));
+console.error('bench: wasm under Node');
+const wasm = node('wasm.mjs');
+
+// Worker wasm: compile in V8 as workerd does (Chromium's V8 knows the wasm GC types it uses).
+console.error('bench: Worker wasm compile time in Chromium');
+const size = (file) => {
+  const bytes = readFileSync(path.join(ROOT, file));
+  return { raw: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length };
+};
+const browser = await launch();
+const page = await browser.newPage();
+const workerWasm = readFileSync(path.join(ROOT, 'build/index_bg.wasm')).toString('base64');
+const workerCompileMs = await page.evaluate(async (b64) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const times = [];
+  for (let i = 0; i < 15; i++) {
+    const t = performance.now();
+    await WebAssembly.compile(bytes);
+    times.push(performance.now() - t);
+  }
+  times.sort((a, b) => a - b);
+  return times[7];
+}, workerWasm);
+await browser.close();
+
+console.error('bench: through the gate (wrk)');
+const gate = node('gate.mjs');
+console.error('bench: CPU profile of the gate under load');
+const profile = node('profile.mjs');
+
+const sizes = { worker: size('build/index_bg.wasm'), browser: size('www/pkg/keyward_bg.wasm') };
+const results = {
+  when: new Date().toISOString(),
+  machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
+  native, wasm, gate, profile, sizes, worker_wasm_compile_ms: workerCompileMs,
+};
+writeFileSync(path.join(ROOT, 'bench-output/results.json'), JSON.stringify(results, null, 1));
+
+const us = (ns) => `${(ns / 1000).toFixed(2)} µs`;
+const rows = [];
+const row = (what, value, target = '') => rows.push([what, value, target]);
+const n = (k) => native[k];
+row('decision, native: whole check (parse+checksum+SHA-256+decide) p50/p99', `${us(n('native/keyward_full_check').p50_ns)} / ${us(n('native/keyward_full_check').p99_ns)}`);
+row('decision, native: decide only p50/p99', `${us(n('native/keyward_decide').p50_ns)} / ${us(n('native/keyward_decide').p99_ns)}`);
+row('  of which SHA-256 digest / key parse (p50)', `${us(n('native/sha256_digest').p50_ns)} / ${us(n('native/parse_key').p50_ns)}`);
+row('decision, wasm (Node/V8): whole check p50/p99', `${us(wasm['wasm/keyward_full_check'].p50_ns)} / ${us(wasm['wasm/keyward_full_check'].p99_ns)}`,
+  `< 2 µs: ${wasm['wasm/keyward_full_check'].p50_ns < 2000 ? 'met' : 'MISSED'}`);
+row('peer: cedar-policy is_authorized, native p50/p99', `${us(n('native/cedar').p50_ns)} / ${us(n('native/cedar').p99_ns)}`);
+const ratio = n('native/cedar').p50_ns / n('native/keyward_full_check').p50_ns;
+row('cedar / keyward (native, whole check)', `${ratio.toFixed(0)}×`, `≥ 10×: ${ratio >= 10 ? 'met' : 'MISSED'}`);
+const g = (k) => gate[k];
+const added = g('gate/keyward_warm').p50_ms - g('gate/passthrough').p50_ms;
+for (const [k, label] of [['gate/passthrough', '(a) pass-through Worker'], ['gate/keyward_warm', '(b) keyward, warm key'], ['gate/keyward_cache_miss', '(c) keyward, cache miss every request'], ['gate/hand_written_js', '(d) hand-written JS check']]) {
+  row(`gate ${label}: p50/p99 (1 conn), req/s (${g(k).connections} conn)`, `${g(k).p50_ms} / ${g(k).p99_ms} ms, ${g(k).rps.toFixed(0)} req/s`);
+}
+row('keyward added p50 over pass-through', `${added.toFixed(2)} ms`, `< 1 ms: ${added < 1 ? 'met' : 'MISSED'}`);
+const vsJs = g('gate/keyward_warm').rps / g('gate/hand_written_js').rps;
+row('keyward req/s ÷ hand-written JS req/s', vsJs.toFixed(2), `≥ 1: ${vsJs >= 1 ? 'met' : 'MISSED'}`);
+const scaleKeys = Object.keys(gate).filter((k) => k.startsWith('scale/'));
+for (const k of scaleKeys) row(`scale: ${k.replace('scale/gate_cache_miss_', 'gate, cache miss, ').replace(/_/g, ' ')}`, `${g(k).p50_ms} ms p50, ${g(k).rps.toFixed(0)} req/s`);
+if (scaleKeys.length > 1) {
+  const p = scaleKeys.map((k) => g(k).p50_ms);
+  const spread = Math.max(...p) / Math.min(...p);
+  row('scale: stored keys, max/min p50', `${spread.toFixed(2)}×`, `flat within 2×: ${spread <= 2 ? 'met' : 'MISSED'}`);
+}
+for (const m of [10, 1000, 10000]) row(`scale: decide with ${m} CIDRs + ${m} permissions (native p50)`, us(n(`scale/decide_${m}_cidrs_and_permissions`).p50_ns));
+for (const m of [10, 1000]) row(`scale: cedar with ${m} CIDRs + ${m} permissions (native p50)`, us(n(`scale/cedar_${m}_cidrs_and_permissions`).p50_ns));
+for (const m of [10, 1000, 10000]) row(`scale: decide with ${m} route rules (native p50)`, us(n(`scale/decide_${m}_route_rules`).p50_ns));
+const lists = [10, 1000, 10000].map((m) => n(`scale/decide_${m}_cidrs_and_permissions`).p50_ns);
+const rules = [10, 1000, 10000].map((m) => n(`scale/decide_${m}_route_rules`).p50_ns);
+const flat = Math.max(Math.max(...lists) / Math.min(...lists), Math.max(...rules) / Math.min(...rules));
+row('scale: lists and rules, max/min', `${flat.toFixed(2)}×`, `flat within 2×: ${flat <= 2 ? 'met' : 'MISSED'}`);
+row('size: Worker wasm raw / gzip -9', `${(sizes.worker.raw / 1024).toFixed(0)} KiB / ${(sizes.worker.gzip / 1024).toFixed(0)} KiB`, `< 400 KiB gz: ${sizes.worker.gzip < 400 * 1024 ? 'met' : 'MISSED'}`);
+row('size: browser wasm raw / gzip -9', `${(sizes.browser.raw / 1024).toFixed(0)} KiB / ${(sizes.browser.gzip / 1024).toFixed(0)} KiB`);
+row('start: Worker wasm compile (Chromium V8, median)', `${workerCompileMs.toFixed(2)} ms`);
+row('start: browser wasm compile / instantiate (Node, median)', `${wasm['start/browser_wasm_compile_ms'].toFixed(2)} / ${wasm['start/browser_wasm_instantiate_ms'].toFixed(3)} ms`);
+const kinds = Object.entries(profile.by_kind).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${(v * 100).toFixed(0)}%`).join(', ');
+row('profile: gate CPU time by kind (busy samples)', kinds);
+
+const w = [Math.max(...rows.map((r) => r[0].length)), Math.max(...rows.map((r) => r[1].length))];
+console.log(`\n${'measure'.padEnd(w[0])}  ${'value'.padEnd(w[1])}  target`);
+console.log(`${'-'.repeat(w[0])}  ${'-'.repeat(w[1])}  ------`);
+for (const [a, b, c] of rows) console.log(`${a.padEnd(w[0])}  ${b.padEnd(w[1])}  ${c}`);
+console.log(`\nwritten to bench-output/results.json`);

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The benchmark command: what a check costs natively (criterion, beside cedar-policy), in wasm,
+# and through the gate under wrangler dev (wrk, beside a pass-through Worker and a hand-written
+# JavaScript check), how it scales, and the wasm's size and start. Prints one table and writes it
+# to bench-output/results.json. Figures are for comparing runs on one machine, not assertions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh --tests --bench
+scripts/build.sh
+mkdir -p bench-output
+
+echo "bench: native (criterion; cedar-policy as the peer)"
+cargo bench --quiet --features bench --bench decision
+node bench/run.mjs
