@@ -3,7 +3,7 @@
 // check hand-written in JavaScript; then keyward's cost with 1, 1 000 and 100 000 keys stored.
 // Prints one JSON object of results. Every Worker runs under `wrangler dev` (workerd).
 import { spawn } from 'node:child_process';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { startOrigin } from '../tests/support/origin.mjs';
 import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
@@ -99,6 +99,7 @@ try {
     writeFileSync(file, JSON.stringify(entries));
     const t = Date.now();
     await kw.kv('bulk', 'put', file);
+    rmSync(file);
     console.error(`bench: stored ${n} keys in ${((Date.now() - t) / 1000).toFixed(1)} s`);
     await measure(`scale/gate_cache_miss_${n}_keys_stored`, `${kw.url}${PATH}`, probe, results);
     await kw.stop();

@@ -23,7 +23,7 @@ cargo build --quiet --lib --release --target wasm32-unknown-unknown --no-default
 mkdir -p www/pkg
 "$WASM_BINDGEN_BIN" --target web --no-typescript --out-dir www/pkg --out-name keyward \
   target/wasm32-unknown-unknown/release/keyward.wasm
-"$WASM_OPT_BIN" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+"$WASM_OPT_BIN" -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
   www/pkg/keyward_bg.wasm -o www/pkg/keyward_bg.wasm
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
+use crate::core::code::Code;
 use crate::core::digest::key_digest;
 use crate::core::key::{generate_key, key_preview, parse_key, RANDOM_BYTES_FOR_KEY};
 use crate::core::record::{CompiledKey, FieldError, KeyRecord, WriteMode};
@@ -128,6 +129,9 @@ pub fn generate_key_js(prefix: &str) -> JsValue {
 pub struct Checker {
     key: CompiledKey,
     policy: RoutePolicy,
+    /// The codes as JavaScript strings, made once: handing one back is a reference, where
+    /// returning a Rust `String` would be decoded (TextDecoder) on every call.
+    codes: Vec<JsValue>,
 }
 
 #[wasm_bindgen]
@@ -139,18 +143,19 @@ impl Checker {
         let record = KeyRecord::from_view(&from_js(record, "record").ok()?).ok()?;
         let key = CompiledKey::compile(record).ok()?;
         let policy = RoutePolicy::from_value(&from_js(policy, "policy").ok()?).ok()?;
-        Some(Checker { key, policy })
+        let codes = Code::ALL.iter().map(|c| JsValue::from_str(c.as_str())).collect();
+        Some(Checker { key, policy, codes })
     }
 
     /// The gate's whole check for one request: key format and checksum, SHA-256 digest, then the
     /// decision. Returns the code (`VALID` or a denial code); a digest that is not this record's
     /// is `UNKNOWN_KEY`, as a KV miss would be.
-    pub fn check(&self, key: &str, method: &str, path: &str, ip: Option<String>, body: Option<String>, now_ms: f64) -> String {
+    pub fn check(&self, key: &str, method: &str, path: &str, ip: Option<String>, body: Option<String>, now_ms: f64) -> JsValue {
         if parse_key(key).is_err() {
-            return "MALFORMED_KEY".into();
+            return self.code(Code::MalformedKey);
         }
         if key_digest(key) != self.key.record.digest {
-            return "UNKNOWN_KEY".into();
+            return self.code(Code::UnknownKey);
         }
         let request = GateRequest {
             method,
@@ -159,7 +164,11 @@ impl Checker {
             body: body.as_deref().map(str::as_bytes),
             basic_workspace: None,
         };
-        decide(&self.key, &self.policy, &request, now_ms as i64).code.as_str().to_string()
+        self.code(decide(&self.key, &self.policy, &request, now_ms as i64).code)
+    }
+
+    fn code(&self, code: Code) -> JsValue {
+        self.codes.get(code as usize).cloned().unwrap_or_else(|| JsValue::from_str(code.as_str()))
     }
 
     /// Binds the compiled record to a key's digest, as KV does by storing it under the digest.

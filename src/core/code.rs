@@ -25,6 +25,26 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in declaration order (`Code::ALL[code as usize] == code`).
+    pub const ALL: [Code; 16] = [
+        Code::Valid,
+        Code::BadRequest,
+        Code::MissingKey,
+        Code::MalformedKey,
+        Code::UnknownKey,
+        Code::KeyExpired,
+        Code::KeyRevoked,
+        Code::WorkspaceMismatch,
+        Code::PermissionDenied,
+        Code::IpNotAllowed,
+        Code::EventNotAllowed,
+        Code::AttributeNotAllowed,
+        Code::ProfileMismatch,
+        Code::RouteNotAllowed,
+        Code::RateLimited,
+        Code::StoreUnavailable,
+    ];
+
     /// The HTTP status the gate answers with for this code.
     pub fn status(self) -> u16 {
         match self {
@@ -75,26 +95,16 @@ mod tests {
 
     #[test]
     fn serde_name_matches_as_str() {
-        for code in [
-            Code::Valid,
-            Code::BadRequest,
-            Code::MissingKey,
-            Code::MalformedKey,
-            Code::UnknownKey,
-            Code::KeyExpired,
-            Code::KeyRevoked,
-            Code::WorkspaceMismatch,
-            Code::PermissionDenied,
-            Code::IpNotAllowed,
-            Code::EventNotAllowed,
-            Code::AttributeNotAllowed,
-            Code::ProfileMismatch,
-            Code::RouteNotAllowed,
-            Code::RateLimited,
-            Code::StoreUnavailable,
-        ] {
+        for code in Code::ALL {
             let json = serde_json::to_string(&code).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (i, code) in Code::ALL.into_iter().enumerate() {
+            assert_eq!(code as usize, i, "{code:?}");
         }
     }
 

@@ -10,9 +10,8 @@ use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
 use crate::core::{decide, Code, GateRequest};
 
-pub async fn handle(mut req: Request, env: &Env) -> Result<Response> {
+pub async fn handle(mut req: Request, url: worker::Url, env: &Env) -> Result<Response> {
     let now = super::now_ms();
-    let url = req.url()?;
     let headers = req.headers().clone();
     let credential = match find_credential(
         headers.get("authorization")?.as_deref(),

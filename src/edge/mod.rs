@@ -23,7 +23,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     // The worker crate reads any method it does not know as GET; refuse those instead.
     let raw_method = req.inner().method();
     let known = worker::Method::all().iter().any(|m| m.as_ref() == raw_method);
-    let path = req.path();
+    // The URL is parsed once per request and handed on.
+    let url = req.url()?;
+    let path = url.path();
     if !known {
         let message = format!("the method {raw_method} is not supported");
         if !path.starts_with("/_keyward/") {
@@ -39,7 +41,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
     if path == "/_keyward" || path.starts_with("/_keyward/") {
         if path == "/_keyward/console" {
-            let mut url = req.url()?;
+            let mut url = url.clone();
             url.set_path("/_keyward/console/");
             return Response::redirect(url);
         }
@@ -51,7 +53,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         }
         return reply::error(404, "NOT_FOUND", "no such keyward endpoint");
     }
-    gate::handle(req, &env).await
+    gate::handle(req, url, &env).await
 }
 
 /// The console's static files (www/), served through the assets binding. The Worker runs first
