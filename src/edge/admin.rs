@@ -580,7 +580,13 @@ async fn list(req: &Request, store: &Store) -> Answer {
     }
     let next = (end < total).then(|| slice.last().map(|e| encode_token(&e.id))).flatten();
     let mut extra = Map::new();
-    extra.insert("page".into(), json!(start / per_page));
+    // The page asked for, even past the last one (an empty page, never moved to the last); for
+    // a page_token, the page the token's position falls in.
+    let page_number = match (&after, page) {
+        (None, Some(p)) => p,
+        _ => start / per_page,
+    };
+    extra.insert("page".into(), json!(page_number));
     extra.insert("per_page".into(), json!(per_page));
     extra.insert("num_records".into(), json!(total));
     extra.insert("num_pages".into(), json!(total.div_ceil(per_page)));

@@ -180,6 +180,12 @@ test('list: sorted by id, filters are case-insensitive, page and per_page', asyn
   assert.equal(r.body.num_records, 4);
   assert.equal(r.body.num_pages, 2);
   assert.equal(r.body.next_page_token, null);
+  // A page past the last one is empty and says which page it is; it is not moved to the last.
+  r = await kw.admin('GET', `/api_keys?name_contains=${tag}&per_page=3&page=7`);
+  assertEnvelope(r);
+  assert.deepEqual(r.body.data, []);
+  assert.equal(r.body.page, 7);
+  assert.equal(r.body.num_pages, 2);
   r = await kw.admin('GET', '/api_keys');
   const ids = r.body.data.map((k) => k.id);
   assert.deepEqual(ids, [...ids].sort(), 'sorted by id');
