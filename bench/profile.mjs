@@ -1,17 +1,26 @@
 // Where a gated request's time goes inside workerd: a CPU profile of keyward under load, taken
-// through wrangler dev's inspector (the DevTools protocol), summed by function (self time).
-// Prints the top functions as JSON.
+// through wrangler dev's inspector (the DevTools protocol), summed by function (self time), and
+// the isolate's CPU time per request. `node bench/profile.mjs js` profiles the hand-written
+// JavaScript check instead, for comparison. Prints JSON.
 import { spawn } from 'node:child_process';
 import WebSocket from 'ws';
 import { startOrigin } from '../tests/support/origin.mjs';
-import { startKeyward } from '../tests/support/keyward.mjs';
+import path from 'node:path';
+import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
+import { digest } from '../tests/support/keys.mjs';
+
+const handWritten = process.argv[2] === 'js';
 
 const origin = await startOrigin();
 const kw = await startKeyward({ origin: origin.url });
+const js = handWritten ? await startKeyward({ origin: origin.url, config: path.join(ROOT, 'bench/js-gate/wrangler.toml') }) : null;
 let result = {};
+let requests = 0;
 try {
   const key = (await kw.admin('POST', '/api_keys', { api_key: { name: 'profile', permissions: ['users:read'] } })).body.data.api_key;
-  const targets = await (await fetch(`http://127.0.0.1:${kw.inspectorPort}/json`)).json();
+  if (js) await js.kv('key', 'put', `key:${digest(key)}`, (await kw.kv('key', 'get', `key:${digest(key)}`)).trim());
+  const target_ = js ?? kw;
+  const targets = await (await fetch(`http://127.0.0.1:${target_.inspectorPort}/json`)).json();
   const target = targets.find((t) => /keyward/.test(t.title ?? '') || /keyward/.test(t.url ?? '')) ?? targets[0];
   const ws = new WebSocket(target.webSocketDebuggerUrl);
   await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
@@ -26,8 +35,14 @@ try {
   await send('Profiler.setSamplingInterval', { interval: 100 });
   await send('Profiler.start');
   await new Promise((resolve, reject) => {
-    const child = spawn('wrk', ['-t1', '-c4', '-d5s', '-H', `Authorization: Bearer ${key}`, `${kw.url}/api/v2/projects/1/users`], { stdio: 'ignore' });
-    child.on('exit', resolve);
+    const child = spawn('wrk', ['-t1', '-c4', '-d5s', '-H', `Authorization: Bearer ${key}`, `${target_.url}/api/v2/projects/1/users`]);
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.on('exit', () => {
+      requests = Number(/(\d+) requests in/.exec(out)?.[1]);
+      if (/Non-2xx/.test(out)) reject(new Error(`requests were refused while profiling: ${out}`));
+      resolve();
+    });
     child.on('error', reject);
   });
   const { result: { profile } } = await send('Profiler.stop');
@@ -61,8 +76,11 @@ try {
     if (name === '(idle)') continue;
     kinds[kind(name)] = +(((kinds[kind(name)] ?? 0) + hits / busy)).toFixed(3);
   }
-  result = { samples: total, busy_share: +(busy / total).toFixed(3), by_kind: kinds, top };
+  // Samples are taken every 100 µs of the isolate's thread; busy ones are CPU spent on requests.
+  const cpuPerRequest = requests ? +((busy * 100) / requests).toFixed(1) : null;
+  result = { requests, cpu_us_per_request: cpuPerRequest, samples: total, busy_share: +(busy / total).toFixed(3), by_kind: kinds, top };
 } finally {
+  if (js) await js.stop();
   await kw.stop();
   await origin.stop();
 }

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { ROOT } from '../tests/support/keyward.mjs';
 import { launch } from '../tests/browser/support.mjs';
 
-const node = (script) => JSON.parse(execFileSync(process.execPath, [path.join(ROOT, 'bench', script)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 }).toString().trim().split('\n').pop());
+const node = (script, ...args) => JSON.parse(execFileSync(process.execPath, [path.join(ROOT, 'bench', script), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 }).toString().trim().split('\n').pop());
 
 const native = JSON.parse(readFileSync(path.join(ROOT, 'bench-output/native.json'), 'utf8'));
 console.error('bench: wasm under Node');
@@ -40,12 +40,13 @@ console.error('bench: through the gate (wrk)');
 const gate = node('gate.mjs');
 console.error('bench: CPU profile of the gate under load');
 const profile = node('profile.mjs');
+const profileJs = node('profile.mjs', 'js');
 
 const sizes = { worker: size('build/index_bg.wasm'), browser: size('www/pkg/keyward_bg.wasm') };
 const results = {
   when: new Date().toISOString(),
   machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
-  native, wasm, gate, profile, sizes, worker_wasm_compile_ms: workerCompileMs,
+  native, wasm, gate, profile, profile_hand_written_js: profileJs, sizes, worker_wasm_compile_ms: workerCompileMs,
 };
 writeFileSync(path.join(ROOT, 'bench-output/results.json'), JSON.stringify(results, null, 1));
 
@@ -89,6 +90,7 @@ row('start: Worker wasm compile (Chromium V8, median)', `${workerCompileMs.toFix
 row('start: browser wasm compile / instantiate (Node, median)', `${wasm['start/browser_wasm_compile_ms'].toFixed(2)} / ${wasm['start/browser_wasm_instantiate_ms'].toFixed(3)} ms`);
 const kinds = Object.entries(profile.by_kind).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${(v * 100).toFixed(0)}%`).join(', ');
 row('profile: gate CPU time by kind (busy samples)', kinds);
+row('profile: isolate CPU per allowed request, keyward / hand-written JS (profiler on)', `${profile.cpu_us_per_request} µs / ${profileJs.cpu_us_per_request} µs`);
 
 const w = [Math.max(...rows.map((r) => r[0].length)), Math.max(...rows.map((r) => r[1].length))];
 console.log(`\n${'measure'.padEnd(w[0])}  ${'value'.padEnd(w[1])}  target`);

@@ -1,6 +1,6 @@
 //! The gate: every request outside `/_keyward/` is checked here, then forwarded or refused.
 
-use worker::{Env, Fetch, Method, Request, RequestInit, RequestRedirect, Response, Result};
+use worker::{web_sys, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result};
 
 use super::reply;
 use super::store::Store;
@@ -10,9 +10,12 @@ use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
 use crate::core::{decide, Code, GateRequest};
 
-pub async fn handle(mut req: Request, url: worker::Url, env: &Env) -> Result<Response> {
+/// Works on the runtime's own request object: wrapping it in `worker::Request` would read the
+/// request's `cf` properties on every request, which the gate never uses.
+pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env: &Env) -> Result<Response> {
     let now = super::now_ms();
-    let headers = req.headers().clone();
+    // A copy: the incoming request's headers are immutable, and this copy is what is forwarded.
+    let headers = Headers(req.headers()).clone();
     let credential = match find_credential(
         headers.get("authorization")?.as_deref(),
         headers.get("x-api-key")?.as_deref(),
@@ -40,9 +43,9 @@ pub async fn handle(mut req: Request, url: worker::Url, env: &Env) -> Result<Res
         Ok(p) => p,
         Err(_) => return deny(Code::StoreUnavailable, "the route policy is unavailable"),
     };
-    let method = req.method().to_string();
+    let method_name = method.to_string();
     let path = url.path().to_string();
-    let needs_body = matches!(policy.find(&method, &path), Ok(Some(m)) if m.rule.needs_body());
+    let needs_body = matches!(policy.find(&method_name, &path), Ok(Some(m)) if m.rule.needs_body());
     let body = if needs_body {
         let declared = headers
             .get("content-length")?
@@ -51,7 +54,13 @@ pub async fn handle(mut req: Request, url: worker::Url, env: &Env) -> Result<Res
         if declared > MAX_INSPECTED_BODY {
             return deny(Code::BadRequest, "the request body is larger than 256 KiB and cannot be inspected");
         }
-        let bytes = req.bytes().await.unwrap_or_default();
+        let bytes = match req.array_buffer() {
+            Ok(promise) => match worker::wasm_bindgen_futures::JsFuture::from(promise).await {
+                Ok(buffer) => js_sys::Uint8Array::new(&buffer).to_vec(),
+                Err(_) => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        };
         if bytes.len() > MAX_INSPECTED_BODY {
             return deny(Code::BadRequest, "the request body is larger than 256 KiB and cannot be inspected");
         }
@@ -64,7 +73,7 @@ pub async fn handle(mut req: Request, url: worker::Url, env: &Env) -> Result<Res
         &key,
         &policy,
         &GateRequest {
-            method: &method,
+            method: &method_name,
             path: &path,
             client_ip: client_ip.as_deref(),
             body: body.as_deref(),
@@ -105,14 +114,15 @@ pub async fn handle(mut req: Request, url: worker::Url, env: &Env) -> Result<Res
         }
     }
     let mut init = RequestInit::new();
-    init.with_method(req.method()).with_headers(forwarded).with_redirect(RequestRedirect::Manual);
-    if !matches!(req.method(), Method::Get | Method::Head) {
+    let forwards_body = !matches!(method, Method::Get | Method::Head);
+    init.with_method(method).with_headers(forwarded).with_redirect(RequestRedirect::Manual);
+    if forwards_body {
         match body {
             Some(bytes) => {
                 init.with_body(Some(js_sys::Uint8Array::from(bytes.as_slice()).into()));
             }
             None => {
-                if let Some(stream) = req.inner().body() {
+                if let Some(stream) = req.body() {
                     init.with_body(Some(stream.into()));
                 }
             }

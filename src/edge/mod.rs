@@ -5,7 +5,7 @@ mod gate;
 mod reply;
 mod store;
 
-use worker::{event, Context, Env, Request, Response, Result};
+use worker::{event, web_sys, Context, Env, Request, Response, Result};
 
 pub(crate) fn now_ms() -> i64 {
     i64::try_from(worker::Date::now().as_millis()).unwrap_or(i64::MAX)
@@ -19,12 +19,12 @@ pub(crate) fn random_bytes<const N: usize>() -> std::result::Result<[u8; N], Str
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<Response> {
     // The worker crate reads any method it does not know as GET; refuse those instead.
-    let raw_method = req.inner().method();
+    let raw_method = req.method();
     let known = worker::Method::all().iter().any(|m| m.as_ref() == raw_method);
     // The URL is parsed once per request and handed on.
-    let url = req.url()?;
+    let url = worker::Url::parse(&req.url())?;
     let path = url.path();
     if !known {
         let message = format!("the method {raw_method} is not supported");
@@ -46,14 +46,15 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             return Response::redirect(url);
         }
         if let Some(rest) = path.strip_prefix("/_keyward/console/") {
-            return console(&req, &env, rest).await;
+            return console(&Request::from(req), &env, rest).await;
         }
         if let Some(rest) = path.strip_prefix("/_keyward/v1/") {
-            return admin::handle(req, &env, rest).await;
+            return admin::handle(Request::from(req), &env, rest).await;
         }
         return reply::error(404, "NOT_FOUND", "no such keyward endpoint");
     }
-    gate::handle(req, url, &env).await
+    let method = worker::Method::from(raw_method);
+    gate::handle(req, method, url, &env).await
 }
 
 /// The console's static files (www/), served through the assets binding. The Worker runs first
