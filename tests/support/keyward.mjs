@@ -27,9 +27,21 @@ export async function freePort(host = '127.0.0.1') {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * @param {{origin: string, vars?: Record<string,string>, adminToken?: string, persistDir?: string}} options
+ * @param {{origin: string, vars?: Record<string,string>, adminToken?: string, persistDir?: string, config?: string}} options
  */
-export async function startKeyward({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir, config } = {}) {
+export async function startKeyward(options) {
+  // A free port can be taken between finding it and wrangler binding it (wrangler and workerd
+  // open ports of their own too): start again on fresh ports, at most three times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(options);
+    } catch (e) {
+      if (attempt >= 3 || !/Address already in use|EADDRINUSE/.test(e.message)) throw e;
+    }
+  }
+}
+
+async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir, config } = {}) {
   const port = await freePort();
   const inspectorPort = await freePort();
   mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
