@@ -8,6 +8,7 @@ import path from 'node:path';
 import { startOrigin } from '../tests/support/origin.mjs';
 import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
 import { makeKey, digest } from '../tests/support/keys.mjs';
+import { median } from './stats.mjs';
 
 const DURATION = process.env.BENCH_DURATION ?? '5s';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -50,8 +51,6 @@ async function measureOnce(url, key) {
   return { p50_ms: latency.p50_ms, p99_ms: latency.p99_ms, rps: load.rps, loaded_p50_ms: load.p50_ms, loaded_p99_ms: load.p99_ms };
 }
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
-
 // Each figure is the median over ROUNDS rounds; within a round the Workers take turns, so a
 // slow spell of the machine falls on all of them rather than on one.
 async function measureRounds(targets, results) {
@@ -63,8 +62,9 @@ async function measureRounds(targets, results) {
   for (const t of targets) {
     const rs = runs[t.name];
     const pick = (f) => median(rs.map((x) => x[f]));
-    results[t.name] = { p50_ms: pick('p50_ms'), p99_ms: pick('p99_ms'), rps: pick('rps'), loaded_p50_ms: pick('loaded_p50_ms'), loaded_p99_ms: pick('loaded_p99_ms'), connections: Number(CONNECTIONS), rounds: ROUNDS, rps_each_round: rs.map((x) => x.rps) };
-    console.error(`bench: ${t.name}: p50 ${results[t.name].p50_ms} ms, p99 ${results[t.name].p99_ms} ms (1 connection), ${results[t.name].rps} req/s (${CONNECTIONS} connections; rounds: ${rs.map((x) => x.rps).join(', ')})`);
+    const r = { p50_ms: pick('p50_ms'), p99_ms: pick('p99_ms'), rps: pick('rps'), loaded_p50_ms: pick('loaded_p50_ms'), loaded_p99_ms: pick('loaded_p99_ms'), connections: Number(CONNECTIONS), rounds: ROUNDS, rps_each_round: rs.map((x) => x.rps) };
+    results[t.name] = r;
+    console.error(`bench: ${t.name}: p50 ${r.p50_ms} ms, p99 ${r.p99_ms} ms (1 connection), ${r.rps} req/s (${CONNECTIONS} connections; rounds: ${r.rps_each_round.join(', ')})`);
   }
 }
 

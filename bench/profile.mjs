@@ -19,8 +19,8 @@ let requests = 0;
 try {
   const key = (await kw.admin('POST', '/api_keys', { api_key: { name: 'profile', permissions: ['users:read'] } })).body.data.api_key;
   if (js) await js.kv('key', 'put', `key:${digest(key)}`, (await kw.kv('key', 'get', `key:${digest(key)}`)).trim());
-  const target_ = js ?? kw;
-  const targets = await (await fetch(`http://127.0.0.1:${target_.inspectorPort}/json`)).json();
+  const profiled = js ?? kw;
+  const targets = await (await fetch(`http://127.0.0.1:${profiled.inspectorPort}/json`)).json();
   const target = targets.find((t) => /keyward/.test(t.title ?? '') || /keyward/.test(t.url ?? '')) ?? targets[0];
   const ws = new WebSocket(target.webSocketDebuggerUrl);
   await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
@@ -35,7 +35,7 @@ try {
   await send('Profiler.setSamplingInterval', { interval: 100 });
   await send('Profiler.start');
   await new Promise((resolve, reject) => {
-    const child = spawn('wrk', ['-t1', '-c4', '-d5s', '-H', `Authorization: Bearer ${key}`, `${target_.url}/api/v2/projects/1/users`]);
+    const child = spawn('wrk', ['-t1', '-c4', '-d5s', '-H', `Authorization: Bearer ${key}`, `${profiled.url}/api/v2/projects/1/users`]);
     let out = '';
     child.stdout.on('data', (d) => { out += d; });
     child.on('exit', () => {

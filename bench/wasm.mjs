@@ -5,14 +5,13 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import { median, pct } from './stats.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const wasmPath = path.join(ROOT, 'www/pkg/keyward_bg.wasm');
 const bytes = readFileSync(wasmPath);
 const core = await import(path.join(ROOT, 'www/pkg/keyward.js'));
 
-function median(xs) { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; }
-function pct(xs, q) { const s = [...xs].sort((a, b) => a - b); return s[Math.round((s.length - 1) * q)]; }
 
 // Start: compile + instantiate, fresh each time (median of 15).
 const compileMs = [];

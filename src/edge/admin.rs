@@ -581,12 +581,8 @@ async fn list(req: &Request, store: &Store) -> Answer {
     let next = (end < total).then(|| slice.last().map(|e| encode_token(&e.id))).flatten();
     let mut extra = Map::new();
     // The page asked for, even past the last one (an empty page, never moved to the last); for
-    // a page_token, the page the token's position falls in.
-    let page_number = match (&after, page) {
-        (None, Some(p)) => p,
-        _ => start / per_page,
-    };
-    extra.insert("page".into(), json!(page_number));
+    // a page_token (never given with page), the page the token's position falls in.
+    extra.insert("page".into(), json!(page.unwrap_or(start / per_page)));
     extra.insert("per_page".into(), json!(per_page));
     extra.insert("num_records".into(), json!(total));
     extra.insert("num_pages".into(), json!(total.div_ceil(per_page)));

@@ -1,5 +1,6 @@
 //! The gate: every request outside `/_keyward/` is checked here, then forwarded or refused.
 
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{web_sys, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result};
 
 use super::reply;
@@ -54,11 +55,9 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
         if declared > MAX_INSPECTED_BODY {
             return deny(Code::BadRequest, "the request body is larger than 256 KiB and cannot be inspected");
         }
+        // An unreadable body is read as empty, which the decision answers with a 400.
         let bytes = match req.array_buffer() {
-            Ok(promise) => match worker::wasm_bindgen_futures::JsFuture::from(promise).await {
-                Ok(buffer) => js_sys::Uint8Array::new(&buffer).to_vec(),
-                Err(_) => Vec::new(),
-            },
+            Ok(promise) => JsFuture::from(promise).await.map(|b| js_sys::Uint8Array::new(&b).to_vec()).unwrap_or_default(),
             Err(_) => Vec::new(),
         };
         if bytes.len() > MAX_INSPECTED_BODY {
