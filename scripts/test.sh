@@ -19,6 +19,10 @@ cargo clippy --quiet --all-targets -- -D warnings
 cargo clippy --quiet --lib --target wasm32-unknown-unknown -- -D warnings
 cargo clippy --quiet --lib --target wasm32-unknown-unknown --no-default-features --features browser -- -D warnings
 
+echo "test: the configuration deploys (wrangler deploy --dry-run)"
+WRANGLER_SEND_METRICS=false npx wrangler deploy --dry-run --outdir test-output/dry-run >test-output/dry-run.log 2>&1 \
+  || { cat test-output/dry-run.log; exit 1; }
+
 echo "test: the Worker under wrangler dev (tests/e2e)"
 node --test --test-concurrency=1 tests/e2e/
 

@@ -1,10 +1,10 @@
 //! The gate: every request outside `/_keyward/` is checked here, then forwarded or refused.
 
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{web_sys, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result};
+use worker::{web_sys, Context, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result};
 
 use super::reply;
-use super::store::Store;
+use super::store::{self, Store, SyncPlan, SyncSettings};
 use crate::core::credential::{find_credential, strip_api_key, CredentialSource};
 use crate::core::decision::MAX_INSPECTED_BODY;
 use crate::core::digest::key_digest;
@@ -13,8 +13,26 @@ use crate::core::{decide, Code, GateRequest};
 
 /// Works on the runtime's own request object: wrapping it in `worker::Request` would read the
 /// request's `cf` properties on every request, which the gate never uses.
-pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env: &Env) -> Result<Response> {
+pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env: &Env, ctx: &Context) -> Result<Response> {
     let now = super::now_ms();
+    // The change feed: read in the background while traffic flows, before answering when this
+    // isolate is new or was idle, and never trusted past MAX_STALENESS_MS.
+    let settings = SyncSettings::from_env(env);
+    match store::sync_plan(now, settings) {
+        SyncPlan::Current => {}
+        SyncPlan::Background => {
+            let env = env.clone();
+            ctx.wait_until(async move {
+                let _ = store::sync(&env, false).await;
+            });
+        }
+        SyncPlan::Inline => {
+            let _ = store::sync(env, false).await;
+        }
+    }
+    if store::too_stale(super::now_ms(), settings) {
+        return deny(Code::StoreUnavailable, "the key store has not been reachable for too long");
+    }
     // A copy: the incoming request's headers are immutable, and this copy is what is forwarded.
     let headers = Headers(req.headers()).clone();
     let credential = match find_credential(

@@ -1,7 +1,9 @@
 //! The Cloudflare Worker face: routes each request to the gate, the management API or the console.
 
 mod admin;
+mod control;
 mod gate;
+mod ledger;
 mod reply;
 mod store;
 
@@ -19,7 +21,7 @@ pub(crate) fn random_bytes<const N: usize>() -> std::result::Result<[u8; N], Str
 }
 
 #[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
     // The worker crate reads any method it does not know as GET; refuse those instead.
     let raw_method = req.method();
     let known = worker::Method::all().iter().any(|m| m.as_ref() == raw_method);
@@ -49,12 +51,55 @@ async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<Respons
             return console(&Request::from(req), &env, rest).await;
         }
         if let Some(rest) = path.strip_prefix("/_keyward/v1/") {
-            return admin::handle(Request::from(req), &env, rest).await;
+            return management(req, &env, rest).await;
         }
         return reply::error(404, "NOT_FOUND", "no such keyward endpoint");
     }
     let method = worker::Method::from(raw_method);
-    gate::handle(req, method, url, &env).await
+    gate::handle(req, method, url, &env, &ctx).await
+}
+
+/// The management API: `ping` and the OpenAPI document here, everything else in the control
+/// plane, which holds the source of truth. After a change, this isolate reads the change feed at
+/// once, so the next request it gates sees the change.
+async fn management(req: web_sys::Request, env: &Env, rest: &str) -> Result<Response> {
+    let mut request = Request::from(req);
+    match rest {
+        "ping" if request.method() == worker::Method::Get => return admin::ping(&request, env, now_ms()).await,
+        "openapi.json" if request.method() == worker::Method::Get => return admin::openapi(env).await,
+        _ => {}
+    }
+    let writes = request.method() != worker::Method::Get;
+    let stub = match store::control_stub(env) {
+        Ok(stub) => stub,
+        Err(_) => return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable"),
+    };
+    // The body is read here, whole, before it goes on: a request stream the control plane left
+    // unread (it refuses bad tokens before reading) would fail after the answer was sent.
+    let forwarded = if matches!(request.method(), worker::Method::Get | worker::Method::Head) {
+        request
+    } else {
+        let declared = request.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > admin::MAX_BATCH_BODY_BYTES) {
+            let message = format!("body: must be at most {} bytes", admin::MAX_BATCH_BODY_BYTES);
+            return reply::error(400, "BAD_REQUEST", &message);
+        }
+        let body = request.bytes().await.unwrap_or_default();
+        let mut init = worker::RequestInit::new();
+        init.with_method(request.method()).with_headers(request.headers().clone());
+        if !body.is_empty() {
+            init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+        }
+        Request::new_with_init(request.url()?.as_str(), &init)?
+    };
+    let response = match stub.fetch_with_request(forwarded).await {
+        Ok(response) => response,
+        Err(_) => return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable"),
+    };
+    if writes && response.status_code() < 300 {
+        let _ = store::sync(env, true).await;
+    }
+    Ok(response)
 }
 
 /// The console's static files (www/), served through the assets binding. The Worker runs first

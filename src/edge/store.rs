@@ -1,25 +1,31 @@
-//! Key records and the route policy in Workers KV, with an in-isolate cache in front.
+//! The gate's read path: key records and the route policy from Workers KV (the edge replica), an
+//! in-isolate cache in front, and the change feed that keeps both honest.
 //!
-//! Layout: `key:<sha256>` holds a record, `id:<id>` holds the digest (with the key's name as list
-//! metadata, so lists and name filters need no record reads), `policy` holds a stored policy.
-//! Every write made through this isolate drops the cached entry, so the very next request here
-//! sees it; other isolates see it within `CACHE_TTL_SECONDS` plus KV's own propagation.
+//! KV may lag the source of truth (the control plane, `control.rs`) by up to about a minute in
+//! another location. So each isolate follows the control plane's change log, at most once per
+//! `SYNC_INTERVAL_MS` and in the background while traffic flows; the feed says which keys changed
+//! and their newest version. A record older than the feed's version is not trusted: the gate asks
+//! the control plane for that one record instead (once; the answer is cached). If the feed cannot
+//! be read for `MAX_STALENESS_MS`, the gate fails closed.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize};
-use worker::{kv::KvStore, Env};
+use serde::Deserialize;
+use worker::{kv::KvStore, Env, Stub};
 
+use super::ledger::RECENT_WINDOW_MS;
 use crate::core::record::{CompiledKey, KeyRecord};
 use crate::core::RoutePolicy;
 
 const MAX_CACHED_KEYS: usize = 10_000;
+/// Feed pages read in one sync before leaving the rest to the next one.
+const MAX_FEED_PAGES: usize = 20;
 
-/// KV could not be read or written, or holds something unreadable: the gate fails closed.
+/// The store could not be read, or holds something unreadable: the gate fails closed.
 #[derive(Debug)]
-pub struct StoreError(#[allow(dead_code)] pub String);
+pub struct StoreError(pub String);
 
 impl<E: std::fmt::Display> From<E> for StoreError {
     fn from(e: E) -> Self {
@@ -32,9 +38,215 @@ struct Cached<T> {
     fetched_ms: i64,
 }
 
+/// What the feed said last about a key: its newest version, whether a record (or tombstone) exists.
+#[derive(Clone, Copy)]
+struct Fresh {
+    seq: i64,
+    version: i64,
+    present: bool,
+    seen_ms: i64,
+}
+
+struct CachedPolicy {
+    value: Rc<RoutePolicy>,
+    fetched_ms: i64,
+    /// From the feed: current until the feed says otherwise, whatever the TTL.
+    from_feed: bool,
+}
+
+#[derive(Default)]
+struct FeedState {
+    /// Change-log position read up to; -1 before the first read.
+    cursor: i64,
+    policy_seq: i64,
+    last_ok_ms: Option<i64>,
+    first_request_ms: Option<i64>,
+    last_attempt_ms: i64,
+    in_flight: bool,
+}
+
 thread_local! {
     static KEYS: RefCell<HashMap<String, Cached<Option<Rc<CompiledKey>>>>> = RefCell::new(HashMap::new());
-    static POLICY: RefCell<Option<Cached<Rc<RoutePolicy>>>> = const { RefCell::new(None) };
+    static FRESH: RefCell<HashMap<String, Fresh>> = RefCell::new(HashMap::new());
+    static POLICY: RefCell<Option<CachedPolicy>> = const { RefCell::new(None) };
+    static FEED: RefCell<FeedState> = RefCell::new(FeedState { cursor: -1, ..FeedState::default() });
+    static SETTINGS: std::cell::Cell<Option<SyncSettings>> = const { std::cell::Cell::new(None) };
+}
+
+/// The feed timings, from wrangler.toml.
+#[derive(Clone, Copy)]
+pub struct SyncSettings {
+    pub interval_ms: i64,
+    pub max_staleness_ms: i64,
+}
+
+impl SyncSettings {
+    /// Read once per isolate: vars do not change while it lives.
+    pub fn from_env(env: &Env) -> SyncSettings {
+        if let Some(settings) = SETTINGS.with(std::cell::Cell::get) {
+            return settings;
+        }
+        let read = |name: &str, default: i64| {
+            env.var(name).ok().and_then(|v| v.to_string().parse::<i64>().ok()).unwrap_or(default).clamp(50, 3_600_000)
+        };
+        let settings = SyncSettings { interval_ms: read("SYNC_INTERVAL_MS", 1000), max_staleness_ms: read("MAX_STALENESS_MS", 10_000) };
+        SETTINGS.with(|s| s.set(Some(settings)));
+        settings
+    }
+}
+
+/// What a gated request must do about the feed before it is answered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SyncPlan {
+    /// The feed was read recently: nothing to do.
+    Current,
+    /// Read the feed after answering (in `waitUntil`).
+    Background,
+    /// The isolate is new or was idle: read the feed before answering.
+    Inline,
+}
+
+/// Plans the feed read for a request at `now`, marking it started when one is due.
+pub fn sync_plan(now: i64, settings: SyncSettings) -> SyncPlan {
+    FEED.with(|f| {
+        let mut f = f.borrow_mut();
+        f.first_request_ms.get_or_insert(now);
+        let due = !f.in_flight && now.saturating_sub(f.last_attempt_ms) >= settings.interval_ms;
+        if !due {
+            return SyncPlan::Current;
+        }
+        let verified = f.last_ok_ms.is_some_and(|ok| now.saturating_sub(ok) <= settings.interval_ms.saturating_mul(2));
+        if verified {
+            SyncPlan::Background
+        } else {
+            SyncPlan::Inline
+        }
+    })
+}
+
+/// True when the feed has not been read for longer than `MAX_STALENESS_MS`: fail closed.
+pub fn too_stale(now: i64, settings: SyncSettings) -> bool {
+    FEED.with(|f| {
+        let f = f.borrow();
+        let since = f.last_ok_ms.or(f.first_request_ms).unwrap_or(now);
+        now.saturating_sub(since) > settings.max_staleness_ms
+    })
+}
+
+#[derive(Deserialize)]
+struct FeedAnswer {
+    head: i64,
+    policy_seq: i64,
+    policy: Option<serde_json::Value>,
+    changes: Vec<FeedChange>,
+    more: bool,
+    reset: bool,
+}
+
+#[derive(Deserialize)]
+struct FeedChange {
+    seq: i64,
+    digest: String,
+    version: i64,
+    present: i64,
+}
+
+#[derive(Deserialize)]
+struct RecordAnswer {
+    record: Option<KeyRecord>,
+}
+
+pub fn control_stub(env: &Env) -> Result<Stub, StoreError> {
+    Ok(env.durable_object("CONTROL")?.id_from_name(super::control::OBJECT_NAME)?.get_stub()?)
+}
+
+/// Reads the change feed from where this isolate left it and applies it. `force` reads even while
+/// another read is in flight (after a management write, so this isolate sees it at once).
+pub async fn sync(env: &Env, force: bool) -> Result<(), StoreError> {
+    let start = FEED.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.in_flight && !force {
+            return None;
+        }
+        f.in_flight = true;
+        f.last_attempt_ms = super::now_ms();
+        Some(())
+    });
+    if start.is_none() {
+        return Ok(());
+    }
+    let outcome = read_feed(env).await;
+    FEED.with(|f| {
+        let mut f = f.borrow_mut();
+        f.in_flight = false;
+        if outcome.is_ok() {
+            f.last_ok_ms = Some(super::now_ms());
+        }
+    });
+    outcome
+}
+
+async fn read_feed(env: &Env) -> Result<(), StoreError> {
+    let stub = control_stub(env)?;
+    for _ in 0..MAX_FEED_PAGES {
+        let (cursor, policy_seq) = FEED.with(|f| {
+            let f = f.borrow();
+            (f.cursor, f.policy_seq)
+        });
+        let mut response = stub.fetch_with_str(&format!("https://control/_internal/feed?after={cursor}&policy={policy_seq}")).await?;
+        if response.status_code() != 200 {
+            return Err(StoreError(format!("the change feed answered {}", response.status_code())));
+        }
+        let answer: FeedAnswer = response.json().await?;
+        let more = answer.more;
+        apply(answer, super::now_ms())?;
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn apply(answer: FeedAnswer, now: i64) -> Result<(), StoreError> {
+    if answer.reset {
+        KEYS.with(|c| c.borrow_mut().clear());
+        FRESH.with(|c| c.borrow_mut().clear());
+    }
+    let policy = match answer.policy {
+        Some(doc) => Some(Rc::new(RoutePolicy::from_value(&doc).map_err(|e| StoreError(format!("the route policy is invalid: {e}")))?)),
+        None => None,
+    };
+    FRESH.with(|fresh| {
+        let mut fresh = fresh.borrow_mut();
+        fresh.retain(|_, f| now.saturating_sub(f.seen_ms) < RECENT_WINDOW_MS);
+        KEYS.with(|keys| {
+            let mut keys = keys.borrow_mut();
+            for change in answer.changes {
+                keys.remove(&change.digest);
+                let entry = Fresh { seq: change.seq, version: change.version, present: change.present != 0, seen_ms: now };
+                match fresh.get_mut(&change.digest) {
+                    Some(known) if known.seq >= change.seq => {}
+                    Some(known) => *known = entry,
+                    None => {
+                        fresh.insert(change.digest, entry);
+                    }
+                }
+            }
+        });
+    });
+    FEED.with(|f| {
+        let mut f = f.borrow_mut();
+        if answer.head > f.cursor {
+            f.cursor = answer.head;
+        }
+        if answer.policy_seq > f.policy_seq {
+            if let Some(policy) = policy {
+                POLICY.with(|p| *p.borrow_mut() = Some(CachedPolicy { value: policy, fetched_ms: now, from_feed: true }));
+            }
+            f.policy_seq = answer.policy_seq;
+        }
+    });
+    Ok(())
 }
 
 pub struct Store {
@@ -42,18 +254,6 @@ pub struct Store {
     ttl_ms: i64,
     /// Read only when the policy is not in memory: it is a few KiB copied out of JavaScript.
     env: Env,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IndexMeta {
-    pub name: String,
-}
-
-/// One entry of the id index: enough to list and filter without reading records.
-#[derive(Debug, Clone)]
-pub struct IndexEntry {
-    pub id: String,
-    pub name: String,
 }
 
 impl Store {
@@ -69,7 +269,8 @@ impl Store {
         Ok(Store { kv, ttl_ms, env: env.clone() })
     }
 
-    /// The compiled key stored under `digest`, from the cache when fresh.
+    /// The compiled key stored under `digest`: from the cache when fresh, else from KV, and from
+    /// the control plane when the feed knows a newer version than either.
     pub async fn key(&self, digest: &str, now_ms: i64) -> Result<Option<Rc<CompiledKey>>, StoreError> {
         let hit = KEYS.with(|c| {
             c.borrow()
@@ -77,146 +278,92 @@ impl Store {
                 .filter(|e| now_ms - e.fetched_ms < self.ttl_ms)
                 .map(|e| e.value.clone())
         });
-        if let Some(value) = hit {
+        let value = match hit {
+            Some(value) => value,
+            None => {
+                let value = compile(self.kv_record(digest).await?)?;
+                remember(digest, value.clone(), now_ms);
+                value
+            }
+        };
+        let fresh = FRESH.with(|f| f.borrow().get(digest).copied());
+        let Some(fresh) = fresh else { return Ok(value) };
+        let have = value.as_ref().map_or(-1, |k| i64::try_from(k.record.version).unwrap_or(i64::MAX));
+        let stale = if fresh.present { have < fresh.version } else { value.is_some() && have < fresh.version };
+        if !stale {
             return Ok(value);
         }
-        let value = match self.record(digest).await? {
-            Some(record) => Some(Rc::new(
-                CompiledKey::compile(record).map_err(|e| StoreError(format!("stored record is invalid: {e}")))?,
-            )),
-            None => None,
-        };
-        KEYS.with(|c| {
-            let mut cache = c.borrow_mut();
-            if cache.len() >= MAX_CACHED_KEYS {
-                cache.clear();
-            }
-            cache.insert(digest.to_string(), Cached { value: value.clone(), fetched_ms: now_ms });
-        });
+        let value = compile(self.authoritative(digest).await?)?;
+        remember(digest, value.clone(), now_ms);
         Ok(value)
     }
 
-    pub async fn record(&self, digest: &str) -> Result<Option<KeyRecord>, StoreError> {
+    async fn kv_record(&self, digest: &str) -> Result<Option<KeyRecord>, StoreError> {
         match self.kv.get(&format!("key:{digest}")).text().await? {
             None => Ok(None),
             Some(text) => Ok(Some(serde_json::from_str(&text)?)),
         }
     }
 
-    pub async fn digest_of(&self, id: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.kv.get(&format!("id:{id}")).text().await?)
-    }
-
-    pub async fn record_by_id(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        match self.digest_of(id).await? {
-            None => Ok(None),
-            Some(digest) => self.record(&digest).await,
+    /// One record from the source of truth, for a key whose KV copy is older than the feed says.
+    async fn authoritative(&self, digest: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let mut response = control_stub(&self.env)?.fetch_with_str(&format!("https://control/_internal/record?digest={digest}")).await?;
+        if response.status_code() != 200 {
+            return Err(StoreError(format!("the control plane answered {}", response.status_code())));
         }
+        Ok(response.json::<RecordAnswer>().await?.record)
     }
 
-    /// Writes the record, then its index entry; on a failed index write the record is removed
-    /// again if it was new, so a failure leaves nothing half-written that a list would miss.
-    pub async fn put(&self, record: &KeyRecord, is_new: bool) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record)?;
-        forget_key(&record.digest);
-        self.kv.put(&format!("key:{}", record.digest), json)?.execute().await?;
-        let index = self
-            .kv
-            .put(&format!("id:{}", record.id), record.digest.clone())?
-            .metadata(IndexMeta { name: record.name.clone() })?
-            .execute()
-            .await;
-        forget_key(&record.digest);
-        if let Err(e) = index {
-            if is_new {
-                let _ = self.kv.delete(&format!("key:{}", record.digest)).await;
-            }
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
-    /// Removes a key from lists; with `tombstone` the digest keeps answering KEY_REVOKED so that
-    /// nothing (a late push, say) can bring a revoked key back.
-    pub async fn delete(&self, record: &KeyRecord, tombstone: Option<&KeyRecord>) -> Result<(), StoreError> {
-        forget_key(&record.digest);
-        self.kv.delete(&format!("id:{}", record.id)).await?;
-        match tombstone {
-            Some(t) => self.kv.put(&format!("key:{}", record.digest), serde_json::to_string(t)?)?.execute().await?,
-            None => self.kv.delete(&format!("key:{}", record.digest)).await?,
-        }
-        forget_key(&record.digest);
-        Ok(())
-    }
-
-    /// Every index entry, sorted by id (KV lists keys in byte order, and ids sort by time).
-    pub async fn index(&self) -> Result<Vec<IndexEntry>, StoreError> {
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut list = self.kv.list().prefix("id:".into()).limit(1000);
-            if let Some(c) = cursor.take() {
-                list = list.cursor(c);
-            }
-            let page = list.execute().await?;
-            for key in page.keys {
-                let id = key.name.strip_prefix("id:").unwrap_or(&key.name).to_string();
-                let name = key
-                    .metadata
-                    .and_then(|m| serde_json::from_value::<IndexMeta>(m).ok())
-                    .map(|m| m.name)
-                    .unwrap_or_default();
-                out.push(IndexEntry { id, name });
-            }
-            match page.cursor.filter(|c| !page.list_complete && !c.is_empty()) {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
-    }
-
-    /// The route policy: the stored one if any, else the default from wrangler.toml.
+    /// The route policy: from the feed once it has been read, else the one in KV (or the default
+    /// from wrangler.toml), re-read after the cache TTL.
     pub async fn policy(&self, now_ms: i64) -> Result<Rc<RoutePolicy>, StoreError> {
         let hit = POLICY.with(|p| {
             p.borrow()
                 .as_ref()
-                .filter(|e| now_ms - e.fetched_ms < self.ttl_ms)
+                .filter(|e| e.from_feed || now_ms - e.fetched_ms < self.ttl_ms)
                 .map(|e| e.value.clone())
         });
         if let Some(policy) = hit {
             return Ok(policy);
         }
-        let (text, _) = self.policy_text().await?;
+        let text = match self.kv.get("policy").text().await? {
+            Some(text) => text,
+            None => default_policy(&self.env),
+        };
         let policy = Rc::new(
             RoutePolicy::parse(&text).map_err(|e| StoreError(format!("the route policy is invalid: {e}")))?,
         );
-        POLICY.with(|p| *p.borrow_mut() = Some(Cached { value: policy.clone(), fetched_ms: now_ms }));
-        Ok(policy)
-    }
-
-    /// The policy document and where it comes from (`stored` or `default`).
-    pub async fn policy_text(&self) -> Result<(String, &'static str), StoreError> {
-        match self.kv.get("policy").text().await? {
-            Some(text) => Ok((text, "stored")),
-            None => {
-                let default = self.env.var("ROUTE_POLICY").map(|v| v.to_string());
-                Ok((default.unwrap_or_else(|_| "{\"rules\":[]}".into()), "default"))
+        POLICY.with(|p| {
+            let mut p = p.borrow_mut();
+            // A policy the feed delivered meanwhile stays.
+            if !p.as_ref().is_some_and(|e| e.from_feed) {
+                *p = Some(CachedPolicy { value: policy.clone(), fetched_ms: now_ms, from_feed: false });
             }
-        }
-    }
-
-    pub async fn put_policy(&self, json: &str) -> Result<(), StoreError> {
-        POLICY.with(|p| *p.borrow_mut() = None);
-        self.kv.put("policy", json.to_string())?.execute().await?;
-        POLICY.with(|p| *p.borrow_mut() = None);
-        Ok(())
+        });
+        Ok(policy)
     }
 }
 
-fn forget_key(digest: &str) {
+/// The route policy from wrangler.toml, in force until one is stored.
+pub fn default_policy(env: &Env) -> String {
+    env.var("ROUTE_POLICY").map(|v| v.to_string()).unwrap_or_else(|_| "{\"rules\":[]}".into())
+}
+
+fn compile(record: Option<KeyRecord>) -> Result<Option<Rc<CompiledKey>>, StoreError> {
+    match record {
+        None => Ok(None),
+        Some(record) => Ok(Some(Rc::new(
+            CompiledKey::compile(record).map_err(|e| StoreError(format!("stored record is invalid: {e}")))?,
+        ))),
+    }
+}
+
+fn remember(digest: &str, value: Option<Rc<CompiledKey>>, now_ms: i64) {
     KEYS.with(|c| {
-        c.borrow_mut().remove(digest);
+        let mut cache = c.borrow_mut();
+        if cache.len() >= MAX_CACHED_KEYS {
+            cache.clear();
+        }
+        cache.insert(digest.to_string(), Cached { value, fetched_ms: now_ms });
     });
 }

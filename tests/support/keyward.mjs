@@ -41,7 +41,7 @@ export async function startKeyward(options) {
   }
 }
 
-async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir, config } = {}) {
+async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir, config, env = {} } = {}) {
   const port = await freePort();
   const inspectorPort = await freePort();
   mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
@@ -55,7 +55,7 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
   if (config) args.push('--config', config);
   const child = spawn(WRANGLER, args, {
     cwd: ROOT,
-    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: 'true', NO_COLOR: '1', FORCE_COLOR: '0' },
+    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: 'true', NO_COLOR: '1', FORCE_COLOR: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -93,16 +93,19 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
     /** Any request; returns {status, body (parsed JSON when it is), headers}. */
     request: (method, p, { headers = {}, body, localAddress } = {}) => call(url, method, p, body, headers, localAddress),
     /** Runs `wrangler kv ...` against this instance's local KV (e.g. to corrupt a record). */
-    kv: async (...kvArgs) => {
-      const { stdout } = await run(WRANGLER, ['kv', ...kvArgs, '--binding', 'KEYS', '--local', '--persist-to', persist, ...(config ? ['--config', config] : [])], {
-        maxBuffer: 64 * 1024 * 1024,
-        cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: 'true', NO_COLOR: '1' },
-      });
-      return stdout;
-    },
+    kv: (...kvArgs) => kvCommand(persist, config, ...kvArgs),
     /** Every byte of the local KV store, to check that no plaintext key was ever written. */
     storedBytes: () => readTree(persist),
   };
+}
+
+/** Runs `wrangler kv ...` against the local KV kept in `persist` (a running instance's or not). */
+export async function kvCommand(persist, config, ...kvArgs) {
+  const { stdout } = await run(WRANGLER, ['kv', ...kvArgs, '--binding', 'KEYS', '--local', '--persist-to', persist, ...(config ? ['--config', config] : [])], {
+    maxBuffer: 64 * 1024 * 1024,
+    cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: 'true', NO_COLOR: '1' },
+  });
+  return stdout;
 }
 
 function readTree(dir) {

@@ -1,0 +1,176 @@
+//! Keys made and managed at the edge: create, get, update (expire, reactivate), revoke, roll, delete.
+
+use serde_json::{json, Value};
+use worker::{Env, Request};
+
+use super::{attributes, check_id, load, no_query, read_json, whole_number, Answer, Call, Refusal};
+use crate::core::digest::key_digest;
+use crate::core::key::{generate_key, key_preview, new_key_id, RANDOM_BYTES_FOR_KEY};
+use crate::core::record::{KeyRecord, KeyStatus, WriteMode};
+use crate::core::time::format_rfc3339;
+use crate::edge::reply;
+
+const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
+pub(super) fn new_id(now: i64) -> std::result::Result<String, Refusal> {
+    let random = crate::edge::random_bytes::<10>().map_err(|_| Refusal(503, "RANDOM_UNAVAILABLE", "no randomness".into()))?;
+    Ok(new_key_id(now, &random))
+}
+
+fn new_key(env: &Env) -> std::result::Result<String, Refusal> {
+    let prefix = env.var("KEY_PREFIX").map(|v| v.to_string()).unwrap_or_else(|_| "kw_live".into());
+    for _ in 0..4 {
+        let random = crate::edge::random_bytes::<RANDOM_BYTES_FOR_KEY>()
+            .map_err(|_| Refusal(503, "RANDOM_UNAVAILABLE", "no randomness".into()))?;
+        if let Ok(key) = generate_key(&prefix, &random) {
+            return Ok(key);
+        }
+    }
+    Err(Refusal(500, "INTERNAL", "could not generate a key".into()))
+}
+
+fn with_plaintext(view: Value, key: &str) -> Value {
+    let mut view = view;
+    if let Some(map) = view.as_object_mut() {
+        map.insert("api_key".into(), Value::String(key.to_string()));
+    }
+    view
+}
+
+pub(super) async fn create(req: &mut Request, call: &Call<'_>) -> Answer {
+    no_query(req)?;
+    let body = read_json(req).await?;
+    let attrs = attributes(&body)?;
+    let key = new_key(call.env)?;
+    let digest = key_digest(&key);
+    let mut record = KeyRecord::blank(new_id(call.now)?, digest, call.now)
+        .with_attributes(attrs, WriteMode::Create)
+        .map_err(Refusal::field)?;
+    record.version = 1;
+    record.key_preview = Some(key_preview(&key));
+    call.ledger.put(&record, None, &call.actor, "create", call.now)?;
+    Ok(reply::success(201, with_plaintext(record.view(call.now), &key))?)
+}
+
+pub(super) fn get(req: &Request, call: &Call<'_>, id: &str) -> Answer {
+    no_query(req)?;
+    let record = load(call, id)?;
+    Ok(reply::success(200, record.view(call.now))?)
+}
+
+/// What a change to `active` is called in the audit log.
+fn update_action(old: &KeyRecord, next: &KeyRecord) -> &'static str {
+    match (old.active, next.active) {
+        (true, false) => "expire",
+        (false, true) => "reactivate",
+        _ => "update",
+    }
+}
+
+pub(super) async fn update(req: &mut Request, call: &Call<'_>, id: &str) -> Answer {
+    no_query(req)?;
+    check_id(id)?;
+    let body = read_json(req).await?;
+    let attrs = attributes(&body)?;
+    let record = load(call, id)?;
+    if record.is_revoked() {
+        return Err(Refusal(409, "KEY_REVOKED", "the key is revoked, which is final: it cannot be changed or reactivated".into()));
+    }
+    let mut next = record.with_attributes(attrs, WriteMode::Update).map_err(Refusal::field)?;
+    next.version = record.version.saturating_add(1);
+    next.updated_at = format_rfc3339(call.now);
+    call.ledger.put(&next, Some(&record), &call.actor, update_action(&record, &next), call.now)?;
+    Ok(reply::success(200, next.view(call.now))?)
+}
+
+pub(super) fn delete(call: &Call<'_>, id: &str) -> Answer {
+    let record = load(call, id)?;
+    if record.status(call.now) == KeyStatus::Active {
+        return Err(Refusal(409, "KEY_ACTIVE", "only a key that is not active can be deleted: expire or revoke it first".into()));
+    }
+    let tombstone = record.is_revoked().then(|| tombstone_of(&record, call.now));
+    call.ledger.delete(&record, tombstone.as_ref(), &call.actor, call.now)?;
+    Ok(reply::success(200, json!({"id": record.id, "deleted": true}))?)
+}
+
+/// What stays of a deleted revoked key: enough to keep answering KEY_REVOKED, nothing else.
+fn tombstone_of(record: &KeyRecord, now: i64) -> KeyRecord {
+    let mut t = KeyRecord::blank(record.id.clone(), record.digest.clone(), now);
+    t.name = "(deleted)".into();
+    t.active = false;
+    t.revoked_at = record.revoked_at.clone();
+    t.version = record.version.saturating_add(1);
+    t
+}
+
+pub(super) fn revoked(record: &KeyRecord, now: i64) -> KeyRecord {
+    let mut next = record.clone();
+    next.active = false;
+    next.revoked_at = Some(format_rfc3339(now));
+    next.version = record.version.saturating_add(1);
+    next.updated_at = format_rfc3339(now);
+    next
+}
+
+pub(super) fn revoke(call: &Call<'_>, id: &str) -> Answer {
+    let record = load(call, id)?;
+    if record.is_revoked() {
+        return Ok(reply::success(200, record.view(call.now))?);
+    }
+    let next = revoked(&record, call.now);
+    call.ledger.put(&next, Some(&record), &call.actor, "revoke", call.now)?;
+    Ok(reply::success(200, next.view(call.now))?)
+}
+
+pub(super) async fn roll(req: &mut Request, call: &Call<'_>, id: &str) -> Answer {
+    no_query(req)?;
+    check_id(id)?;
+    let now = call.now;
+    let body = read_json(req).await?;
+    let object = body.as_object().ok_or_else(|| Refusal::bad("body: must be a JSON object"))?;
+    if let Some(other) = object.keys().find(|k| k.as_str() != "grace_seconds") {
+        return Err(Refusal::bad(format!("{other}: is not a roll field (expected only \"grace_seconds\")")));
+    }
+    let grace = object
+        .get("grace_seconds")
+        .ok_or_else(|| Refusal::bad("grace_seconds: is required"))
+        .map(whole_number)?
+        .filter(|g| *g <= MAX_GRACE_SECONDS)
+        .ok_or_else(|| Refusal::bad(format!("grace_seconds: must be an integer from 0 to {MAX_GRACE_SECONDS}")))?;
+    let old = load(call, id)?;
+    if old.is_revoked() {
+        return Err(Refusal(409, "KEY_REVOKED", "a revoked key cannot be rolled".into()));
+    }
+    let key = new_key(call.env)?;
+    let mut fresh = old.clone();
+    fresh.id = new_id(now)?;
+    fresh.digest = key_digest(&key);
+    fresh.key_preview = Some(key_preview(&key));
+    fresh.version = 1;
+    fresh.active = true;
+    fresh.created_at = format_rfc3339(now);
+    fresh.updated_at = fresh.created_at.clone();
+    let mut retired = old.clone();
+    retired.version = old.version.saturating_add(1);
+    retired.updated_at = format_rfc3339(now);
+    if grace == 0 {
+        retired.active = false;
+    } else {
+        let until = now.saturating_add(i64::try_from(grace).unwrap_or(0).saturating_mul(1000));
+        let earlier = old
+            .expires_at
+            .as_deref()
+            .and_then(crate::core::time::parse_rfc3339)
+            .is_some_and(|at| at < until);
+        if !earlier {
+            retired.expires_at = Some(format_rfc3339(until));
+        }
+    }
+    call.ledger.put(&fresh, None, &call.actor, "create", now)?;
+    call.ledger.put(&retired, Some(&old), &call.actor, "roll", now)?;
+    let mut data = with_plaintext(fresh.view(now), &key);
+    if let Some(map) = data.as_object_mut() {
+        map.insert("rolled_from".into(), retired.view(now));
+    }
+    Ok(reply::success(201, data)?)
+}

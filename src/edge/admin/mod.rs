@@ -1,0 +1,275 @@
+//! The management API under `/_keyward/v1/`, answered inside the control-plane Durable Object
+//! against the source of truth (the ledger). Each concern has its module: key CRUD and lifecycle
+//! (`keys`), lists (`list`), origin push, batch push and bulk revocation (`push`), the route policy
+//! (`policy`), the audit log (`audit`) and the gate's decision as data (`verify`). `ping` and the
+//! OpenAPI document are answered by the Worker itself (`edge`), off the control plane.
+
+mod audit;
+mod keys;
+mod list;
+mod policy;
+mod push;
+mod verify;
+
+pub use verify::{openapi, ping};
+
+use serde_json::{Map, Value};
+use worker::{Env, Method, Request, Response, Result};
+
+use super::ledger::{Actor, Ledger};
+use super::reply;
+use super::store::StoreError;
+use crate::core::decision::decide_permission;
+use crate::core::digest::key_digest;
+use crate::core::key::{is_key_id, parse_key};
+use crate::core::record::{CompiledKey, FieldError, KeyRecord};
+
+/// Largest management request body; bigger ones get a 400 before they are parsed.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest batch push body: 1 000 records of up to about 8 KiB each.
+pub const MAX_BATCH_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// A refusal: status, stable code, message naming the field.
+pub(crate) struct Refusal(pub u16, pub &'static str, pub String);
+
+impl Refusal {
+    fn bad(message: impl Into<String>) -> Refusal {
+        Refusal(400, "BAD_REQUEST", message.into())
+    }
+    fn field(e: FieldError) -> Refusal {
+        Refusal::bad(e.to_string())
+    }
+    fn not_found(id: &str) -> Refusal {
+        Refusal(404, "NOT_FOUND", format!("no key has the id {id}"))
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(_: StoreError) -> Self {
+        Refusal(503, "STORE_UNAVAILABLE", "the key store is unavailable".into())
+    }
+}
+
+impl From<worker::Error> for Refusal {
+    fn from(e: worker::Error) -> Self {
+        Refusal(500, "INTERNAL", format!("internal error: {e}"))
+    }
+}
+
+type Answer = std::result::Result<Response, Refusal>;
+
+/// What one management call works with: the source of truth, the time, and who is calling.
+pub(crate) struct Call<'a> {
+    env: &'a Env,
+    ledger: &'a Ledger,
+    now: i64,
+    actor: Actor,
+}
+
+/// Who may call what.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Admin,
+    Permission(&'static str),
+}
+
+pub async fn handle(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, now: i64) -> Result<Response> {
+    let segments: Vec<&str> = rest.split('/').collect();
+    let method = req.method();
+    match route(&mut req, env, ledger, now, &method, &segments).await {
+        Ok(response) => Ok(response),
+        Err(Refusal(405, code, message)) => {
+            let response = reply::error(405, code, &message)?;
+            response.headers().set("allow", allowed_methods(&segments))?;
+            Ok(response)
+        }
+        Err(Refusal(status, code, message)) => reply::error(status, code, &message),
+    }
+}
+
+/// The `Allow` header of a 405: the methods each endpoint answers.
+pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
+    match segments {
+        ["api_keys"] => "GET, POST",
+        ["api_keys", _] => "GET, PUT, DELETE",
+        ["api_keys", _, "usage"] | ["audit"] | ["ping"] | ["openapi.json"] => "GET",
+        ["keys", _] => "PUT",
+        ["policy"] => "GET, PUT",
+        _ => "POST",
+    }
+}
+
+async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, segments: &[&str]) -> Answer {
+    let need = match (method, segments) {
+        (Method::Get, ["api_keys"] | ["api_keys", _] | ["audit"]) => Need::Permission("keys:read"),
+        (Method::Post, ["api_keys"]) => Need::Permission("keys:create"),
+        (Method::Put, ["api_keys", _]) | (Method::Post, ["api_keys", _, "revoke" | "roll"]) => {
+            Need::Permission("keys:update")
+        }
+        (Method::Delete, ["api_keys", _]) => Need::Permission("keys:delete"),
+        (Method::Post, ["verify"]) => Need::Permission("keys:read"),
+        (Method::Get, ["policy"]) => Need::Permission("keys:read"),
+        (Method::Put, ["keys", _] | ["policy"]) | (Method::Post, ["revocations"] | ["keys", "batch"]) => Need::Admin,
+        (_, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "revoke" | "roll"] | ["keys", _] | ["policy"]
+            | ["revocations"] | ["verify"] | ["ping"] | ["openapi.json"] | ["audit"]) => {
+            return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
+        }
+        _ => return Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into())),
+    };
+    let actor = authorize(req, env, ledger, need, now)?;
+    let call = Call { env, ledger, now, actor };
+    match (method, segments) {
+        (Method::Get, ["api_keys"]) => list::list(req, &call),
+        (Method::Post, ["api_keys"]) => keys::create(req, &call).await,
+        (Method::Get, ["api_keys", id]) => keys::get(req, &call, id),
+        (Method::Put, ["api_keys", id]) => keys::update(req, &call, id).await,
+        (Method::Delete, ["api_keys", id]) => keys::delete(&call, id),
+        (Method::Post, ["api_keys", id, "revoke"]) => keys::revoke(&call, id),
+        (Method::Post, ["api_keys", id, "roll"]) => keys::roll(req, &call, id).await,
+        (Method::Post, ["keys", "batch"]) => push::batch(req, &call).await,
+        (Method::Put, ["keys", digest]) => push::push(req, &call, digest).await,
+        (Method::Post, ["revocations"]) => push::revocations(req, &call).await,
+        (Method::Get, ["policy"]) => policy::get(env, &call),
+        (Method::Put, ["policy"]) => policy::put(req, &call).await,
+        (Method::Get, ["audit"]) => audit::list(req, &call),
+        (Method::Post, ["verify"]) => verify::verify(req, &call).await,
+        _ => Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into())),
+    }
+}
+
+/// `ADMIN_TOKEN` (compared in constant time) or a keyward key holding the needed permission.
+fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) -> std::result::Result<Actor, Refusal> {
+    let unauthorized = || Refusal(401, "UNAUTHORIZED", "send Authorization: Bearer <admin token or management key>".into());
+    let header = req.headers().get("authorization").ok().flatten().ok_or_else(unauthorized)?;
+    let token = header
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(unauthorized)?;
+    let admin = env.secret("ADMIN_TOKEN").map(|s| s.to_string()).or_else(|_| env.var("ADMIN_TOKEN").map(|v| v.to_string()));
+    if let Ok(admin) = admin {
+        if !admin.is_empty() && constant_time_eq(token.as_bytes(), admin.as_bytes()) {
+            return Ok(Actor::Admin);
+        }
+    }
+    if parse_key(token).is_err() {
+        return Err(Refusal(401, "UNAUTHORIZED", "the management token is not valid".into()));
+    }
+    let record = ledger
+        .record(&key_digest(token))?
+        .ok_or_else(|| Refusal(401, "UNAUTHORIZED", "the management token is not valid".into()))?;
+    let key = CompiledKey::compile(record).map_err(|_| Refusal::from(StoreError("stored record is invalid".into())))?;
+    let Need::Permission(permission) = need else {
+        return Err(Refusal(403, "PERMISSION_DENIED", "this call needs the admin token".into()));
+    };
+    let client_ip = req.headers().get("cf-connecting-ip").ok().flatten();
+    let decision = decide_permission(&key, Some(permission), client_ip.as_deref(), None, now);
+    if decision.valid {
+        Ok(Actor::Key(key.record.id.clone()))
+    } else if decision.code.status() == 401 {
+        Err(Refusal(401, "UNAUTHORIZED", decision.message))
+    } else {
+        Err(Refusal(403, "PERMISSION_DENIED", decision.message))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Compare digests so the time taken does not depend on where, or whether, lengths differ.
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+}
+
+/// A JSON number that is a whole number (`60` or `60.0`) from 0 to 2^53, as an integer.
+fn whole_number(value: &Value) -> Option<u64> {
+    if let Some(n) = value.as_u64() {
+        return Some(n);
+    }
+    let f = value.as_f64()?;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "range and fraction checked first")]
+    ((0.0..=9_007_199_254_740_992.0).contains(&f) && f.fract() == 0.0).then_some(f as u64)
+}
+
+async fn read_json(req: &mut Request) -> std::result::Result<Value, Refusal> {
+    read_json_up_to(req, MAX_BODY_BYTES).await
+}
+
+async fn read_json_up_to(req: &mut Request, limit: usize) -> std::result::Result<Value, Refusal> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if declared > limit {
+        return Err(Refusal::bad(format!("body: must be at most {limit} bytes")));
+    }
+    let bytes = req.bytes().await.map_err(|_| Refusal::bad("body: could not be read"))?;
+    if bytes.len() > limit {
+        return Err(Refusal::bad(format!("body: must be at most {limit} bytes")));
+    }
+    if bytes.is_empty() {
+        return Err(Refusal::bad("body: a JSON body is required"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Refusal::bad(format!("body: is not valid JSON ({e})")))
+}
+
+/// The `{"api_key": {...}}` wrapper every key-writing call takes.
+fn attributes(body: &Value) -> std::result::Result<&Map<String, Value>, Refusal> {
+    let object = body.as_object().ok_or_else(|| Refusal::bad("body: must be a JSON object"))?;
+    if let Some(other) = object.keys().find(|k| k.as_str() != "api_key") {
+        return Err(Refusal::bad(format!("{other}: is not a request field (expected only \"api_key\")")));
+    }
+    object
+        .get("api_key")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Refusal::bad("api_key: must be an object of key attributes"))
+}
+
+fn no_query(req: &Request) -> std::result::Result<(), Refusal> {
+    match req.url().ok().and_then(|u| u.query().map(str::to_string)) {
+        Some(q) if !q.is_empty() => Err(Refusal::bad("query: this call takes no query parameters")),
+        _ => Ok(()),
+    }
+}
+
+fn check_id(id: &str) -> std::result::Result<(), Refusal> {
+    if is_key_id(id) {
+        Ok(())
+    } else {
+        Err(Refusal::bad("id: must look like key_ followed by 26 characters (a ULID)"))
+    }
+}
+
+/// A listed key by id, or 404.
+fn load(call: &Call<'_>, id: &str) -> std::result::Result<KeyRecord, Refusal> {
+    check_id(id)?;
+    call.ledger.record_by_id(id)?.ok_or_else(|| Refusal::not_found(id))
+}
+
+/// The `name=value` pairs of a query string, percent-decoded; a bad encoding names its field.
+fn query_pairs(req: &Request) -> std::result::Result<Vec<(String, String)>, Refusal> {
+    let url = req.url().map_err(|_| Refusal::bad("query: could not be read"))?;
+    let query = url.query().unwrap_or("");
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let field = pair.split_once('=').map_or(pair, |(k, _)| k);
+        let value = crate::core::credential::query_values(pair, field)
+            .next()
+            .flatten()
+            .ok_or_else(|| Refusal::bad(format!("{field}: is not valid percent-encoding")))?;
+        out.push((field.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// `per_page`: from 1 to `max`.
+fn per_page(value: &str, max: usize) -> std::result::Result<usize, Refusal> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|p| (1..=max).contains(p))
+        .ok_or_else(|| Refusal::bad(format!("per_page: must be an integer from 1 to {max}")))
+}

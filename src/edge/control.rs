@@ -1,0 +1,223 @@
+//! The control plane: one SQLite-backed Durable Object that owns every key record (the source of
+//! truth), answers the management API, serves the change feed isolates follow, and keeps Workers KV
+//! (the edge read replica) converged through an outbox it drains after each change and on alarms.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use serde_json::json;
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use super::ledger::Ledger;
+use super::reply;
+use crate::core::record::KeyRecord;
+
+/// The name of the one control-plane object (see the README, Limits, for how it would shard).
+pub const OBJECT_NAME: &str = "control";
+/// KV writes made at once while draining the outbox.
+const DRAIN_CHUNK: usize = 50;
+/// A change touching more keys than this is written to KV by the alarm, after the answer.
+const INLINE_DRAIN_MAX: usize = 16;
+const MAX_BACKOFF_MS: i64 = 60_000;
+
+#[durable_object]
+pub struct ControlPlane {
+    state: State,
+    env: Env,
+    ledger: Option<Rc<Ledger>>,
+    draining: Rc<Cell<bool>>,
+    /// Test-only fault injection (`KEYWARD_TEST_FAIL_KV_WRITES`, never set in wrangler.toml): how
+    /// many KV writes still to fail, to show that the outbox repairs KV.
+    kv_failures_left: Rc<Cell<u32>>,
+}
+
+impl DurableObject for ControlPlane {
+    fn new(state: State, env: Env) -> Self {
+        let ledger = match Ledger::open(state.storage().sql()) {
+            Ok(l) => Some(Rc::new(l)),
+            Err(e) => {
+                worker::console_error!("keyward: the control plane's schema could not be created: {}", e.0);
+                None
+            }
+        };
+        let failures = env
+            .var("KEYWARD_TEST_FAIL_KV_WRITES")
+            .ok()
+            .and_then(|v| v.to_string().parse::<u32>().ok())
+            .unwrap_or(0);
+        if let Some(ledger) = ledger.clone() {
+            let kv_env = env.clone();
+            // Events wait until a deployment whose records lived only in KV is imported.
+            let _init = state.block_concurrency_while(async move {
+                if let Err(e) = migrate_from_kv(&ledger, &kv_env).await {
+                    worker::console_error!("keyward: importing records from KV failed: {}", e);
+                }
+                Ok(())
+            });
+        }
+        ControlPlane { state, env, ledger, draining: Rc::new(Cell::new(false)), kv_failures_left: Rc::new(Cell::new(failures)) }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let Some(ledger) = self.ledger.clone() else {
+            return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable");
+        };
+        let url = req.url()?;
+        let now = super::now_ms();
+        let path = url.path().to_string();
+        if path == "/_internal/feed" {
+            let mut after = -1i64;
+            let mut policy_seq = 0i64;
+            for (k, v) in url.query_pairs() {
+                match k.as_ref() {
+                    "after" => after = v.parse().unwrap_or(-1),
+                    "policy" => policy_seq = v.parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            return match ledger.feed(after, policy_seq, now) {
+                Ok(feed) => reply::json(200, &serde_json::to_value(&feed).unwrap_or_default()),
+                Err(_) => reply::error(503, "STORE_UNAVAILABLE", "the change log is unavailable"),
+            };
+        }
+        if path == "/_internal/record" {
+            let digest = url.query_pairs().find(|(k, _)| k == "digest").map(|(_, v)| v.to_string()).unwrap_or_default();
+            return match ledger.record(&digest) {
+                Ok(record) => reply::json(200, &json!({"record": record})),
+                Err(_) => reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable"),
+            };
+        }
+        let Some(rest) = path.strip_prefix("/_keyward/v1/") else {
+            return reply::error(404, "NOT_FOUND", "no such control-plane endpoint");
+        };
+        let rest = rest.to_string();
+        let response = super::admin::handle(req, &self.env, &rest, &ledger, now).await?;
+        let _ = ledger.prune_changes(now);
+        // Small changes reach KV before the answer; big ones (a batch) right after it, by alarm.
+        match ledger.outbox_len() {
+            Ok(0) => {}
+            Ok(n) if n <= INLINE_DRAIN_MAX => self.drain().await,
+            Ok(_) => {
+                // An i64 is an offset from now in milliseconds.
+                let _ = self.state.storage().set_alarm(0i64).await;
+            }
+            Err(_) => {}
+        }
+        Ok(response)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.drain().await;
+        Response::ok("drained")
+    }
+}
+
+impl ControlPlane {
+    /// Writes what the outbox owes to KV. One drain at a time: a second caller leaves it to the
+    /// running one, which loops until the outbox is empty. A failed write stays in the outbox
+    /// and an alarm retries it with backoff, so KV converges and nothing is lost.
+    async fn drain(&self) {
+        let Some(ledger) = self.ledger.clone() else { return };
+        if self.draining.replace(true) {
+            return;
+        }
+        let outcome = self.drain_all(&ledger).await;
+        self.draining.set(false);
+        if let Err(retry_in) = outcome {
+            let _ = self.state.storage().set_alarm(retry_in).await;
+        }
+    }
+
+    /// `Err(ms)`: some write failed; retry in that many milliseconds.
+    async fn drain_all(&self, ledger: &Ledger) -> std::result::Result<(), i64> {
+        let kv = self.env.kv("KEYS").map_err(|_| 1000i64)?;
+        loop {
+            let rows = ledger.outbox(DRAIN_CHUNK).map_err(|_| 1000i64)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut writes = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let value = ledger.kv_value(&row.target).map_err(|_| 1000i64)?;
+                let fail = self.kv_failures_left.get() > 0;
+                if fail {
+                    self.kv_failures_left.set(self.kv_failures_left.get() - 1);
+                }
+                let kv = kv.clone();
+                let target = row.target.clone();
+                writes.push(async move {
+                    if fail {
+                        return false;
+                    }
+                    match value {
+                        Some(text) => match kv.put(&target, text) {
+                            Ok(put) => put.execute().await.is_ok(),
+                            Err(_) => false,
+                        },
+                        None => kv.delete(&target).await.is_ok(),
+                    }
+                });
+            }
+            let results = futures_util::future::join_all(writes).await;
+            let mut worst_attempts: Option<i64> = None;
+            for (row, ok) in rows.iter().zip(results) {
+                if ok {
+                    let _ = ledger.outbox_done(&row.target, row.seq);
+                } else {
+                    let _ = ledger.outbox_failed(&row.target);
+                    worst_attempts = Some(worst_attempts.unwrap_or(0).max(row.attempts));
+                }
+            }
+            if let Some(attempts) = worst_attempts {
+                let exponent = u32::try_from(attempts.clamp(0, 6)).unwrap_or(6);
+                return Err((500i64 << exponent).min(MAX_BACKOFF_MS));
+            }
+        }
+    }
+}
+
+/// The one-time import of a deployment whose records lived only in KV (keyward before the control
+/// plane): every `key:` record, listed when its `id:` entry exists, else kept as a tombstone, and
+/// the stored policy. Runs when the object first starts; marked done so it never runs again.
+async fn migrate_from_kv(ledger: &Ledger, env: &Env) -> std::result::Result<(), String> {
+    if ledger.meta("kv_imported").map_err(|e| e.0)?.is_some() {
+        return Ok(());
+    }
+    let kv = env.kv("KEYS").map_err(|e| e.to_string())?;
+    let now = super::now_ms();
+    let mut listed_ids = std::collections::HashSet::new();
+    let mut digests = Vec::new();
+    for prefix in ["id:", "key:"] {
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut list = kv.list().prefix(prefix.into()).limit(1000);
+            if let Some(c) = cursor.take() {
+                list = list.cursor(c);
+            }
+            let page = list.execute().await.map_err(|e| e.to_string())?;
+            for key in page.keys {
+                if let Some(id) = key.name.strip_prefix("id:") {
+                    listed_ids.insert(id.to_string());
+                } else if let Some(digest) = key.name.strip_prefix("key:") {
+                    digests.push(digest.to_string());
+                }
+            }
+            match page.cursor.filter(|c| !page.list_complete && !c.is_empty()) {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+    }
+    let mut imported = 0usize;
+    for digest in digests {
+        let Some(text) = kv.get(&format!("key:{digest}")).text().await.map_err(|e| e.to_string())? else { continue };
+        let Ok(record) = serde_json::from_str::<KeyRecord>(&text) else { continue };
+        ledger.import(&record, listed_ids.contains(&record.id), now).map_err(|e| e.0)?;
+        imported += 1;
+    }
+    if let Some(doc) = kv.get("policy").text().await.map_err(|e| e.to_string())? {
+        ledger.import_policy(&doc).map_err(|e| e.0)?;
+    }
+    ledger.set_meta("kv_imported", &imported.to_string()).map_err(|e| e.0)?;
+    Ok(())
+}

@@ -1,0 +1,523 @@
+//! The source of truth: key records, tombstones, the route policy, the change log, the audit log
+//! and the KV outbox, in the SQLite storage of the control-plane Durable Object.
+//!
+//! Every method is synchronous. A Durable Object runs one event at a time and commits the writes
+//! made between two awaits together, so each management call's read-check-write runs alone and
+//! lands whole: the record, its change-log row, its audit row and its outbox row, or none of them.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use worker::{SqlStorage, SqlStorageValue};
+
+use super::store::StoreError;
+use crate::core::record::KeyRecord;
+
+/// How long change-log rows are kept: far longer than KV's own propagation (about 60 s), so an
+/// isolate that starts now learns of every change its KV replica may not have yet.
+pub const CHANGE_RETENTION_MS: i64 = 10 * 60 * 1000;
+/// What a newly started isolate reads of the change log.
+pub const RECENT_WINDOW_MS: i64 = 120 * 1000;
+/// Most change-log rows in one feed answer; the isolate asks again at once while there are more.
+pub const FEED_PAGE: i64 = 2000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS keys (
+  digest TEXT PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  name_lower TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_by_name ON keys (name_lower, id);
+CREATE TABLE IF NOT EXISTS tombstones (
+  digest TEXT PRIMARY KEY,
+  id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policy (
+  one INTEGER PRIMARY KEY CHECK (one = 1),
+  doc TEXT NOT NULL,
+  seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  present INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS changes_by_time ON changes (at);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  key_id TEXT,
+  changes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_key ON audit (key_id, seq);
+CREATE INDEX IF NOT EXISTS audit_by_action ON audit (action, seq);
+CREATE TABLE IF NOT EXISTS outbox (
+  target TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (
+  name TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+";
+
+/// Who made a change, as the audit log names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Admin,
+    Key(String),
+    /// The one-time import of a deployment whose records lived only in KV.
+    Migration,
+}
+
+impl Actor {
+    pub fn name(&self) -> &str {
+        match self {
+            Actor::Admin => "admin",
+            Actor::Key(id) => id,
+            Actor::Migration => "migration",
+        }
+    }
+}
+
+/// The list filters of `GET /api_keys`, already lower-cased.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub name: Option<String>,
+    pub name_contains: Option<String>,
+}
+
+/// One answer of the change feed an isolate follows.
+#[derive(Debug, serde::Serialize)]
+pub struct Feed {
+    /// The last change-log position included; the isolate asks from here next time.
+    pub head: i64,
+    /// The change-log position of the stored policy (0: none stored, the default applies).
+    pub policy_seq: i64,
+    /// The policy document, when it changed after the position the isolate knows.
+    pub policy: Option<Value>,
+    pub changes: Vec<FeedChange>,
+    pub more: bool,
+    /// The isolate's position was pruned from the log: it must drop what it holds and start over.
+    pub reset: bool,
+}
+
+/// A key changed: its newest version, and whether a record (or tombstone) still exists.
+#[derive(Debug, serde::Serialize, Deserialize)]
+pub struct FeedChange {
+    pub seq: i64,
+    pub digest: String,
+    pub version: i64,
+    pub present: i64,
+}
+
+#[derive(Deserialize)]
+struct RecordRow {
+    record: String,
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    n: i64,
+}
+
+#[derive(Deserialize)]
+struct PolicyRow {
+    doc: String,
+    seq: i64,
+}
+
+#[derive(Deserialize)]
+struct AuditRow {
+    seq: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    key_id: Option<String>,
+    changes: String,
+}
+
+#[derive(Deserialize)]
+pub struct OutboxRow {
+    pub target: String,
+    pub seq: i64,
+    pub attempts: i64,
+}
+
+#[derive(Deserialize)]
+struct ValueRow {
+    value: String,
+}
+
+pub struct Ledger {
+    sql: SqlStorage,
+}
+
+fn text(s: &str) -> SqlStorageValue {
+    SqlStorageValue::String(s.to_string())
+}
+
+fn int(n: i64) -> SqlStorageValue {
+    SqlStorageValue::Integer(n)
+}
+
+fn version_of(record: &KeyRecord) -> i64 {
+    i64::try_from(record.version).unwrap_or(i64::MAX)
+}
+
+impl Ledger {
+    pub fn open(sql: SqlStorage) -> Result<Ledger, StoreError> {
+        sql.exec(SCHEMA, None)?;
+        Ok(Ledger { sql })
+    }
+
+    fn rows<T: serde::de::DeserializeOwned>(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<T>, StoreError> {
+        Ok(self.sql.exec(query, bindings)?.to_array::<T>()?)
+    }
+
+    fn run(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<(), StoreError> {
+        self.sql.exec(query, bindings)?;
+        Ok(())
+    }
+
+    fn parse(rows: Vec<RecordRow>) -> Result<Option<KeyRecord>, StoreError> {
+        match rows.into_iter().next() {
+            None => Ok(None),
+            Some(row) => Ok(Some(serde_json::from_str(&row.record)?)),
+        }
+    }
+
+    /// The record or tombstone stored for a digest.
+    pub fn record(&self, digest: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let listed = Self::parse(self.rows("SELECT record FROM keys WHERE digest = ?", vec![text(digest)])?)?;
+        if listed.is_some() {
+            return Ok(listed);
+        }
+        Self::parse(self.rows("SELECT record FROM tombstones WHERE digest = ?", vec![text(digest)])?)
+    }
+
+    /// A listed key by id (tombstones are not listed and have no management view).
+    pub fn record_by_id(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        Self::parse(self.rows("SELECT record FROM keys WHERE id = ?", vec![text(id)])?)
+    }
+
+    /// Writes a record (new or changed), with its change-log, audit and outbox rows.
+    pub fn put(&self, record: &KeyRecord, old: Option<&KeyRecord>, actor: &Actor, action: &str, now: i64) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record)?;
+        self.run("DELETE FROM tombstones WHERE digest = ?", vec![text(&record.digest)])?;
+        self.run(
+            "INSERT INTO keys (digest, id, name_lower, version, record) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (digest) DO UPDATE SET id = excluded.id, name_lower = excluded.name_lower,
+               version = excluded.version, record = excluded.record",
+            vec![text(&record.digest), text(&record.id), text(&record.name.to_lowercase()), int(version_of(record)), text(&json)],
+        )?;
+        self.changed(&record.digest, version_of(record), true, now)?;
+        self.audit_entry(actor, action, Some(&record.id), &diff(old.map(|o| o.view(now)), Some(record.view(now))), now)
+    }
+
+    /// Removes a key from lists; with a tombstone its digest keeps answering KEY_REVOKED.
+    pub fn delete(&self, record: &KeyRecord, tombstone: Option<&KeyRecord>, actor: &Actor, now: i64) -> Result<(), StoreError> {
+        self.run("DELETE FROM keys WHERE digest = ?", vec![text(&record.digest)])?;
+        let version = version_of(record).saturating_add(1);
+        if let Some(t) = tombstone {
+            self.run(
+                "INSERT OR REPLACE INTO tombstones (digest, id, version, record) VALUES (?, ?, ?, ?)",
+                vec![text(&t.digest), text(&t.id), int(version_of(t)), text(&serde_json::to_string(t)?)],
+            )?;
+        }
+        self.changed(&record.digest, version, tombstone.is_some(), now)?;
+        self.audit_entry(actor, "delete", Some(&record.id), &diff(Some(record.view(now)), None), now)
+    }
+
+    fn changed(&self, digest: &str, version: i64, present: bool, now: i64) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO changes (at, kind, digest, version, present) VALUES (?, 'key', ?, ?, ?)",
+            vec![int(now), text(digest), int(version), int(i64::from(present))],
+        )?;
+        let seq = self.last_seq()?;
+        self.run(
+            "INSERT INTO outbox (target, seq, attempts) VALUES (?, ?, 0)
+             ON CONFLICT (target) DO UPDATE SET seq = excluded.seq",
+            vec![text(&format!("key:{digest}")), int(seq)],
+        )
+    }
+
+    fn last_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .rows::<CountRow>("SELECT COALESCE(MAX(seq), 0) AS n FROM changes", vec![])?
+            .into_iter()
+            .next()
+            .map_or(0, |r| r.n))
+    }
+
+    pub fn audit_entry(&self, actor: &Actor, action: &str, key_id: Option<&str>, changes: &Value, now: i64) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO audit (at, actor, action, key_id, changes) VALUES (?, ?, ?, ?, ?)",
+            vec![int(now), text(actor.name()), text(action), key_id.map_or(SqlStorageValue::Null, text), text(&changes.to_string())],
+        )
+    }
+
+    /// One page of listed keys by id, and how many match in all.
+    pub fn list(&self, filter: &ListFilter, after: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<KeyRecord>, usize), StoreError> {
+        let (clause, mut bindings) = Self::filter_clause(filter);
+        let total = self.count(&clause, bindings.clone())?;
+        let mut query = format!("SELECT record FROM keys WHERE {clause}");
+        if let Some(after) = after {
+            query.push_str(" AND id > ?");
+            bindings.push(text(after));
+        }
+        query.push_str(" ORDER BY id LIMIT ? OFFSET ?");
+        bindings.push(int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        bindings.push(int(i64::try_from(offset).unwrap_or(i64::MAX)));
+        let rows: Vec<RecordRow> = self.rows(&query, bindings)?;
+        let records = rows
+            .into_iter()
+            .map(|r| serde_json::from_str::<KeyRecord>(&r.record))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((records, total))
+    }
+
+    /// How many listed keys matching the filter sort at or before `id`.
+    pub fn position(&self, filter: &ListFilter, id: &str) -> Result<usize, StoreError> {
+        let (clause, mut bindings) = Self::filter_clause(filter);
+        bindings.push(text(id));
+        self.count(&format!("{clause} AND id <= ?"), bindings)
+    }
+
+    fn count(&self, clause: &str, bindings: Vec<SqlStorageValue>) -> Result<usize, StoreError> {
+        let n = self
+            .rows::<CountRow>(&format!("SELECT COUNT(*) AS n FROM keys WHERE {clause}"), bindings)?
+            .into_iter()
+            .next()
+            .map_or(0, |r| r.n);
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn filter_clause(filter: &ListFilter) -> (String, Vec<SqlStorageValue>) {
+        let mut clause = String::from("1 = 1");
+        let mut bindings = Vec::new();
+        if let Some(name) = &filter.name {
+            clause.push_str(" AND name_lower = ?");
+            bindings.push(text(name));
+        }
+        if let Some(part) = &filter.name_contains {
+            clause.push_str(" AND instr(name_lower, ?) > 0");
+            bindings.push(text(part));
+        }
+        (clause, bindings)
+    }
+
+    /// The stored policy document and its change-log position, if one was ever stored.
+    pub fn policy(&self) -> Result<Option<(String, i64)>, StoreError> {
+        Ok(self
+            .rows::<PolicyRow>("SELECT doc, seq FROM policy WHERE one = 1", vec![])?
+            .into_iter()
+            .next()
+            .map(|r| (r.doc, r.seq)))
+    }
+
+    pub fn put_policy(&self, doc: &str, actor: &Actor, now: i64) -> Result<(), StoreError> {
+        let old = self.policy()?.and_then(|(d, _)| serde_json::from_str::<Value>(&d).ok());
+        self.run("INSERT INTO changes (at, kind, digest, version, present) VALUES (?, 'policy', '', 0, 1)", vec![int(now)])?;
+        let seq = self.last_seq()?;
+        self.run("INSERT OR REPLACE INTO policy (one, doc, seq) VALUES (1, ?, ?)", vec![text(doc), int(seq)])?;
+        self.run(
+            "INSERT INTO outbox (target, seq, attempts) VALUES ('policy', ?, 0)
+             ON CONFLICT (target) DO UPDATE SET seq = excluded.seq",
+            vec![int(seq)],
+        )?;
+        let new: Value = serde_json::from_str(doc)?;
+        let changes = json!({"policy": {"old": old, "new": new}});
+        self.audit_entry(actor, "policy_update", None, &changes, now)
+    }
+
+    /// The changes after `after` (or, for a new isolate, `after < 0`, those of the last
+    /// [`RECENT_WINDOW_MS`]), newest version per key, with the policy if it moved past `policy_seq`.
+    pub fn feed(&self, after: i64, policy_seq: i64, now: i64) -> Result<Feed, StoreError> {
+        let rows: Vec<FeedRow> = if after < 0 {
+            self.rows(
+                "SELECT seq, digest, version, present FROM changes WHERE kind = 'key' AND at >= ? ORDER BY seq LIMIT ?",
+                vec![int(now.saturating_sub(RECENT_WINDOW_MS)), int(FEED_PAGE + 1)],
+            )?
+        } else {
+            self.rows(
+                "SELECT seq, digest, version, present FROM changes WHERE kind = 'key' AND seq > ? ORDER BY seq LIMIT ?",
+                vec![int(after), int(FEED_PAGE + 1)],
+            )?
+        };
+        let oldest = self
+            .rows::<CountRow>("SELECT COALESCE(MIN(seq), 0) AS n FROM changes", vec![])?
+            .into_iter()
+            .next()
+            .map_or(0, |r| r.n);
+        let reset = after >= 0 && oldest > after.saturating_add(1);
+        let more = rows.len() > usize::try_from(FEED_PAGE).unwrap_or(usize::MAX);
+        let page: Vec<FeedRow> = rows.into_iter().take(usize::try_from(FEED_PAGE).unwrap_or(usize::MAX)).collect();
+        let last = self.last_seq()?;
+        let head = if more { page.last().map_or(last, |r| r.seq) } else { last };
+        let (policy_doc, stored_seq) = match self.policy()? {
+            Some((doc, seq)) => (Some(doc), seq),
+            None => (None, 0),
+        };
+        let policy = match policy_doc {
+            Some(doc) if stored_seq > policy_seq => Some(serde_json::from_str(&doc)?),
+            _ => None,
+        };
+        Ok(Feed {
+            head,
+            policy_seq: stored_seq,
+            policy,
+            changes: page.into_iter().map(|r| FeedChange { seq: r.seq, digest: r.digest, version: r.version, present: r.present }).collect(),
+            more,
+            reset,
+        })
+    }
+
+    /// Drops change-log rows no isolate needs any more.
+    pub fn prune_changes(&self, now: i64) -> Result<(), StoreError> {
+        self.run("DELETE FROM changes WHERE at < ? AND seq < (SELECT MAX(seq) FROM changes)", vec![int(now.saturating_sub(CHANGE_RETENTION_MS))])
+    }
+
+    /// Audit entries newest first, before position `before` (exclusive) when given.
+    pub fn audit(&self, key_id: Option<&str>, action: Option<&str>, before: Option<i64>, limit: usize) -> Result<Vec<Value>, StoreError> {
+        let mut query = String::from("SELECT seq, at, actor, action, key_id, changes FROM audit WHERE 1 = 1");
+        let mut bindings = Vec::new();
+        if let Some(k) = key_id {
+            query.push_str(" AND key_id = ?");
+            bindings.push(text(k));
+        }
+        if let Some(a) = action {
+            query.push_str(" AND action = ?");
+            bindings.push(text(a));
+        }
+        if let Some(b) = before {
+            query.push_str(" AND seq < ?");
+            bindings.push(int(b));
+        }
+        query.push_str(" ORDER BY seq DESC LIMIT ?");
+        bindings.push(int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let rows: Vec<AuditRow> = self.rows(&query, bindings)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                json!({
+                    "id": audit_id(r.seq),
+                    "at": crate::core::time::format_rfc3339(r.at),
+                    "actor": r.actor,
+                    "action": r.action,
+                    "key_id": r.key_id,
+                    "changes": serde_json::from_str::<Value>(&r.changes).unwrap_or(Value::Null),
+                })
+            })
+            .collect())
+    }
+
+    /// KV writes still owed, oldest first.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.rows("SELECT target, seq, attempts FROM outbox ORDER BY seq LIMIT ?", vec![int(i64::try_from(limit).unwrap_or(i64::MAX))])
+    }
+
+    pub fn outbox_len(&self) -> Result<usize, StoreError> {
+        let n = self.rows::<CountRow>("SELECT COUNT(*) AS n FROM outbox", vec![])?.into_iter().next().map_or(0, |r| r.n);
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// The value KV should hold for an outbox target now (`None`: delete it).
+    pub fn kv_value(&self, target: &str) -> Result<Option<String>, StoreError> {
+        if target == "policy" {
+            return Ok(self.policy()?.map(|(doc, _)| doc));
+        }
+        let digest = target.strip_prefix("key:").unwrap_or(target);
+        Ok(self.record(digest)?.map(|r| serde_json::to_string(&r)).transpose()?)
+    }
+
+    /// The target was written as of `seq`: done, unless a newer change arrived meanwhile.
+    pub fn outbox_done(&self, target: &str, seq: i64) -> Result<(), StoreError> {
+        self.run("DELETE FROM outbox WHERE target = ? AND seq <= ?", vec![text(target), int(seq)])
+    }
+
+    pub fn outbox_failed(&self, target: &str) -> Result<(), StoreError> {
+        self.run("UPDATE outbox SET attempts = attempts + 1 WHERE target = ?", vec![text(target)])
+    }
+
+    pub fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.rows::<ValueRow>("SELECT value FROM meta WHERE name = ?", vec![text(name)])?.into_iter().next().map(|r| r.value))
+    }
+
+    pub fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.run("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", vec![text(name), text(value)])
+    }
+
+    /// A record imported from KV as it is (migration): no version bump, no KV write owed.
+    pub fn import(&self, record: &KeyRecord, listed: bool, now: i64) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record)?;
+        if listed {
+            self.run(
+                "INSERT OR IGNORE INTO keys (digest, id, name_lower, version, record) VALUES (?, ?, ?, ?, ?)",
+                vec![text(&record.digest), text(&record.id), text(&record.name.to_lowercase()), int(version_of(record)), text(&json)],
+            )?;
+        } else {
+            self.run(
+                "INSERT OR IGNORE INTO tombstones (digest, id, version, record) VALUES (?, ?, ?, ?)",
+                vec![text(&record.digest), text(&record.id), int(version_of(record)), text(&json)],
+            )?;
+        }
+        self.audit_entry(&Actor::Migration, "import", Some(&record.id), &json!({}), now)
+    }
+
+    pub fn import_policy(&self, doc: &str) -> Result<(), StoreError> {
+        self.run("INSERT OR IGNORE INTO policy (one, doc, seq) VALUES (1, ?, 0)", vec![text(doc)])
+    }
+}
+
+#[derive(Deserialize)]
+struct FeedRow {
+    seq: i64,
+    digest: String,
+    version: i64,
+    present: i64,
+}
+
+pub fn audit_id(seq: i64) -> String {
+    format!("evt_{seq:012}")
+}
+
+pub fn parse_audit_id(id: &str) -> Option<i64> {
+    let digits = id.strip_prefix("evt_")?;
+    if digits.len() != 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Each attribute that differs between two views, as `{attribute: {"old", "new"}}`.
+/// `updated_at` moves on every write and says nothing, so it is left out.
+pub fn diff(old: Option<Value>, new: Option<Value>) -> Value {
+    let empty = Map::new();
+    let old_map = old.as_ref().and_then(Value::as_object).unwrap_or(&empty);
+    let new_map = new.as_ref().and_then(Value::as_object).unwrap_or(&empty);
+    let mut out = Map::new();
+    let mut names: Vec<&String> = old_map.keys().chain(new_map.keys()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        if name == "updated_at" {
+            continue;
+        }
+        let before = old_map.get(name).cloned().unwrap_or(Value::Null);
+        let after = new_map.get(name).cloned().unwrap_or(Value::Null);
+        if before != after {
+            out.insert(name.clone(), json!({"old": before, "new": after}));
+        }
+    }
+    Value::Object(out)
+}
