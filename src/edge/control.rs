@@ -15,17 +15,18 @@ use crate::core::record::KeyRecord;
 /// The name of the one control-plane object (see the README, Limits, for how it would shard).
 pub const OBJECT_NAME: &str = "control";
 /// KV writes made at once while draining the outbox.
-const DRAIN_CHUNK: usize = 50;
+const DRAIN_CHUNK: usize = 25;
 /// A change touching more keys than this is written to KV by the alarm, after the answer.
 const INLINE_DRAIN_MAX: usize = 16;
 const MAX_BACKOFF_MS: i64 = 60_000;
+const MAX_WRITES_PER_DRAIN: usize = 25;
 
 #[durable_object]
 pub struct ControlPlane {
     state: State,
     env: Env,
     ledger: Option<Rc<Ledger>>,
-    draining: Rc<Cell<bool>>,
+    draining: Rc<Cell<i64>>,
     /// Test-only fault injection (`KEYWARD_TEST_FAIL_KV_WRITES`, never set in wrangler.toml): how
     /// many KV writes still to fail, to show that the outbox repairs KV.
     kv_failures_left: Rc<Cell<u32>>,
@@ -55,7 +56,7 @@ impl DurableObject for ControlPlane {
                 Ok(())
             });
         }
-        ControlPlane { state, env, ledger, draining: Rc::new(Cell::new(false)), kv_failures_left: Rc::new(Cell::new(failures)) }
+        ControlPlane { state, env, ledger, draining: Rc::new(Cell::new(0)), kv_failures_left: Rc::new(Cell::new(failures)) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -93,7 +94,7 @@ impl DurableObject for ControlPlane {
         let rest = rest.to_string();
         let response = super::admin::handle(req, &self.env, &rest, &ledger, now).await?;
         let _ = ledger.prune_changes(now);
-        // Small changes reach KV before the answer; big ones (a batch) right after it, by alarm.
+        // Small changes reach KV before the answer; big ones (a batch) after it, a chunk per alarm.
         match ledger.outbox_len() {
             Ok(0) => {}
             Ok(n) if n <= INLINE_DRAIN_MAX => self.drain().await,
@@ -113,25 +114,72 @@ impl DurableObject for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Writes what the outbox owes to KV. One drain at a time: a second caller leaves it to the
-    /// running one, which loops until the outbox is empty. A failed write stays in the outbox
-    /// and an alarm retries it with backoff, so KV converges and nothing is lost.
-    async fn drain(&self) {
-        let Some(ledger) = self.ledger.clone() else { return };
-        if self.draining.replace(true) {
-            return;
-        }
-        let outcome = self.drain_all(&ledger).await;
-        self.draining.set(false);
-        if let Err(retry_in) = outcome {
-            let _ = self.state.storage().set_alarm(retry_in).await;
+    /// Writes (a bounded part of) the outbox to KV with every other event of this object held back
+    /// until it is done: Rust futures of different events share one executor, so a KV write
+    /// started while another event's code runs would belong to that event, and fail when that
+    /// event answers first. The rest, if any, goes on in the next alarm.
+    fn drain(&self) -> impl std::future::Future<Output = ()> {
+        let drainer = self.drainer();
+        let gate = self.state.block_concurrency_while(async move {
+            drainer.run().await;
+            Ok(())
+        });
+        async move {
+            let _ = gate.await;
         }
     }
 
-    /// `Err(ms)`: some write failed; retry in that many milliseconds.
+    fn drainer(&self) -> Drainer {
+        Drainer {
+            ledger: self.ledger.clone(),
+            env: self.env.clone(),
+            storage: self.state.storage(),
+            draining: self.draining.clone(),
+            kv_failures_left: self.kv_failures_left.clone(),
+        }
+    }
+}
+
+/// What writing the outbox to KV needs, owned, so that it can also run after the answer.
+struct Drainer {
+    ledger: Option<Rc<Ledger>>,
+    env: Env,
+    storage: worker::Storage,
+    draining: Rc<Cell<i64>>,
+    kv_failures_left: Rc<Cell<u32>>,
+}
+
+impl Drainer {
+    /// Writes what the outbox owes to KV. One drain at a time: a second caller leaves it to the
+    /// running one, which loops until the outbox is empty. A failed write stays in the outbox
+    /// and an alarm retries it with backoff, so KV converges and nothing is lost.
+    async fn run(self) {
+        let Some(ledger) = self.ledger.clone() else { return };
+        // The time the running drain started (0: none). One that was cut off without clearing it
+        // is taken over after a minute.
+        let now = super::now_ms();
+        let running = self.draining.get();
+        if running != 0 && now.saturating_sub(running) < 60_000 {
+            return;
+        }
+        self.draining.set(now);
+        let outcome = self.drain_all(&ledger).await;
+        self.draining.set(0);
+        if let Err(retry_in) = outcome {
+            // An i64 is an offset from now in milliseconds.
+            let _ = self.storage.set_alarm(retry_in).await;
+        }
+    }
+
+    /// `Err(ms)`: some write failed (or the drain stopped at its bound); go on in that many milliseconds.
     async fn drain_all(&self, ledger: &Ledger) -> std::result::Result<(), i64> {
         let kv = self.env.kv("KEYS").map_err(|_| 1000i64)?;
+        let mut written = 0usize;
         loop {
+            // The rest goes on in an alarm, so no one drain holds other events back for long.
+            if written >= MAX_WRITES_PER_DRAIN {
+                return Err(0);
+            }
             let rows = ledger.outbox(DRAIN_CHUNK).map_err(|_| 1000i64)?;
             if rows.is_empty() {
                 return Ok(());
@@ -158,6 +206,7 @@ impl ControlPlane {
                     }
                 });
             }
+            written += writes.len();
             let results = futures_util::future::join_all(writes).await;
             let mut worst_attempts: Option<i64> = None;
             for (row, ok) in rows.iter().zip(results) {

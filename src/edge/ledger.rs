@@ -109,6 +109,9 @@ pub struct Feed {
     pub more: bool,
     /// The isolate's position was pruned from the log: it must drop what it holds and start over.
     pub reset: bool,
+    /// The oldest change whose KV write is still owed (0: KV holds every change). Until KV holds a
+    /// change, an isolate must not trust KV for that key.
+    pub kv_pending_from: i64,
 }
 
 /// A key changed: its newest version, and whether a record (or tombstone) still exists.
@@ -343,10 +346,17 @@ impl Ledger {
     /// The changes after `after` (or, for a new isolate, `after < 0`, those of the last
     /// [`RECENT_WINDOW_MS`]), newest version per key, with the policy if it moved past `policy_seq`.
     pub fn feed(&self, after: i64, policy_seq: i64, now: i64) -> Result<Feed, StoreError> {
+        let kv_pending_from = self
+            .rows::<CountRow>("SELECT COALESCE(MIN(seq), 0) AS n FROM outbox", vec![])?
+            .into_iter()
+            .next()
+            .map_or(0, |r| r.n);
         let rows: Vec<FeedRow> = if after < 0 {
+            // What KV may not show yet: the recent changes, and any whose KV write is still owed.
+            let pending = if kv_pending_from > 0 { kv_pending_from } else { i64::MAX };
             self.rows(
-                "SELECT seq, digest, version, present FROM changes WHERE kind = 'key' AND at >= ? ORDER BY seq LIMIT ?",
-                vec![int(now.saturating_sub(RECENT_WINDOW_MS)), int(FEED_PAGE + 1)],
+                "SELECT seq, digest, version, present FROM changes WHERE kind = 'key' AND (at >= ? OR seq >= ?) ORDER BY seq LIMIT ?",
+                vec![int(now.saturating_sub(RECENT_WINDOW_MS)), int(pending), int(FEED_PAGE + 1)],
             )?
         } else {
             self.rows(
@@ -379,12 +389,18 @@ impl Ledger {
             changes: page.into_iter().map(|r| FeedChange { seq: r.seq, digest: r.digest, version: r.version, present: r.present }).collect(),
             more,
             reset,
+            kv_pending_from,
         })
     }
 
     /// Drops change-log rows no isolate needs any more.
     pub fn prune_changes(&self, now: i64) -> Result<(), StoreError> {
-        self.run("DELETE FROM changes WHERE at < ? AND seq < (SELECT MAX(seq) FROM changes)", vec![int(now.saturating_sub(CHANGE_RETENTION_MS))])
+        // Never a change whose KV write is still owed: a new isolate must learn of it.
+        self.run(
+            "DELETE FROM changes WHERE at < ? AND seq < (SELECT MAX(seq) FROM changes)
+               AND seq < COALESCE((SELECT MIN(seq) FROM outbox), 9007199254740991)",
+            vec![int(now.saturating_sub(CHANGE_RETENTION_MS))],
+        )
     }
 
     /// Audit entries newest first, before position `before` (exclusive) when given.

@@ -93,13 +93,19 @@ async fn management(req: web_sys::Request, env: &Env, rest: &str) -> Result<Resp
         Request::new_with_init(request.url()?.as_str(), &init)?
     };
     let response = match stub.fetch_with_request(forwarded).await {
-        Ok(response) => response,
-        Err(_) => return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable"),
+        // An answer that is not the control plane's own envelope is the runtime's (the object
+        // could not be reached or was reset): the store is unavailable.
+        Ok(response) if response.status_code() < 500 || is_json(&response) => response,
+        _ => return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable"),
     };
     if writes && response.status_code() < 300 {
         let _ = store::sync(env, true).await;
     }
     Ok(response)
+}
+
+fn is_json(response: &Response) -> bool {
+    response.headers().get("content-type").ok().flatten().is_some_and(|t| t.starts_with("application/json"))
 }
 
 /// The console's static files (www/), served through the assets binding. The Worker runs first

@@ -44,7 +44,9 @@ struct Fresh {
     seq: i64,
     version: i64,
     present: bool,
-    seen_ms: i64,
+    /// When the feed first said KV holds this change; KV is trusted for it a propagation window
+    /// (RECENT_WINDOW_MS) later.
+    kv_written_ms: Option<i64>,
 }
 
 struct CachedPolicy {
@@ -141,6 +143,7 @@ struct FeedAnswer {
     changes: Vec<FeedChange>,
     more: bool,
     reset: bool,
+    kv_pending_from: i64,
 }
 
 #[derive(Deserialize)]
@@ -218,12 +221,11 @@ fn apply(answer: FeedAnswer, now: i64) -> Result<(), StoreError> {
     };
     FRESH.with(|fresh| {
         let mut fresh = fresh.borrow_mut();
-        fresh.retain(|_, f| now.saturating_sub(f.seen_ms) < RECENT_WINDOW_MS);
         KEYS.with(|keys| {
             let mut keys = keys.borrow_mut();
             for change in answer.changes {
                 keys.remove(&change.digest);
-                let entry = Fresh { seq: change.seq, version: change.version, present: change.present != 0, seen_ms: now };
+                let entry = Fresh { seq: change.seq, version: change.version, present: change.present != 0, kv_written_ms: None };
                 match fresh.get_mut(&change.digest) {
                     Some(known) if known.seq >= change.seq => {}
                     Some(known) => *known = entry,
@@ -233,6 +235,13 @@ fn apply(answer: FeedAnswer, now: i64) -> Result<(), StoreError> {
                 }
             }
         });
+        let pending_from = if answer.kv_pending_from > 0 { answer.kv_pending_from } else { i64::MAX };
+        for entry in fresh.values_mut() {
+            if entry.kv_written_ms.is_none() && entry.seq < pending_from {
+                entry.kv_written_ms = Some(now);
+            }
+        }
+        fresh.retain(|_, f| f.kv_written_ms.is_none_or(|at| now.saturating_sub(at) < RECENT_WINDOW_MS));
     });
     FEED.with(|f| {
         let mut f = f.borrow_mut();

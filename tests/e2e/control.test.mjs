@@ -156,19 +156,19 @@ test('two locations: a change made through one is honoured by the other within t
 });
 
 test('a failed KV write is retried until KV converges, and nothing is lost meanwhile', async () => {
-  // Test-only fault injection: the control plane's first 3 KV writes fail.
-  const kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_TEST_FAIL_KV_WRITES: '3' } });
+  // Test-only fault injection: the control plane's first 5 KV writes fail (retried after 0.5, 1, 2, 4 and 8 s).
+  const kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_TEST_FAIL_KV_WRITES: '5' } });
   try {
     const k = await createKey(kw);
     assert.equal(await kvGet(kw, `key:${k.digest}`), null, 'the first KV write failed');
     // Committed to the source of truth all the same: listed, and honoured by the gate.
     assert.equal((await kw.admin('GET', `/api_keys/${k.id}`)).status, 200);
     assert.equal(await status(kw, USERS, k.key), 200);
-    const took = await within(15000, async () => (await kvGet(kw, `key:${k.digest}`)) !== null, 'KV converges');
+    const took = await within(40000, async () => (await kvGet(kw, `key:${k.digest}`)) !== null, 'KV converges');
     const stored = JSON.parse(await kvGet(kw, `key:${k.digest}`));
     assert.equal(stored.id, k.id);
     assert.equal(stored.digest, k.digest);
-    console.log(`KV converged ${took} ms after the answer, after 3 failed writes`);
+    console.log(`KV converged ${took} ms after the answer, after 5 failed writes`);
   } finally {
     await kw.stop();
   }

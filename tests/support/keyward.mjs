@@ -48,7 +48,7 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
   const persist = persistDir ?? mkdtempSync(path.join(ROOT, 'test-output', 'kv-'));
   const args = [
     'dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort),
-    '--persist-to', persist, '--log-level', 'warn', '--show-interactive-dev-session=false',
+    '--persist-to', persist, '--log-level', process.env.KEYWARD_WRANGLER_LOG ?? 'warn', '--show-interactive-dev-session=false',
     '--var', `ORIGIN_URL:${origin}`, '--var', `ADMIN_TOKEN:${adminToken}`,
   ];
   for (const [name, value] of Object.entries(vars)) args.push('--var', `${name}:${value}`);
