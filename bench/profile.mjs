@@ -48,20 +48,23 @@ try {
   const { result: { profile } } = await send('Profiler.stop');
   ws.close();
   const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
+  const nameOf = (nodeId) => {
+    const f = byNode.get(nodeId).callFrame;
+    return `${f.functionName || '(anonymous)'}${f.url ? ` ${f.url.split('/').pop()}:${f.lineNumber}` : ''}`;
+  };
+  // workerd samples about every 1.5 ms whatever interval is asked for, so each sample stands for
+  // the time since the previous one (its timeDelta), not for the requested interval.
   const self = new Map();
-  const counts = new Map();
-  for (const sample of profile.samples) counts.set(sample, (counts.get(sample) ?? 0) + 1);
   let total = 0;
-  for (const [nodeId, hits] of counts) {
-    const node = byNode.get(nodeId);
-    const f = node.callFrame;
-    const name = `${f.functionName || '(anonymous)'}${f.url ? ` ${f.url.split('/').pop()}:${f.lineNumber}` : ''}`;
-    self.set(name, (self.get(name) ?? 0) + hits);
-    total += hits;
-  }
+  profile.samples.forEach((nodeId, i) => {
+    const us = profile.timeDeltas?.[i] ?? 0;
+    const name = nameOf(nodeId);
+    self.set(name, (self.get(name) ?? 0) + us);
+    total += us;
+  });
   const busy = total - (self.get('(idle)') ?? 0);
   const top = [...self].filter(([n]) => n !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, 15)
-    .map(([name, hits]) => ({ name, share_of_busy: busy ? +(hits / busy).toFixed(3) : 0 }));
+    .map(([name, us]) => ({ name, share_of_busy: busy ? +(us / busy).toFixed(3) : 0 }));
   // Sums by kind: the wasm module (keyward's core and the worker crate), its generated JS glue,
   // the runtime's own objects (fetch, Request, Response, Headers), GC and the rest.
   const kind = (name) => {
@@ -72,13 +75,13 @@ try {
     return 'runtime built-ins (fetch, Request, Response, Headers, ...)';
   };
   const kinds = {};
-  for (const [name, hits] of self) {
+  for (const [name, us] of self) {
     if (name === '(idle)') continue;
-    kinds[kind(name)] = +(((kinds[kind(name)] ?? 0) + hits / busy)).toFixed(3);
+    kinds[kind(name)] = +(((kinds[kind(name)] ?? 0) + us / busy)).toFixed(3);
   }
-  // Samples are taken every 100 µs of the isolate's thread; busy ones are CPU spent on requests.
-  const cpuPerRequest = requests ? +((busy * 100) / requests).toFixed(1) : null;
-  result = { requests, cpu_us_per_request: cpuPerRequest, samples: total, busy_share: +(busy / total).toFixed(3), by_kind: kinds, top };
+  // Isolate time per request: the non-idle samples' timeDeltas, over the requests completed.
+  const cpuPerRequest = requests ? +(busy / requests).toFixed(1) : null;
+  result = { requests, cpu_us_per_request: cpuPerRequest, samples: profile.samples.length, profiled_us: total, busy_share: +(busy / total).toFixed(3), by_kind: kinds, top };
 } finally {
   if (js) await js.stop();
   await kw.stop();

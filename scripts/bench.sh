@@ -13,3 +13,6 @@ mkdir -p bench-output
 echo "bench: native (criterion; cedar-policy as the peer)"
 cargo bench --quiet --features bench --bench decision
 node bench/run.mjs
+
+echo "bench: the control plane (batch push, lists at 1 000 / 20 000 / 100 000 keys, propagation)"
+node bench/control.mjs 100000 > bench-output/control.json

@@ -38,6 +38,9 @@ try {
     if (result.status !== 0) status = result.status ?? 1;
   }
 } finally {
+  // The Worker's own uncaught errors, if any, say why a call failed.
+  const uncaught = kw.log().split('\n').filter((l) => /uncaught|exception/i.test(l));
+  if (uncaught.length) console.error(`schemathesis: the Worker logged:\n${uncaught.slice(0, 20).join('\n')}`);
   await kw.stop();
   await origin.stop();
 }

@@ -92,7 +92,8 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
     match segments {
         ["api_keys"] => "GET, POST",
         ["api_keys", _] => "GET, PUT, DELETE",
-        ["api_keys", _, "usage"] | ["audit"] | ["ping"] | ["openapi.json"] => "GET",
+        ["audit"] | ["ping"] | ["openapi.json"] => "GET",
+        ["keys", "batch"] => "POST",
         ["keys", _] => "PUT",
         ["policy"] => "GET, PUT",
         _ => "POST",
@@ -101,6 +102,10 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
 
 async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, segments: &[&str]) -> Answer {
     let need = match (method, segments) {
+        (Method::Post, ["keys", "batch"]) => Need::Admin,
+        (_, ["keys", "batch"]) => {
+            return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
+        }
         (Method::Get, ["api_keys"] | ["api_keys", _] | ["audit"]) => Need::Permission("keys:read"),
         (Method::Post, ["api_keys"]) => Need::Permission("keys:create"),
         (Method::Put, ["api_keys", _]) | (Method::Post, ["api_keys", _, "revoke" | "roll"]) => {
@@ -109,7 +114,7 @@ async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: 
         (Method::Delete, ["api_keys", _]) => Need::Permission("keys:delete"),
         (Method::Post, ["verify"]) => Need::Permission("keys:read"),
         (Method::Get, ["policy"]) => Need::Permission("keys:read"),
-        (Method::Put, ["keys", _] | ["policy"]) | (Method::Post, ["revocations"] | ["keys", "batch"]) => Need::Admin,
+        (Method::Put, ["keys", _] | ["policy"]) | (Method::Post, ["revocations"]) => Need::Admin,
         (_, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "revoke" | "roll"] | ["keys", _] | ["policy"]
             | ["revocations"] | ["verify"] | ["ping"] | ["openapi.json"] | ["audit"]) => {
             return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
