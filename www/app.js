@@ -28,13 +28,14 @@ async function route() {
     return;
   }
   const hash = location.hash || '#/keys';
-  const [, section, id] = hash.split('/');
+  const [where, query] = hash.split('?');
+  const [, section, id] = where.split('/');
   if (section === 'playground') {
     show('playground');
     await openPlayground();
   } else if (section === 'activity') {
     show('activity');
-    resetActivity();
+    resetActivity(new URLSearchParams(query));
     await loadActivity(signedOut);
   } else if (section === 'keys' && id === 'new') {
     show('edit');

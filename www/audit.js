@@ -256,9 +256,16 @@ export function wireHistory(onUnauthorized) {
 
 const activity = { tokens: [null], index: 0, action: '', perPage: 25, load: 0 };
 
-export function resetActivity() {
+/** Back to the newest page; `query` (the address's, `#/activity?action=revoke`) sets the filter. */
+export function resetActivity(query) {
   activity.tokens = [null];
   activity.index = 0;
+  if (query) {
+    const select = $('#activity-action');
+    const action = query.get('action') ?? '';
+    activity.action = [...select.options].some((o) => o.value === action) ? action : '';
+    select.value = activity.action;
+  }
 }
 
 export async function loadActivity(onUnauthorized) {
@@ -282,6 +289,9 @@ export async function loadActivity(onUnauthorized) {
   if (load !== activity.load) return;
   error.hidden = true;
   $('#activity-list').replaceChildren(...entries.map((e) => renderEntry(e, known)));
+  $('#activity-summary').textContent = activity.action
+    ? `Changes of one kind (${activity.action.replace('_', ' ')}), newest first.`
+    : 'Every change to keys and to the route policy, newest first.';
   $('#activity-empty').hidden = entries.length > 0;
   const next = r.body.next_page_token ?? null;
   activity.tokens[activity.index + 1] = next ?? undefined;
@@ -292,7 +302,11 @@ export async function loadActivity(onUnauthorized) {
 
 export function wireActivity(onUnauthorized) {
   const reload = () => { resetActivity(); loadActivity(onUnauthorized); };
-  $('#activity-action').addEventListener('change', () => { activity.action = $('#activity-action').value; reload(); });
+  // The filter lives in the address, so a filtered view can be bookmarked and Back undoes it.
+  $('#activity-action').addEventListener('change', () => {
+    const action = $('#activity-action').value;
+    location.hash = action ? `#/activity?${new URLSearchParams({ action })}` : '#/activity';
+  });
   $('#activity-per-page').addEventListener('change', () => { activity.perPage = Number($('#activity-per-page').value); reload(); });
   $('#activity-form').addEventListener('submit', (event) => { event.preventDefault(); reload(); });
   $('#activity-newer').addEventListener('click', () => {

@@ -163,6 +163,15 @@ test('Activity: every key newest first, links to keys that still exist, the acti
   assert.deepEqual(expiries.map((e) => e.id), (await audit('&action=expire')).map((e) => e.id));
   assert.ok(expiries.length >= 2);
   await shot(page, 'audit-04-activity-filter');
+  // The filter is in the address: it survives a reload, and Back undoes it.
+  assert.equal(await page.evaluate(() => location.hash), '#/activity?action=expire');
+  await page.reload();
+  await page.waitForSelector('#activity-list > li.entry');
+  assert.equal(await page.inputValue('#activity-action'), 'expire');
+  assert.deepEqual((await shown(page, '#activity-list')).map((e) => e.id), expiries.map((e) => e.id));
+  await page.goBack();
+  await page.waitForFunction((n) => document.querySelectorAll('#activity-list > li.entry').length > n, expiries.length);
+  assert.equal(await page.inputValue('#activity-action'), '');
   // A policy change: what was added, in words; no key.
   const policy = await ok(kw.admin('GET', '/policy'));
   await ok(kw.admin('PUT', '/policy', policy));
