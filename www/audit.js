@@ -25,7 +25,7 @@ function el(tag, className, text) {
   return node;
 }
 
-export function formatTime(iso) {
+function formatTime(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
   return d.toLocaleString(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });

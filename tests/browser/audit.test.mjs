@@ -230,10 +230,16 @@ test('a change made with a management key names that key as who made it, linked 
     text: a.textContent, href: a.querySelector('a')?.getAttribute('href'),
   }));
   assert.deepEqual(actor, { text: 'by ops robot', href: `#/keys/${ops.id}` });
-  // On the key's own page, the actor is named by id.
+  // On the key's own page, the actor is named by id; a time is shown as a date, in full on hover.
+  const { expires_at: expiry } = await update(made.id, { expires_at: '2030-01-02T03:04:05Z' });
   await page.goto(`${kw.url}/_keyward/console/#/keys/${made.id}`);
-  await count(page, '#history-list', 1);
-  assert.equal((await shown(page, '#history-list'))[0].actor, `by ${ops.id}`);
+  await count(page, '#history-list', 2);
+  const [expiring, creation] = await shown(page, '#history-list');
+  assert.equal(creation.actor, `by ${ops.id}`);
+  assert.equal(expiring.actor, 'by admin token');
+  assert.equal(expiring.changes.expires_at.old, 'none');
+  assert.match(expiring.changes.expires_at.new, /2030/);
+  assert.equal(await page.getAttribute('#history-list [data-attribute="expires_at"] .new', 'title'), expiry);
   await page.context().close();
 });
 
