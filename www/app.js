@@ -1,7 +1,8 @@
-// The keyward console: sign in, keys (list, filter, page, create, edit, lifecycle) and the
-// playground. Plain JavaScript modules; every call goes to the management API next door.
+// The keyward console: sign in, keys (list, filter, page, create, edit, lifecycle, history), the
+// activity log and the playground. Plain JavaScript modules; every call goes to the management API next door.
 import { api, setToken, getToken } from './api.js';
 import { MODULES, ACTIONS, toMatrix, fromMatrix } from './permissions.js';
+import { openHistory, wireHistory, loadActivity, wireActivity, resetActivity } from './audit.js';
 
 const $ = (selector) => document.querySelector(selector);
 const $$ = (selector) => [...document.querySelectorAll(selector)];
@@ -9,7 +10,7 @@ const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
 
 // ---------------------------------------------------------------- routing
 
-const views = ['signin', 'keys', 'edit', 'playground'];
+const views = ['signin', 'keys', 'edit', 'activity', 'playground'];
 
 function show(view) {
   for (const v of views) $(`#view-${v}`).hidden = v !== view;
@@ -27,10 +28,15 @@ async function route() {
     return;
   }
   const hash = location.hash || '#/keys';
-  const [, section, id] = hash.split('/');
+  const [where, query] = hash.split('?');
+  const [, section, id] = where.split('/');
   if (section === 'playground') {
     show('playground');
     await openPlayground();
+  } else if (section === 'activity') {
+    show('activity');
+    resetActivity(new URLSearchParams(query));
+    await loadActivity(signedOut);
   } else if (section === 'keys' && id === 'new') {
     show('edit');
     openEditor(null);
@@ -45,6 +51,14 @@ async function route() {
 }
 
 window.addEventListener('hashchange', route);
+
+/** The token was refused mid-session: back to the sign-in form. */
+function signedOut() {
+  setToken(null);
+  route();
+}
+wireHistory(signedOut);
+wireActivity(signedOut);
 
 // ---------------------------------------------------------------- sign in / out
 
@@ -73,6 +87,7 @@ $('#signin-form').addEventListener('submit', async (event) => {
 $('#sign-out').addEventListener('click', () => {
   setToken(null);
   list.tokens = [null];
+  resetActivity();
   location.hash = '#/keys';
   route();
 });
@@ -315,6 +330,7 @@ function openEditor(record) {
       if (!el.closest('#matrix') && el.id !== 'f-attrs') el.removeAttribute('disabled');
     }
   }
+  openHistory(record?.id ?? null, signedOut);
 }
 
 async function loadEditor(id) {
