@@ -269,11 +269,13 @@ impl Ledger {
         )
     }
 
-    /// One page of listed keys by id, and how many match in all.
+    /// One page of listed keys by id, and how many match in all. The matching ids come from the
+    /// `(name_lower, id)` index alone (a substring filter scans that index, never the records);
+    /// only the page's records are read.
     pub fn list(&self, filter: &ListFilter, after: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<KeyRecord>, usize), StoreError> {
-        let (clause, mut bindings) = Self::filter_clause(filter);
-        let total = self.count(&clause, bindings.clone())?;
-        let mut query = format!("SELECT record FROM keys WHERE {clause}");
+        let (source, clause, mut bindings) = Self::filter_clause(filter);
+        let total = self.count(source, &clause, bindings.clone())?;
+        let mut query = format!("SELECT id FROM keys {source} WHERE {clause}");
         if let Some(after) = after {
             query.push_str(" AND id > ?");
             bindings.push(text(after));
@@ -281,7 +283,10 @@ impl Ledger {
         query.push_str(" ORDER BY id LIMIT ? OFFSET ?");
         bindings.push(int(i64::try_from(limit).unwrap_or(i64::MAX)));
         bindings.push(int(i64::try_from(offset).unwrap_or(i64::MAX)));
-        let rows: Vec<RecordRow> = self.rows(&query, bindings)?;
+        let rows: Vec<RecordRow> = self.rows(
+            &format!("SELECT k.record AS record FROM ({query}) AS page JOIN keys AS k ON k.id = page.id ORDER BY k.id"),
+            bindings,
+        )?;
         let records = rows
             .into_iter()
             .map(|r| serde_json::from_str::<KeyRecord>(&r.record))
@@ -291,23 +296,25 @@ impl Ledger {
 
     /// How many listed keys matching the filter sort at or before `id`.
     pub fn position(&self, filter: &ListFilter, id: &str) -> Result<usize, StoreError> {
-        let (clause, mut bindings) = Self::filter_clause(filter);
+        let (source, clause, mut bindings) = Self::filter_clause(filter);
         bindings.push(text(id));
-        self.count(&format!("{clause} AND id <= ?"), bindings)
+        self.count(source, &format!("{clause} AND id <= ?"), bindings)
     }
 
-    fn count(&self, clause: &str, bindings: Vec<SqlStorageValue>) -> Result<usize, StoreError> {
+    fn count(&self, source: &str, clause: &str, bindings: Vec<SqlStorageValue>) -> Result<usize, StoreError> {
         let n = self
-            .rows::<CountRow>(&format!("SELECT COUNT(*) AS n FROM keys WHERE {clause}"), bindings)?
+            .rows::<CountRow>(&format!("SELECT COUNT(*) AS n FROM keys {source} WHERE {clause}"), bindings)?
             .into_iter()
             .next()
             .map_or(0, |r| r.n);
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    fn filter_clause(filter: &ListFilter) -> (String, Vec<SqlStorageValue>) {
+    /// The table source (with the index a substring filter must scan) and the WHERE clause.
+    fn filter_clause(filter: &ListFilter) -> (&'static str, String, Vec<SqlStorageValue>) {
         let mut clause = String::from("1 = 1");
         let mut bindings = Vec::new();
+        let mut source = "";
         if let Some(name) = &filter.name {
             clause.push_str(" AND name_lower = ?");
             bindings.push(text(name));
@@ -315,8 +322,9 @@ impl Ledger {
         if let Some(part) = &filter.name_contains {
             clause.push_str(" AND instr(name_lower, ?) > 0");
             bindings.push(text(part));
+            source = "INDEXED BY keys_by_name";
         }
-        (clause, bindings)
+        (source, clause, bindings)
     }
 
     /// The stored policy document and its change-log position, if one was ever stored.

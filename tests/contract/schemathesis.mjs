@@ -3,7 +3,7 @@
 // admin token against it. Exits with schemathesis's status. Used by scripts/test.sh.
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { startOrigin } from '../support/origin.mjs';
 import { startKeyward, ROOT } from '../support/keyward.mjs';
 
@@ -38,6 +38,7 @@ try {
     if (result.status !== 0) status = result.status ?? 1;
   }
 } finally {
+  writeFileSync(path.join(ROOT, 'test-output', 'schemathesis', 'wrangler.log'), kw.log());
   // The Worker's own uncaught errors, if any, say why a call failed.
   const uncaught = kw.log().split('\n').filter((l) => /uncaught|exception/i.test(l));
   if (uncaught.length) console.error(`schemathesis: the Worker logged:\n${uncaught.slice(0, 20).join('\n')}`);

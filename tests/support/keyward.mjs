@@ -46,6 +46,10 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
   const inspectorPort = await freePort();
   mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
   const persist = persistDir ?? mkdtempSync(path.join(ROOT, 'test-output', 'kv-'));
+  // A dev registry of its own unless the caller shares one (two "locations" must): wrangler dev
+  // reloads its runtime whenever the registry changes, so another wrangler dev starting or
+  // stopping anywhere on the machine would cut this one's requests short.
+  if (!env.WRANGLER_REGISTRY_PATH) env = { ...env, WRANGLER_REGISTRY_PATH: mkdtempSync(path.join(ROOT, 'test-output', 'registry-')) };
   const args = [
     'dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort),
     '--persist-to', persist, '--log-level', process.env.KEYWARD_WRANGLER_LOG ?? 'warn', '--show-interactive-dev-session=false',
