@@ -22,11 +22,13 @@ pub enum Code {
     RouteNotAllowed,
     RateLimited,
     StoreUnavailable,
+    OriginUnavailable,
+    OriginTimeout,
 }
 
 impl Code {
     /// Every code, in declaration order (`Code::ALL[code as usize] == code`).
-    pub const ALL: [Code; 16] = [
+    pub const ALL: [Code; 18] = [
         Code::Valid,
         Code::BadRequest,
         Code::MissingKey,
@@ -43,6 +45,8 @@ impl Code {
         Code::RouteNotAllowed,
         Code::RateLimited,
         Code::StoreUnavailable,
+        Code::OriginUnavailable,
+        Code::OriginTimeout,
     ];
 
     /// The HTTP status the gate answers with for this code.
@@ -64,6 +68,8 @@ impl Code {
             | Code::RouteNotAllowed => 403,
             Code::RateLimited => 429,
             Code::StoreUnavailable => 503,
+            Code::OriginUnavailable => 502,
+            Code::OriginTimeout => 504,
         }
     }
 
@@ -85,6 +91,8 @@ impl Code {
             Code::RouteNotAllowed => "ROUTE_NOT_ALLOWED",
             Code::RateLimited => "RATE_LIMITED",
             Code::StoreUnavailable => "STORE_UNAVAILABLE",
+            Code::OriginUnavailable => "ORIGIN_UNAVAILABLE",
+            Code::OriginTimeout => "ORIGIN_TIMEOUT",
         }
     }
 }
@@ -115,5 +123,7 @@ mod tests {
         assert_eq!(Code::RouteNotAllowed.status(), 403);
         assert_eq!(Code::BadRequest.status(), 400);
         assert_eq!(Code::StoreUnavailable.status(), 503);
+        assert_eq!(Code::OriginUnavailable.status(), 502);
+        assert_eq!(Code::OriginTimeout.status(), 504);
     }
 }

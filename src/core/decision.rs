@@ -323,8 +323,9 @@ pub fn decide_permission(
                 profile: None,
                 attribute_check: false,
             }],
+            ..Default::default()
         }),
-        None => RoutePolicy::from_doc(super::policy::PolicyDoc { rules: Vec::new() }),
+        None => RoutePolicy::from_doc(super::policy::PolicyDoc::default()),
     };
     let Ok(policy) = policy else {
         return Decision::deny(Code::PermissionDenied, "the permission asked for is not valid");

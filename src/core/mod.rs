@@ -4,12 +4,15 @@
 //! milliseconds) and random bytes in. Nothing here panics on any input, so the same code runs in
 //! the Worker, in the browser and in native tests and benchmarks.
 
+pub mod budget;
+pub mod cache;
 pub mod code;
 pub mod credential;
 pub mod decision;
 pub mod digest;
 pub mod ip;
 pub mod key;
+pub mod method;
 pub mod policy;
 pub mod record;
 pub mod time;

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::method::MethodOverride;
 use super::record::{is_concrete_permission, FieldError};
 
 pub const MAX_RULES: usize = 10_000;
@@ -31,10 +32,13 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDoc {
     pub rules: Vec<RuleDoc>,
+    /// What the gate does with a method override (`X-HTTP-Method-Override`, `?_method=`...).
+    #[serde(default, skip_serializing_if = "MethodOverride::is_default")]
+    pub method_override: MethodOverride,
 }
 
 /// Where a route's event name is read from.
@@ -123,9 +127,15 @@ impl RoutePolicy {
         let object = value
             .as_object()
             .ok_or_else(|| FieldError::new("policy", "must be a JSON object with a \"rules\" array"))?;
-        if let Some(unknown) = object.keys().find(|k| k.as_str() != "rules") {
-            return Err(FieldError::new(unknown.clone(), "is not a policy field (only \"rules\")"));
+        if let Some(unknown) = object.keys().find(|k| !matches!(k.as_str(), "rules" | "method_override")) {
+            return Err(FieldError::new(unknown.clone(), "is not a policy field (\"rules\", \"method_override\")"));
         }
+        let method_override = match object.get("method_override") {
+            None => MethodOverride::default(),
+            Some(value) => serde_json::from_value(value.clone()).map_err(|_| {
+                FieldError::new("method_override", "must be \"refuse\", \"strip\" or \"honour\"")
+            })?,
+        };
         let rules = object
             .get("rules")
             .and_then(Value::as_array)
@@ -140,7 +150,7 @@ impl RoutePolicy {
             })?;
             docs.push(doc);
         }
-        RoutePolicy::from_doc(PolicyDoc { rules: docs })
+        RoutePolicy::from_doc(PolicyDoc { rules: docs, method_override })
     }
 
     pub fn from_doc(doc: PolicyDoc) -> Result<RoutePolicy, FieldError> {
@@ -167,6 +177,10 @@ impl RoutePolicy {
 
     pub fn rules(&self) -> &[RouteRule] {
         &self.rules
+    }
+
+    pub fn method_override(&self) -> MethodOverride {
+        self.doc.method_override
     }
 
     /// The first rule (in policy order) matching `method` and `path`, if any.
@@ -413,6 +427,9 @@ mod tests {
         let cases = [
             (json!([]), "policy"),
             (json!({"rules": [], "extra": 1}), "extra"),
+            (json!({"rules": [], "method_override": "allow"}), "method_override"),
+            (json!({"rules": [], "method_override": true}), "method_override"),
+            (json!({"rules": [], "method_override": "Strip"}), "method_override"),
             (json!({"rules": {}}), "rules"),
             (json!({"rules": [{"method": "GET", "path": "/a"}]}), "rules[0]"),
             (json!({"rules": [{"method": "GET", "path": "/a", "permission": "a:read", "x": 1}]}), "rules[0]"),
@@ -430,6 +447,18 @@ mod tests {
         for (input, field) in cases {
             let e = RoutePolicy::from_value(&input).unwrap_err();
             assert_eq!(e.field, field, "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn method_override_is_read_kept_and_printed_only_when_set() {
+        assert_eq!(contract_policy().method_override(), MethodOverride::Refuse);
+        assert!(!serde_json::to_string(contract_policy().doc()).unwrap().contains("method_override"));
+        for (text, mode) in [("refuse", MethodOverride::Refuse), ("strip", MethodOverride::Strip), ("honour", MethodOverride::Honour)] {
+            let p = policy(json!({"rules": [], "method_override": text}));
+            assert_eq!(p.method_override(), mode);
+            let again = RoutePolicy::from_value(&serde_json::to_value(p.doc()).unwrap()).unwrap();
+            assert_eq!(again.method_override(), mode);
         }
     }
 

@@ -1,0 +1,347 @@
+//! The isolate's cache of key lookups, kept so that unknown keys can never evict known ones.
+//!
+//! Anyone can make well-formed keys (the checksum is public CRC-32), so the answers for unknown
+//! keys live in their own small map: a flood of them churns that map only, and the known keys stay
+//! in theirs. Both maps are bounded and evict by CLOCK (second chance), which keeps the keys that
+//! are used and costs O(1) per operation. Time comes in as an argument; nothing here reads a clock.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// A bounded map that evicts by CLOCK: each entry has a reference bit set when it is read; the
+/// hand sweeps the slots, clearing set bits and evicting the first entry whose bit is clear.
+#[derive(Debug, Clone)]
+pub struct ClockMap<K, V> {
+    index: HashMap<K, usize>,
+    slots: Vec<Slot<K, V>>,
+    hand: usize,
+    capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Slot<K, V> {
+    key: K,
+    value: V,
+    stamp_ms: i64,
+    referenced: bool,
+}
+
+impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
+    /// A map holding at most `capacity` entries (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        ClockMap { index: HashMap::new(), slots: Vec::new(), hand: 0, capacity }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The value and the time it was stored; marks the entry as used.
+    pub fn get<Q>(&mut self, key: &Q) -> Option<(&V, i64)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let i = *self.index.get(key)?;
+        let slot = self.slots.get_mut(i)?;
+        slot.referenced = true;
+        Some((&slot.value, slot.stamp_ms))
+    }
+
+    /// Like [`ClockMap::get`], for changing the value in place.
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let i = *self.index.get(key)?;
+        let slot = self.slots.get_mut(i)?;
+        slot.referenced = true;
+        Some(&mut slot.value)
+    }
+
+    pub fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.index.contains_key(key)
+    }
+
+    /// Stores `value` under `key`, replacing any value there; when full, evicts one entry first.
+    /// A new entry starts unreferenced, so one that is never read again is the next to go.
+    pub fn insert(&mut self, key: K, value: V, stamp_ms: i64) {
+        if let Some(slot) = self.index.get(&key).and_then(|&i| self.slots.get_mut(i)) {
+            slot.value = value;
+            slot.stamp_ms = stamp_ms;
+            slot.referenced = true;
+            return;
+        }
+        let slot = Slot { key: key.clone(), value, stamp_ms, referenced: false };
+        if self.slots.len() < self.capacity {
+            self.index.insert(key, self.slots.len());
+            self.slots.push(slot);
+            return;
+        }
+        let victim = self.sweep();
+        if let Some(old) = self.slots.get_mut(victim) {
+            self.index.remove(&old.key);
+            *old = slot;
+            self.index.insert(key, victim);
+        }
+    }
+
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let i = self.index.remove(key)?;
+        if i >= self.slots.len() {
+            return None;
+        }
+        let removed = self.slots.swap_remove(i);
+        // The last slot moved into the hole: point its index entry at its new place.
+        if let Some(moved) = self.slots.get(i) {
+            self.index.insert(moved.key.clone(), i);
+        }
+        if self.hand >= self.slots.len() {
+            self.hand = 0;
+        }
+        Some(removed.value)
+    }
+
+    /// Advances the hand to the slot to evict; at most two turns (the first clears every bit).
+    fn sweep(&mut self) -> usize {
+        let len = self.slots.len();
+        for _ in 0..=(2 * len) {
+            if self.hand >= len {
+                self.hand = 0;
+            }
+            let here = self.hand;
+            self.hand += 1;
+            match self.slots.get_mut(here) {
+                Some(slot) if slot.referenced => slot.referenced = false,
+                _ => return here,
+            }
+        }
+        0
+    }
+}
+
+/// What the cache knows about a key digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<V> {
+    /// A record is stored under it (fresh within the TTL).
+    Known(V),
+    /// The store was asked and had nothing (fresh within the TTL).
+    Unknown,
+    /// Nothing fresh: the store must be read.
+    Miss,
+}
+
+/// Known keys and unknown ones, each in its own bounded map.
+#[derive(Debug, Clone)]
+pub struct KeyCache<V> {
+    known: ClockMap<String, V>,
+    unknown: ClockMap<String, ()>,
+}
+
+impl<V: Clone> KeyCache<V> {
+    pub fn new(known_capacity: usize, unknown_capacity: usize) -> Self {
+        KeyCache { known: ClockMap::new(known_capacity), unknown: ClockMap::new(unknown_capacity) }
+    }
+
+    /// What is cached for `digest`, if it was stored less than `ttl_ms` before `now_ms`.
+    pub fn get(&mut self, digest: &str, now_ms: i64, ttl_ms: i64) -> Lookup<V> {
+        let fresh = |stamp: i64| now_ms.saturating_sub(stamp) < ttl_ms;
+        if let Some((value, stamp)) = self.known.get(digest) {
+            return if fresh(stamp) { Lookup::Known(value.clone()) } else { Lookup::Miss };
+        }
+        match self.unknown.get(digest) {
+            Some((_, stamp)) if fresh(stamp) => Lookup::Unknown,
+            _ => Lookup::Miss,
+        }
+    }
+
+    pub fn insert_known(&mut self, digest: &str, value: V, now_ms: i64) {
+        self.unknown.remove(digest);
+        self.known.insert(digest.to_string(), value, now_ms);
+    }
+
+    pub fn insert_unknown(&mut self, digest: &str, now_ms: i64) {
+        self.known.remove(digest);
+        self.unknown.insert(digest.to_string(), (), now_ms);
+    }
+
+    /// Drops whatever is cached for `digest` (after a write), so the next lookup reads the store.
+    pub fn forget(&mut self, digest: &str) {
+        self.known.remove(digest);
+        self.unknown.remove(digest);
+    }
+
+    /// How many known and unknown entries are held.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.known.len(), self.unknown.len())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn unknown_keys_never_evict_known_ones() {
+        let mut cache: KeyCache<u32> = KeyCache::new(100, 16);
+        for i in 0..100 {
+            cache.insert_known(&format!("known-{i}"), i, 0);
+        }
+        for i in 0..100_000 {
+            let digest = format!("flood-{i}");
+            assert_eq!(cache.get(&digest, 1, 1000), Lookup::Miss);
+            cache.insert_unknown(&digest, 1);
+        }
+        for i in 0..100 {
+            assert_eq!(cache.get(&format!("known-{i}"), 2, 1000), Lookup::Known(i));
+        }
+        assert_eq!(cache.sizes(), (100, 16));
+        assert_eq!(cache.get("flood-99999", 2, 1000), Lookup::Unknown);
+    }
+
+    #[test]
+    fn entries_go_stale_after_the_ttl() {
+        let mut cache: KeyCache<u32> = KeyCache::new(4, 4);
+        cache.insert_known("a", 1, 1000);
+        cache.insert_unknown("b", 1000);
+        assert_eq!(cache.get("a", 1999, 1000), Lookup::Known(1));
+        assert_eq!(cache.get("a", 2000, 1000), Lookup::Miss);
+        assert_eq!(cache.get("b", 1999, 1000), Lookup::Unknown);
+        assert_eq!(cache.get("b", 2000, 1000), Lookup::Miss);
+        assert_eq!(cache.get("a", 1000, 0), Lookup::Miss, "a TTL of 0 caches nothing");
+    }
+
+    #[test]
+    fn a_key_is_known_or_unknown_never_both() {
+        let mut cache: KeyCache<u32> = KeyCache::new(4, 4);
+        cache.insert_unknown("a", 0);
+        cache.insert_known("a", 7, 0);
+        assert_eq!(cache.get("a", 0, 10), Lookup::Known(7));
+        assert_eq!(cache.sizes(), (1, 0));
+        cache.insert_unknown("a", 0);
+        assert_eq!(cache.get("a", 0, 10), Lookup::Unknown);
+        assert_eq!(cache.sizes(), (0, 1));
+        cache.forget("a");
+        assert_eq!(cache.get("a", 0, 10), Lookup::Miss);
+        assert_eq!(cache.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn clock_keeps_what_is_read_and_evicts_what_is_not() {
+        let mut map: ClockMap<u32, ()> = ClockMap::new(4);
+        for k in 0..4 {
+            map.insert(k, (), 0);
+        }
+        // 0 and 1 are used; 2 and 3 are not. Two new entries take the places of 2 and 3.
+        map.get(&0);
+        map.get(&1);
+        map.insert(10, (), 0);
+        map.insert(11, (), 0);
+        assert!(map.contains(&0) && map.contains(&1));
+        assert!(!map.contains(&2) && !map.contains(&3));
+        assert_eq!(map.len(), 4);
+    }
+
+    #[test]
+    fn a_hot_key_survives_a_scan_of_cold_ones() {
+        let mut map: ClockMap<u32, ()> = ClockMap::new(64);
+        map.insert(0, (), 0);
+        for k in 1..10_000 {
+            map.get(&0);
+            map.insert(k, (), 0);
+        }
+        assert!(map.contains(&0));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Known(u8, u32),
+        Unknown(u8),
+        Forget(u8),
+        Get(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (any::<u8>(), any::<u32>()).prop_map(|(k, v)| Op::Known(k, v)),
+            any::<u8>().prop_map(Op::Unknown),
+            any::<u8>().prop_map(Op::Forget),
+            any::<u8>().prop_map(Op::Get),
+        ]
+    }
+
+    proptest! {
+        /// Against a model with no bounds: the cache holds at most its capacities, never answers
+        /// with a value other than the last one stored, and its index always agrees with its slots.
+        #[test]
+        fn agrees_with_an_unbounded_model(ops in proptest::collection::vec(op(), 0..400), known_cap in 1usize..12, unknown_cap in 1usize..6) {
+            let mut cache: KeyCache<u32> = KeyCache::new(known_cap, unknown_cap);
+            let mut model: HashMap<String, Option<u32>> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Known(k, v) => { cache.insert_known(&k.to_string(), v, 0); model.insert(k.to_string(), Some(v)); }
+                    Op::Unknown(k) => { cache.insert_unknown(&k.to_string(), 0); model.insert(k.to_string(), None); }
+                    Op::Forget(k) => { cache.forget(&k.to_string()); model.remove(&k.to_string()); }
+                    Op::Get(k) => {
+                        let k = k.to_string();
+                        match cache.get(&k, 0, 10) {
+                            Lookup::Known(v) => prop_assert_eq!(model.get(&k), Some(&Some(v))),
+                            Lookup::Unknown => prop_assert_eq!(model.get(&k), Some(&None)),
+                            Lookup::Miss => {}
+                        }
+                    }
+                }
+                let (known, unknown) = cache.sizes();
+                prop_assert!(known <= known_cap && unknown <= unknown_cap);
+                for (key, &i) in cache.known.index.iter() {
+                    prop_assert_eq!(&cache.known.slots[i].key, key);
+                }
+                for (key, &i) in cache.unknown.index.iter() {
+                    prop_assert_eq!(&cache.unknown.slots[i].key, key);
+                }
+                prop_assert_eq!(cache.known.index.len(), cache.known.slots.len());
+                prop_assert_eq!(cache.unknown.index.len(), cache.unknown.slots.len());
+            }
+        }
+
+        /// However unknown digests are interleaved, every known key inserted (within capacity)
+        /// is still there afterwards.
+        #[test]
+        fn no_unknown_flood_evicts_a_known_key(flood in proptest::collection::vec(any::<u16>(), 0..2000)) {
+            let mut cache: KeyCache<u8> = KeyCache::new(8, 4);
+            for k in 0..8u8 {
+                cache.insert_known(&format!("k{k}"), k, 0);
+            }
+            for d in flood {
+                let d = format!("u{d}");
+                if cache.get(&d, 0, 10) == Lookup::Miss {
+                    cache.insert_unknown(&d, 0);
+                }
+            }
+            for k in 0..8u8 {
+                prop_assert_eq!(cache.get(&format!("k{k}"), 0, 10), Lookup::Known(k));
+            }
+        }
+    }
+}
