@@ -190,6 +190,12 @@ impl<V: Clone> KeyCache<V> {
         self.unknown.remove(digest);
     }
 
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.known = ClockMap::new(self.known.capacity());
+        self.unknown = ClockMap::new(self.unknown.capacity());
+    }
+
     /// How many known and unknown entries are held.
     pub fn sizes(&self) -> (usize, usize) {
         (self.known.len(), self.unknown.len())
@@ -245,6 +251,11 @@ mod tests {
         cache.forget("a");
         assert_eq!(cache.get("a", 0, 10), Lookup::Miss);
         assert_eq!(cache.sizes(), (0, 0));
+        cache.insert_known("b", 1, 0);
+        cache.insert_unknown("c", 0);
+        cache.clear();
+        assert_eq!(cache.sizes(), (0, 0));
+        assert_eq!(cache.get("b", 0, 10), Lookup::Miss);
     }
 
     #[test]

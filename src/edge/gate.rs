@@ -1,15 +1,36 @@
 //! The gate: every request outside `/_keyward/` is checked here, then forwarded or refused.
 
-use worker::wasm_bindgen_futures::JsFuture;
-use worker::{web_sys, Context, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result};
+use std::cell::Cell;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
 
+use wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{
+    web_sys, AbortController, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
+    Result,
+};
+
+use super::cache;
 use super::reply;
 use super::store::{self, Store, SyncPlan, SyncSettings};
+use crate::core::cache::Lookup;
 use crate::core::credential::{find_credential, strip_api_key, CredentialSource};
 use crate::core::decision::MAX_INSPECTED_BODY;
 use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
+use crate::core::method::{resolve_override, strip_override_param, OVERRIDE_HEADERS};
 use crate::core::{decide, Code, GateRequest};
+
+/// `ORIGIN_TIMEOUT_MS` when not set in wrangler.toml.
+const DEFAULT_ORIGIN_TIMEOUT_MS: u32 = 30_000;
+
+thread_local! {
+    /// Vars do not change within an isolate: read once.
+    static ORIGIN_TIMEOUT_MS: Cell<Option<u32>> = const { Cell::new(None) };
+}
 
 /// Works on the runtime's own request object: wrapping it in `worker::Request` would read the
 /// request's `cf` properties on every request, which the gate never uses.
@@ -53,14 +74,47 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
         Ok(s) => s,
         Err(_) => return deny(Code::StoreUnavailable, "the key store is unavailable"),
     };
+    let client_ip = headers.get("cf-connecting-ip")?;
+    // Anyone can make well-formed keys, so the KV reads that find none are bounded per client:
+    // a client past its bound gets no KV read for a key the cache does not hold.
+    let miss = matches!(store.cached_key(&digest, now), Lookup::Miss);
+    if miss {
+        if let Some(seconds) = cache::unknown_read_retry_after(client_ip.as_deref(), now) {
+            let response = deny(Code::RateLimited, "too many unknown API keys from this address; retry later")?;
+            response.headers().set("retry-after", &seconds.to_string())?;
+            return Ok(response);
+        }
+    }
     let key = match store.key(&digest, now).await {
         Err(_) => return deny(Code::StoreUnavailable, "the key store is unavailable"),
-        Ok(None) => return deny(Code::UnknownKey, "the API key is not known"),
+        Ok(None) => {
+            if miss {
+                cache::charge_unknown_read(client_ip.as_deref(), now);
+            }
+            return deny(Code::UnknownKey, "the API key is not known");
+        }
         Ok(Some(key)) => key,
     };
     let policy = match store.policy(now).await {
         Ok(p) => p,
         Err(_) => return deny(Code::StoreUnavailable, "the route policy is unavailable"),
+    };
+    // The method the origin will act on: the request's own, unless an override header or a
+    // `_method` parameter says otherwise and the policy honours it.
+    let [a, b, c] = OVERRIDE_HEADERS;
+    let overrides = [headers.get(a)?, headers.get(b)?, headers.get(c)?];
+    let resolved = match resolve_override(
+        policy.method_override(),
+        method.as_ref(),
+        [overrides[0].as_deref(), overrides[1].as_deref(), overrides[2].as_deref()],
+        url.query(),
+    ) {
+        Err(e) => return deny(Code::BadRequest, &e.message),
+        Ok(r) => r,
+    };
+    let method = match &resolved {
+        Some(r) => Method::from(r.method.clone()),
+        None => method,
     };
     let method_name = method.to_string();
     let path = url.path().to_string();
@@ -70,22 +124,16 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
             .get("content-length")?
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(0);
-        if declared > MAX_INSPECTED_BODY {
-            return deny(Code::BadRequest, "the request body is larger than 256 KiB and cannot be inspected");
+        match read_inspected_body(&req, declared).await {
+            Ok(bytes) => Some(bytes),
+            Err(BodyError::TooLarge) => {
+                return deny(Code::BadRequest, "the request body is larger than 256 KiB and cannot be inspected")
+            }
+            Err(BodyError::Unreadable) => return deny(Code::BadRequest, "the request body could not be read"),
         }
-        // An unreadable body is read as empty, which the decision answers with a 400.
-        let bytes = match req.array_buffer() {
-            Ok(promise) => JsFuture::from(promise).await.map(|b| js_sys::Uint8Array::new(&b).to_vec()).unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
-        if bytes.len() > MAX_INSPECTED_BODY {
-            return deny(Code::BadRequest, "the request body is larger than 256 KiB and cannot be inspected");
-        }
-        Some(bytes)
     } else {
         None
     };
-    let client_ip = headers.get("cf-connecting-ip")?;
     let decision = decide(
         &key,
         &policy,
@@ -115,6 +163,11 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
     if credential.has(CredentialSource::Header) {
         forwarded.delete("x-api-key")?;
     }
+    if resolved.is_some() {
+        for name in OVERRIDE_HEADERS {
+            forwarded.delete(name)?;
+        }
+    }
     forwarded.set("x-keyward-key-id", &key.record.id)?;
     forwarded.set("x-keyward-key-type", key.record.key_type.as_str())?;
     if let Some(profile) = &key.record.profile_id {
@@ -124,7 +177,10 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
     let origin = env.var("ORIGIN_URL")?.to_string();
     let mut target = format!("{}{}", origin.trim_end_matches('/'), url.path());
     if let Some(query) = url.query() {
-        let query = if credential.has(CredentialSource::Query) { strip_api_key(query) } else { query.to_string() };
+        let mut query = if credential.has(CredentialSource::Query) { strip_api_key(query) } else { query.to_string() };
+        if resolved.as_ref().is_some_and(|r| r.strip_param) {
+            query = strip_override_param(&query);
+        }
         if !query.is_empty() {
             target.push('?');
             target.push_str(&query);
@@ -146,10 +202,109 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
         }
     }
     let outbound = Request::new_with_init(&target, &init)?;
-    match Fetch::Request(outbound).send().await {
-        Ok(response) => Ok(response),
-        Err(_) => reply::error(502, "ORIGIN_UNAVAILABLE", "the origin could not be reached"),
+    // The wait for the origin's answer is bounded; the request is never sent twice, so a
+    // request that is not idempotent cannot be repeated by the gate.
+    let timeout_ms = origin_timeout_ms(env);
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let sent = Fetch::Request(outbound);
+    let mut answer = pin!(sent.send_with_signal(&signal));
+    let mut timer = pin!(Delay::from(Duration::from_millis(u64::from(timeout_ms))));
+    let outcome = poll_fn(|cx| {
+        if let Poll::Ready(result) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    match outcome {
+        Some(Ok(response)) => Ok(response),
+        Some(Err(_)) => deny(Code::OriginUnavailable, "the origin could not be reached"),
+        None => {
+            // Only when the wait is over: aborting an answer that arrived would cut its body.
+            controller.abort();
+            deny(Code::OriginTimeout, &format!("the origin did not answer within {timeout_ms} ms"))
+        }
     }
+}
+
+fn origin_timeout_ms(env: &Env) -> u32 {
+    ORIGIN_TIMEOUT_MS.with(|cell| {
+        cell.get().unwrap_or_else(|| {
+            let ms = env
+                .var("ORIGIN_TIMEOUT_MS")
+                .ok()
+                .and_then(|v| v.to_string().trim().parse::<u32>().ok())
+                .filter(|ms| *ms > 0)
+                .unwrap_or(DEFAULT_ORIGIN_TIMEOUT_MS);
+            cell.set(Some(ms));
+            ms
+        })
+    })
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// How much of a refused body is still read and thrown away (never copied into the isolate's
+/// memory) so that the answer goes back on a connection in good order; past it, the rest is
+/// abandoned and the runtime may have to drop the connection.
+const MAX_DISCARDED_BODY: usize = 1024 * 1024;
+
+/// Reads a body the gate must inspect chunk by chunk, and stops at the first chunk that would
+/// take it past the limit: a body without a Content-Length (chunked) is never held whole, and one
+/// that declares more than the limit is refused before any of it is kept.
+async fn read_inspected_body(req: &web_sys::Request, declared: usize) -> std::result::Result<Vec<u8>, BodyError> {
+    let Some(stream) = req.body() else {
+        return Ok(Vec::new());
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    if declared > MAX_INSPECTED_BODY {
+        discard(&reader, MAX_DISCARDED_BODY).await;
+        return Err(BodyError::TooLarge);
+    }
+    let mut bytes: Vec<u8> = Vec::new();
+    loop {
+        let Some(chunk) = next_chunk(&reader).await? else {
+            return Ok(bytes);
+        };
+        let start = bytes.len();
+        let end = start.saturating_add(chunk.length() as usize);
+        if end > MAX_INSPECTED_BODY {
+            discard(&reader, MAX_DISCARDED_BODY.saturating_sub(chunk.length() as usize)).await;
+            return Err(BodyError::TooLarge);
+        }
+        bytes.resize(end, 0);
+        if let Some(into) = bytes.get_mut(start..end) {
+            chunk.copy_to(into);
+        }
+    }
+}
+
+async fn next_chunk(reader: &web_sys::ReadableStreamDefaultReader) -> std::result::Result<Option<js_sys::Uint8Array>, BodyError> {
+    let step = JsFuture::from(reader.read()).await.map_err(|_| BodyError::Unreadable)?;
+    let done = js_sys::Reflect::get(&step, &"done".into()).map_err(|_| BodyError::Unreadable)?;
+    if done.is_truthy() {
+        return Ok(None);
+    }
+    let value = js_sys::Reflect::get(&step, &"value".into()).map_err(|_| BodyError::Unreadable)?;
+    value.dyn_into().map(Some).map_err(|_| BodyError::Unreadable)
+}
+
+/// Reads and drops at most `budget` more bytes; a body longer than that is abandoned. The lock
+/// is released rather than the stream cancelled: workerd then still sends the answer, where a
+/// cancel often resets the connection before the client has read it.
+async fn discard(reader: &web_sys::ReadableStreamDefaultReader, budget: usize) {
+    let mut left = budget;
+    while let Ok(Some(chunk)) = next_chunk(reader).await {
+        match left.checked_sub(chunk.length() as usize) {
+            Some(rest) => left = rest,
+            None => break,
+        }
+    }
+    reader.release_lock();
 }
 
 fn deny(code: Code, message: &str) -> Result<Response> {

@@ -1,6 +1,7 @@
 //! The Cloudflare Worker face: routes each request to the gate, the management API or the console.
 
 mod admin;
+mod cache;
 mod control;
 mod gate;
 mod ledger;
@@ -52,6 +53,10 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
         }
         if let Some(rest) = path.strip_prefix("/_keyward/v1/") {
             return management(req, &env, rest).await;
+        }
+        // Test harnesses only: production never sets KEYWARD_DEBUG, so this is a 404 there.
+        if path == "/_keyward/debug/stats" && env.var("KEYWARD_DEBUG").is_ok() {
+            return reply::success(200, cache::stats());
         }
         return reply::error(404, "NOT_FOUND", "no such keyward endpoint");
     }

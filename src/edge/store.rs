@@ -15,11 +15,12 @@ use std::rc::Rc;
 use serde::Deserialize;
 use worker::{kv::KvStore, Env, Stub};
 
+use super::cache;
 use super::ledger::RECENT_WINDOW_MS;
+use crate::core::cache::Lookup;
 use crate::core::record::{CompiledKey, KeyRecord};
 use crate::core::RoutePolicy;
 
-const MAX_CACHED_KEYS: usize = 10_000;
 /// Feed pages read in one sync before leaving the rest to the next one.
 const MAX_FEED_PAGES: usize = 20;
 
@@ -31,11 +32,6 @@ impl<E: std::fmt::Display> From<E> for StoreError {
     fn from(e: E) -> Self {
         StoreError(e.to_string())
     }
-}
-
-struct Cached<T> {
-    value: T,
-    fetched_ms: i64,
 }
 
 /// What the feed said last about a key: its newest version, whether a record (or tombstone) exists.
@@ -68,7 +64,6 @@ struct FeedState {
 }
 
 thread_local! {
-    static KEYS: RefCell<HashMap<String, Cached<Option<Rc<CompiledKey>>>>> = RefCell::new(HashMap::new());
     static FRESH: RefCell<HashMap<String, Fresh>> = RefCell::new(HashMap::new());
     static POLICY: RefCell<Option<CachedPolicy>> = const { RefCell::new(None) };
     static FEED: RefCell<FeedState> = RefCell::new(FeedState { cursor: -1, ..FeedState::default() });
@@ -212,7 +207,7 @@ async fn read_feed(env: &Env) -> Result<(), StoreError> {
 
 fn apply(answer: FeedAnswer, now: i64) -> Result<(), StoreError> {
     if answer.reset {
-        KEYS.with(|c| c.borrow_mut().clear());
+        cache::clear();
         FRESH.with(|c| c.borrow_mut().clear());
     }
     let policy = match answer.policy {
@@ -221,20 +216,17 @@ fn apply(answer: FeedAnswer, now: i64) -> Result<(), StoreError> {
     };
     FRESH.with(|fresh| {
         let mut fresh = fresh.borrow_mut();
-        KEYS.with(|keys| {
-            let mut keys = keys.borrow_mut();
-            for change in answer.changes {
-                keys.remove(&change.digest);
-                let entry = Fresh { seq: change.seq, version: change.version, present: change.present != 0, kv_written_ms: None };
-                match fresh.get_mut(&change.digest) {
-                    Some(known) if known.seq >= change.seq => {}
-                    Some(known) => *known = entry,
-                    None => {
-                        fresh.insert(change.digest, entry);
-                    }
+        for change in answer.changes {
+            cache::forget(&change.digest);
+            let entry = Fresh { seq: change.seq, version: change.version, present: change.present != 0, kv_written_ms: None };
+            match fresh.get_mut(&change.digest) {
+                Some(known) if known.seq >= change.seq => {}
+                Some(known) => *known = entry,
+                None => {
+                    fresh.insert(change.digest, entry);
                 }
             }
-        });
+        }
         let pending_from = if answer.kv_pending_from > 0 { answer.kv_pending_from } else { i64::MAX };
         for entry in fresh.values_mut() {
             if entry.kv_written_ms.is_none() && entry.seq < pending_from {
@@ -281,15 +273,10 @@ impl Store {
     /// The compiled key stored under `digest`: from the cache when fresh, else from KV, and from
     /// the control plane when the feed knows a newer version than either.
     pub async fn key(&self, digest: &str, now_ms: i64) -> Result<Option<Rc<CompiledKey>>, StoreError> {
-        let hit = KEYS.with(|c| {
-            c.borrow()
-                .get(digest)
-                .filter(|e| now_ms - e.fetched_ms < self.ttl_ms)
-                .map(|e| e.value.clone())
-        });
-        let value = match hit {
-            Some(value) => value,
-            None => {
+        let value = match self.cached_key(digest, now_ms) {
+            Lookup::Known(key) => Some(key),
+            Lookup::Unknown => None,
+            Lookup::Miss => {
                 let value = compile(self.kv_record(digest).await?)?;
                 remember(digest, value.clone(), now_ms);
                 value
@@ -307,7 +294,13 @@ impl Store {
         Ok(value)
     }
 
+    /// What the isolate's cache holds for `digest`, without reading KV (nor checking the feed).
+    pub fn cached_key(&self, digest: &str, now_ms: i64) -> Lookup<Rc<CompiledKey>> {
+        cache::get(digest, now_ms, self.ttl_ms)
+    }
+
     async fn kv_record(&self, digest: &str) -> Result<Option<KeyRecord>, StoreError> {
+        cache::count_key_read();
         match self.kv.get(&format!("key:{digest}")).text().await? {
             None => Ok(None),
             Some(text) => Ok(Some(serde_json::from_str(&text)?)),
@@ -368,11 +361,8 @@ fn compile(record: Option<KeyRecord>) -> Result<Option<Rc<CompiledKey>>, StoreEr
 }
 
 fn remember(digest: &str, value: Option<Rc<CompiledKey>>, now_ms: i64) {
-    KEYS.with(|c| {
-        let mut cache = c.borrow_mut();
-        if cache.len() >= MAX_CACHED_KEYS {
-            cache.clear();
-        }
-        cache.insert(digest.to_string(), Cached { value, fetched_ms: now_ms });
-    });
+    match value {
+        Some(key) => cache::insert_known(digest, key, now_ms),
+        None => cache::insert_unknown(digest, now_ms),
+    }
 }

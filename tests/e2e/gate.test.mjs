@@ -301,3 +301,9 @@ test('keyward paths are never forwarded', async () => {
   assertDenied(r, 404, 'NOT_FOUND');
   assert.equal(origin.seen.length, 0);
 });
+
+test('the debug stats are not served without KEYWARD_DEBUG (only test harnesses set it)', async () => {
+  const r = await kw.request('GET', '/_keyward/debug/stats');
+  assert.equal(r.status, 404, r.text);
+  assert.equal(r.body.error_code, 'NOT_FOUND');
+});

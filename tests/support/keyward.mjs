@@ -27,7 +27,10 @@ export async function freePort(host = '127.0.0.1') {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * @param {{origin: string, vars?: Record<string,string>, adminToken?: string, persistDir?: string, config?: string}} options
+ * @param {{origin: string, vars?: Record<string,string>, adminToken?: string, persistDir?: string, config?: string, direct?: boolean}} options
+ * `direct`: also find the address where workerd itself serves the Worker (wrangler dev puts a
+ * proxy Worker in front, which answers 503 to any answer given before the request body was
+ * read to the end); returned as `directUrl`. It needs wrangler's debug log, so it is opt-in.
  */
 export async function startKeyward(options) {
   // A free port can be taken between finding it and wrangler binding it (wrangler and workerd
@@ -41,7 +44,7 @@ export async function startKeyward(options) {
   }
 }
 
-async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir, config, env = {} } = {}) {
+async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir, config, env = {}, direct = false } = {}) {
   const port = await freePort();
   const inspectorPort = await freePort();
   mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
@@ -52,7 +55,7 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
   if (!env.WRANGLER_REGISTRY_PATH) env = { ...env, WRANGLER_REGISTRY_PATH: mkdtempSync(path.join(ROOT, 'test-output', 'registry-')) };
   const args = [
     'dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort),
-    '--persist-to', persist, '--log-level', process.env.KEYWARD_WRANGLER_LOG ?? 'warn', '--show-interactive-dev-session=false',
+    '--persist-to', persist, '--log-level', direct ? 'debug' : process.env.KEYWARD_WRANGLER_LOG ?? 'warn', '--show-interactive-dev-session=false',
     '--var', `ORIGIN_URL:${origin}`, '--var', `ADMIN_TOKEN:${adminToken}`,
   ];
   for (const [name, value] of Object.entries(vars)) args.push('--var', `${name}:${value}`);
@@ -84,6 +87,12 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
       await sleep(200);
     }
   }
+  let directUrl;
+  if (direct) {
+    const ports = [...log.matchAll(/"userWorkerUrl":\{"protocol":"http:","hostname":"127\.0\.0\.1","port":"(\d+)"/g)];
+    if (!ports.length) throw new Error(`no userWorkerUrl in wrangler's debug log:\n${log.slice(-2000)}`);
+    directUrl = `http://127.0.0.1:${ports[ports.length - 1][1]}`;
+  }
   const stop = async () => {
     if (exited !== null) return;
     try { process.kill(-child.pid, 'SIGTERM'); } catch { /* already gone */ }
@@ -91,7 +100,7 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
     if (exited === null) try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
   };
   return {
-    url, port, inspectorPort, persist, adminToken, log: () => log, stop,
+    url, directUrl, port, inspectorPort, persist, adminToken, log: () => log, stop,
     /** A management call with the admin token (or `token`); returns {status, body, headers}. */
     admin: (method, p, body, token = adminToken) => call(url, method, `/_keyward/v1${p}`, body, { authorization: `Bearer ${token}` }),
     /** Any request; returns {status, body (parsed JSON when it is), headers}. */

@@ -9,6 +9,7 @@ use crate::core::credential::find_credential;
 use crate::core::decision::{decide_permission, Decision};
 use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
+use crate::core::method::{resolve_override, OVERRIDE_HEADERS};
 use crate::core::record::CompiledKey;
 use crate::core::{decide, Code, GateRequest, RoutePolicy};
 use crate::edge::reply;
@@ -90,6 +91,7 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
     let ip = text("ip")?;
     let mut authorization = None;
     let mut x_api_key = None;
+    let mut overrides: [Option<String>; 3] = Default::default();
     match object.get("headers") {
         None | Some(Value::Null) => {}
         Some(Value::Object(h)) => {
@@ -98,7 +100,11 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
                 match name.to_ascii_lowercase().as_str() {
                     "authorization" => authorization = Some(value.to_string()),
                     "x-api-key" => x_api_key = Some(value.to_string()),
-                    _ => {}
+                    other => {
+                        if let Some(slot) = OVERRIDE_HEADERS.iter().position(|h| *h == other).and_then(|i| overrides.get_mut(i)) {
+                            *slot = Some(value.to_string());
+                        }
+                    }
                 }
             }
         }
@@ -128,14 +134,22 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
                     let key = CompiledKey::compile(record).map_err(|_| Refusal::from(StoreError("stored record is invalid".into())))?;
                     let (text, _) = super::policy::current(call.env, call)?;
                     let policy = RoutePolicy::parse(&text).map_err(|_| Refusal::from(StoreError("the route policy is invalid".into())))?;
-                    let request = GateRequest {
-                        method: &method,
-                        path,
-                        client_ip: ip.as_deref(),
-                        body: body_bytes.as_deref(),
-                        basic_workspace: credential.workspace.as_deref(),
-                    };
-                    decide(&key, &policy, &request, now)
+                    // The same method-override rule as the gate (contract section 9).
+                    let [a, b, c] = &overrides;
+                    match resolve_override(policy.method_override(), &method, [a.as_deref(), b.as_deref(), c.as_deref()], query) {
+                        Err(e) => Decision::deny(Code::BadRequest, e.message),
+                        Ok(resolved) => {
+                            let method = resolved.map_or(method, |r| r.method);
+                            let request = GateRequest {
+                                method: &method,
+                                path,
+                                client_ip: ip.as_deref(),
+                                body: body_bytes.as_deref(),
+                                basic_workspace: credential.workspace.as_deref(),
+                            };
+                            decide(&key, &policy, &request, now)
+                        }
+                    }
                 }
             },
         },
