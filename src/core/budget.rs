@@ -34,8 +34,8 @@ pub struct ClientBudget {
     buckets: ClockMap<u128, Bucket>,
 }
 
-/// The client a request is counted against: its IPv4 address, or its IPv6 /64. Requests without
-/// a readable address share one bucket.
+/// The client a request is counted against: its IPv4 address, or its IPv6 /64 (as an IPv6
+/// number, IPv4 mapped). Requests without a readable address share one bucket.
 pub fn client_of(ip: Option<&str>) -> u128 {
     match ip.and_then(|text| parse_addr(text).ok()) {
         Some(IpAddr::V4(v4)) => u128::from(v4.to_ipv6_mapped()),
@@ -104,6 +104,18 @@ impl ClientBudget {
         }
     }
 
+    /// Empties `client`'s bucket for `for_ms` (another counter, shared wider than this isolate,
+    /// says the client is past its bound): no store read for it until then.
+    pub fn shut_out(&mut self, client: u128, now_ms: i64, for_ms: i64) {
+        let refill = i64::from(self.limits.refill_per_second);
+        // The level that refills to exactly one token at now + for_ms.
+        let bucket = Bucket { milli_tokens: 1000i64.saturating_sub(for_ms.max(0).saturating_mul(refill)), updated_ms: now_ms };
+        match self.buckets.get_mut(&client) {
+            Some(existing) => *existing = bucket,
+            None => self.buckets.insert(client, bucket, now_ms),
+        }
+    }
+
     pub fn clients(&self) -> usize {
         self.buckets.len()
     }
@@ -151,6 +163,18 @@ mod tests {
         assert_eq!(client_of(Some("::ffff:192.0.2.1")), client_of(Some("192.0.2.1")));
         assert_ne!(client_of(Some("192.0.2.1")), client_of(Some("192.0.2.2")));
         assert_eq!(client_of(None), client_of(Some("not an address")));
+    }
+
+    #[test]
+    fn a_client_shut_out_waits_the_whole_time() {
+        let mut budget = ClientBudget::new(SMALL);
+        let a = client_of(Some("192.0.2.1"));
+        budget.shut_out(a, 1000, 10_000);
+        assert_eq!(budget.retry_after(a, 1000), Some(10));
+        assert_eq!(budget.retry_after(a, 6000), Some(5));
+        assert_eq!(budget.retry_after(a, 10_999), Some(1));
+        assert_eq!(budget.retry_after(a, 11_000), None);
+        assert_eq!(budget.retry_after(client_of(Some("192.0.2.2")), 1000), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ thread_local! {
     static BUDGET: RefCell<ClientBudget> = RefCell::new(ClientBudget::new(UNKNOWN_KEY_READS));
     static KEY_READS: Cell<u64> = const { Cell::new(0) };
     static UNKNOWN_READS_REFUSED: Cell<u64> = const { Cell::new(0) };
+    static LIMITER_REFUSALS: Cell<u64> = const { Cell::new(0) };
 }
 
 pub fn get(digest: &str, now_ms: i64, ttl_ms: i64) -> Lookup<Rc<CompiledKey>> {
@@ -64,6 +65,18 @@ pub fn charge_unknown_read(ip: Option<&str>, now_ms: i64) {
     BUDGET.with(|b| b.borrow_mut().charge(client_of(ip), now_ms));
 }
 
+/// The name the client at `ip` is counted under by the Rate Limiting binding.
+pub fn client_name(ip: Option<&str>) -> String {
+    format!("{:032x}", client_of(ip))
+}
+
+/// The location-wide count (the Rate Limiting binding) says the client at `ip` is past its
+/// bound: no more unknown-key reads for it in this isolate for `for_ms`.
+pub fn shut_out(ip: Option<&str>, now_ms: i64, for_ms: i64) {
+    LIMITER_REFUSALS.with(|n| n.set(n.get() + 1));
+    BUDGET.with(|b| b.borrow_mut().shut_out(client_of(ip), now_ms, for_ms));
+}
+
 /// What `GET /_keyward/debug/stats` reports, when `KEYWARD_DEBUG` is set (tests only).
 pub fn stats() -> Value {
     let (known, unknown) = KEYS.with(|c| c.borrow().sizes());
@@ -74,6 +87,7 @@ pub fn stats() -> Value {
     json!({
         "key_reads": KEY_READS.with(Cell::get),
         "unknown_reads_refused": UNKNOWN_READS_REFUSED.with(Cell::get),
+        "limiter_refusals": LIMITER_REFUSALS.with(Cell::get),
         "cached_known": known,
         "cached_unknown": unknown,
         "cached_known_capacity": KNOWN_KEYS,

@@ -24,6 +24,11 @@ use crate::core::key::parse_key;
 use crate::core::method::{resolve_override, strip_override_param, OVERRIDE_HEADERS};
 use crate::core::{decide, Code, GateRequest};
 
+/// The Rate Limiting binding (wrangler.toml `[[ratelimits]]`) that counts unknown-key reads per
+/// client across the location, and its window (`simple.period`, 10 s).
+const UNKNOWN_KEY_LIMITER: &str = "UNKNOWN_KEY_LIMITER";
+const UNKNOWN_KEY_WINDOW_MS: i64 = 10_000;
+
 /// `ORIGIN_TIMEOUT_MS` when not set in wrangler.toml.
 const DEFAULT_ORIGIN_TIMEOUT_MS: u32 = 30_000;
 
@@ -90,6 +95,17 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
         Ok(None) => {
             if miss {
                 cache::charge_unknown_read(client_ip.as_deref(), now);
+                // The isolate's bucket bounds this isolate; the binding counts across the
+                // location, after the answer, and shuts the client out here when it is past.
+                if let Ok(limiter) = env.rate_limiter(UNKNOWN_KEY_LIMITER) {
+                    let ip = client_ip.clone();
+                    ctx.wait_until(async move {
+                        let outcome = limiter.limit(cache::client_name(ip.as_deref())).await;
+                        if outcome.is_ok_and(|o| !o.success) {
+                            cache::shut_out(ip.as_deref(), super::now_ms(), UNKNOWN_KEY_WINDOW_MS);
+                        }
+                    });
+                }
             }
             return deny(Code::UnknownKey, "the API key is not known");
         }

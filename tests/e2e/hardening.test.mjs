@@ -327,11 +327,22 @@ async function flood(keys, addresses, concurrency) {
     req.on('error', reject);
     req.end();
   });
+  // A kept-alive socket that the server closed just as it was reused fails at once: that GET is
+  // sent again (as fetch itself does), at most twice.
+  const sent = async (key, agent) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await one(key, agent);
+      } catch (e) {
+        if (attempt >= 3 || !/ECONNRESET|socket hang up/.test(e.message)) throw e;
+      }
+    }
+  };
   const worker = async () => {
     for (;;) {
       const i = next++;
       if (i >= keys.length) return;
-      const status = await one(keys[i], agents[i % agents.length]);
+      const status = await sent(keys[i], agents[i % agents.length]);
       counts[status] = (counts[status] ?? 0) + 1;
     }
   };
@@ -348,18 +359,21 @@ test('KV reads for unknown keys are bounded per client address: 429 RATE_LIMITED
   const counts = await flood(Array.from({ length: 300 }, () => makeKey('kw_live')), [here], 16);
   const after = await stats();
   const reads = after.key_reads - before.key_reads;
-  assert.ok((counts[401] ?? 0) >= 100, JSON.stringify(counts));
+  assert.ok((counts[401] ?? 0) >= 50, JSON.stringify(counts));
   assert.ok((counts[429] ?? 0) > 0, `no request was limited: ${JSON.stringify(counts)}`);
   assert.equal(reads, counts[401], 'each 401 cost one KV read, each 429 none');
+  // The Rate Limiting binding (50 a window of 10 s, across the location) is what said no first:
+  // the isolate's own bucket would have allowed 100.
+  assert.ok(after.limiter_refusals > before.limiter_refusals, 'the Rate Limiting binding refused the client');
+  console.log(`# per client: 300 unknown keys from one address: ${JSON.stringify(counts)}, ${reads} KV reads`);
   // (From here on the bucket refills while the test runs; the count above was taken at once.)
-  // The bucket refills at 10 a second, so a few quick requests find it empty again.
   let limited;
   for (let i = 0; i < 50 && limited?.status !== 429; i++) {
     limited = await kw.request('GET', USER, { headers: bearer(makeKey('kw_live')), localAddress: here });
   }
   assertDenied(limited, 429, 'RATE_LIMITED', /unknown API keys/);
   const retry = Number(limited.headers['retry-after']);
-  assert.ok(retry >= 1 && retry <= 60, `Retry-After: ${limited.headers['retry-after']}`);
+  assert.ok(retry >= 1 && retry <= 10, `Retry-After: ${limited.headers['retry-after']}`);
   // The limited client's cached known key still works, and another address is not limited.
   assert.equal((await kw.request('GET', USER, { headers: bearer(known), localAddress: here })).status, 200);
   assertDenied(await kw.request('GET', USER, { headers: bearer(makeKey('kw_live')), localAddress: '127.0.0.78' }), 401, 'UNKNOWN_KEY');
@@ -378,9 +392,9 @@ test('after 20 000 distinct unknown keys, a known key is still answered without 
   const known = await createKey(['users:read']);
   assert.equal((await kw.request('GET', USER, { headers: bearer(known) })).status, 200);
   const before = await stats();
-  // 250 client addresses, 80 keys each: under the per-client bound, so every key costs a KV read
-  // and goes through the cache, which is what the flood is meant to test.
-  const addresses = Array.from({ length: 250 }, (_, i) => `127.0.${10 + Math.floor(i / 200)}.${1 + (i % 200)}`);
+  // 500 client addresses, 40 keys each, spread over the whole run: under the per-client bound, so
+  // every key costs a KV read and goes through the cache, which is what the flood is meant to test.
+  const addresses = Array.from({ length: 500 }, (_, i) => `127.0.${10 + Math.floor(i / 200)}.${1 + (i % 200)}`);
   const keys = Array.from({ length: 20_000 }, () => makeKey('kw_live'));
   const started = Date.now();
   const counts = await flood(keys, addresses, 48);
