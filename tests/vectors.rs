@@ -52,6 +52,8 @@ fn known_answer_vectors() {
                     client_ip: text("ip"),
                     body: text("body").map(str::as_bytes),
                     basic_workspace: text("basic_workspace"),
+                    origin: text("origin"),
+                    referer: text("referer"),
                 },
                 now,
             );

@@ -20,6 +20,7 @@ pub enum Code {
     AttributeNotAllowed,
     ProfileMismatch,
     RouteNotAllowed,
+    OriginNotAllowed,
     RateLimited,
     StoreUnavailable,
     OriginUnavailable,
@@ -28,7 +29,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in declaration order (`Code::ALL[code as usize] == code`).
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 19] = [
         Code::Valid,
         Code::BadRequest,
         Code::MissingKey,
@@ -43,6 +44,7 @@ impl Code {
         Code::AttributeNotAllowed,
         Code::ProfileMismatch,
         Code::RouteNotAllowed,
+        Code::OriginNotAllowed,
         Code::RateLimited,
         Code::StoreUnavailable,
         Code::OriginUnavailable,
@@ -65,7 +67,8 @@ impl Code {
             | Code::EventNotAllowed
             | Code::AttributeNotAllowed
             | Code::ProfileMismatch
-            | Code::RouteNotAllowed => 403,
+            | Code::RouteNotAllowed
+            | Code::OriginNotAllowed => 403,
             Code::RateLimited => 429,
             Code::StoreUnavailable => 503,
             Code::OriginUnavailable => 502,
@@ -89,6 +92,7 @@ impl Code {
             Code::AttributeNotAllowed => "ATTRIBUTE_NOT_ALLOWED",
             Code::ProfileMismatch => "PROFILE_MISMATCH",
             Code::RouteNotAllowed => "ROUTE_NOT_ALLOWED",
+            Code::OriginNotAllowed => "ORIGIN_NOT_ALLOWED",
             Code::RateLimited => "RATE_LIMITED",
             Code::StoreUnavailable => "STORE_UNAVAILABLE",
             Code::OriginUnavailable => "ORIGIN_UNAVAILABLE",
@@ -121,6 +125,7 @@ mod tests {
         assert_eq!(Code::MissingKey.status(), 401);
         assert_eq!(Code::WorkspaceMismatch.status(), 401);
         assert_eq!(Code::RouteNotAllowed.status(), 403);
+        assert_eq!(Code::OriginNotAllowed.status(), 403);
         assert_eq!(Code::BadRequest.status(), 400);
         assert_eq!(Code::StoreUnavailable.status(), 503);
         assert_eq!(Code::OriginUnavailable.status(), 502);

@@ -7,21 +7,26 @@
 //! 2. `KEY_EXPIRED` (the `active` flag, then `expires_at`)
 //! 3. `WORKSPACE_MISMATCH` (Basic credentials naming another workspace)
 //! 4. `IP_NOT_ALLOWED`
-//! 5. `BAD_REQUEST` (a path that cannot be matched safely, such as `%2F` or `..` segments)
-//! 6. `ROUTE_NOT_ALLOWED` (no rule matches)
-//! 7. `PERMISSION_DENIED`
-//! 8. `PROFILE_MISMATCH`
-//! 9. `BAD_REQUEST` (no readable event), then `EVENT_NOT_ALLOWED`
-//! 10. `BAD_REQUEST` (unreadable body), then `ATTRIBUTE_NOT_ALLOWED`
+//! 5. `ORIGIN_NOT_ALLOWED` (the key has an `origin_allowlist` and the request's `Origin`, else
+//!    `Referer`'s origin, is missing or not on it): like the IP, where the key is used from, so a
+//!    page on another website learns nothing about routes or permissions
+//! 6. `BAD_REQUEST` (a path that cannot be matched safely, such as `%2F` or `..` segments)
+//! 7. `ROUTE_NOT_ALLOWED` (no rule matches; `HEAD` is matched as `GET` unless a rule names it)
+//! 8. `PERMISSION_DENIED`
+//! 9. `PROFILE_MISMATCH`
+//! 10. `BAD_REQUEST` (no readable event), then `EVENT_NOT_ALLOWED`
+//! 11. `BAD_REQUEST` (unreadable body), then `ATTRIBUTE_NOT_ALLOWED`
 //!
 //! Before any of these the gate itself answers `BAD_REQUEST` (two different keys),
-//! `MISSING_KEY`, `MALFORMED_KEY` (no KV read) and `UNKNOWN_KEY`.
+//! `MISSING_KEY`, `MALFORMED_KEY` (no KV read) and `UNKNOWN_KEY`; and a CORS preflight, which
+//! carries no key, is answered from the policy alone ([`super::cors::preflight`]).
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::code::Code;
 use super::ip::parse_addr;
+use super::origin::{request_origin, RequestOrigin};
 use super::policy::{EventSource, RouteMatch, RoutePolicy};
 use super::record::{CompiledKey, KeyType};
 
@@ -36,6 +41,10 @@ pub struct GateRequest<'a> {
     pub body: Option<&'a [u8]>,
     /// The workspace half of Basic credentials, when the key came that way.
     pub basic_workspace: Option<&'a str>,
+    /// The `Origin` header, for a key's `origin_allowlist`.
+    pub origin: Option<&'a str>,
+    /// The `Referer` header, whose origin stands in when there is no `Origin`.
+    pub referer: Option<&'a str>,
 }
 
 /// The answer, as data: the gate turns it into a forward or an error envelope, `/verify` and the
@@ -115,6 +124,19 @@ pub fn decide(key: &CompiledKey, policy: &RoutePolicy, request: &GateRequest<'_>
             .is_some_and(|addr| key.ip_allowlist.contains(addr));
         if !allowed {
             return deny(decision, Code::IpNotAllowed, "the API key may not be used from this address".into());
+        }
+    }
+    if !key.origin_allowlist.is_empty() {
+        let refused = match request_origin(request.origin, request.referer) {
+            RequestOrigin::Known(origin) if key.origin_allowlist.allows(&origin) => None,
+            RequestOrigin::Known(origin) => Some(format!("the API key may not be used from the website {origin}")),
+            RequestOrigin::Opaque(origin) => Some(format!("the API key may not be used from the origin {origin}")),
+            RequestOrigin::Missing => Some(
+                "the API key may only be used from its allowed websites, and the request names none (no Origin or Referer)".into(),
+            ),
+        };
+        if let Some(message) = refused {
+            return deny(decision, Code::OriginNotAllowed, message);
         }
     }
     let matched: RouteMatch<'_> = match policy.find(request.method, request.path) {
@@ -304,14 +326,9 @@ fn body_field(body: Option<&[u8]>, field: &str) -> Result<Option<Value>, &'stati
 }
 
 /// The check for a key used outside a route: the management API (`keys:read`, ...) and `/ping`.
-/// Same precedence as [`decide`] up to the IP allowlist, then the permission if one is asked for.
-pub fn decide_permission(
-    key: &CompiledKey,
-    permission: Option<&str>,
-    client_ip: Option<&str>,
-    basic_workspace: Option<&str>,
-    now_ms: i64,
-) -> Decision {
+/// Same precedence as [`decide`] up to the origin allowlist, then the permission if one is asked
+/// for. Of `request` only the client address, Basic workspace, `Origin` and `Referer` are read.
+pub fn decide_permission(key: &CompiledKey, permission: Option<&str>, request: &GateRequest<'_>, now_ms: i64) -> Decision {
     let policy = match permission {
         // One rule granting the asked permission on the one path we then ask about.
         Some(p) => RoutePolicy::from_doc(super::policy::PolicyDoc {
@@ -330,7 +347,7 @@ pub fn decide_permission(
     let Ok(policy) = policy else {
         return Decision::deny(Code::PermissionDenied, "the permission asked for is not valid");
     };
-    let request = GateRequest { method: "GET", path: "/", client_ip, body: None, basic_workspace };
+    let request = GateRequest { method: "GET", path: "/", body: None, ..*request };
     let decision = decide(key, &policy, &request, now_ms);
     if permission.is_none() && decision.code == Code::RouteNotAllowed {
         // No permission asked for: reaching the route check means every key check passed.
@@ -377,7 +394,7 @@ mod tests {
     }
 
     fn run(view: Value, method: &str, path: &str, ip: Option<&str>, body: Option<&str>, ws: Option<&str>) -> Decision {
-        let request = GateRequest { method, path, client_ip: ip, body: body.map(str::as_bytes), basic_workspace: ws };
+        let request = GateRequest { method, path, client_ip: ip, body: body.map(str::as_bytes), basic_workspace: ws, ..GateRequest::default() };
         decide(&key(view), &policy(), &request, NOW)
     }
 
@@ -466,13 +483,76 @@ mod tests {
     }
 
     #[test]
+    fn origin_allowlist_reads_origin_else_referer() {
+        let view = json!({"permissions": ["*"], "origin_allowlist": ["https://app.example.com", "https://*.example.org"]});
+        let k = key(view);
+        let at = |origin: Option<&str>, referer: Option<&str>| {
+            let request = GateRequest { method: "GET", path: "/users/1", origin, referer, ..GateRequest::default() };
+            decide(&k, &policy(), &request, NOW).code
+        };
+        assert_eq!(at(Some("https://app.example.com"), None), Code::Valid);
+        assert_eq!(at(Some("https://shop.example.org"), None), Code::Valid);
+        assert_eq!(at(None, Some("https://app.example.com/page?x=1")), Code::Valid);
+        assert_eq!(at(None, Some("https://a.b.example.org/")), Code::Valid);
+        assert_eq!(at(None, None), Code::OriginNotAllowed);
+        assert_eq!(at(Some("https://app.example.com.evil.net"), None), Code::OriginNotAllowed);
+        assert_eq!(at(Some("https://evilexample.org"), None), Code::OriginNotAllowed);
+        assert_eq!(at(Some("https://example.org"), None), Code::OriginNotAllowed);
+        assert_eq!(at(Some("http://app.example.com"), None), Code::OriginNotAllowed);
+        // Origin decides when present, even against an allowed Referer; an opaque one is refused.
+        assert_eq!(at(Some("https://evil.net"), Some("https://app.example.com/")), Code::OriginNotAllowed);
+        assert_eq!(at(Some("null"), Some("https://app.example.com/")), Code::OriginNotAllowed);
+        assert_eq!(at(None, Some("not a url")), Code::OriginNotAllowed);
+        // No allowlist: any origin, or none.
+        let open = key(json!({"permissions": ["*"]}));
+        let request = GateRequest { method: "GET", path: "/users/1", origin: Some("https://evil.net"), ..GateRequest::default() };
+        assert!(decide(&open, &policy(), &request, NOW).valid);
+    }
+
+    #[test]
+    fn origin_is_checked_after_the_ip_and_before_the_route() {
+        let k = key(json!({"permissions": [], "ip_allowlist": ["10.0.0.0/8"], "origin_allowlist": ["https://app.example.com"]}));
+        let request = |ip, origin| GateRequest { method: "GET", path: "/nowhere", client_ip: Some(ip), origin, ..GateRequest::default() };
+        let code = |r: GateRequest<'_>| decide(&k, &policy(), &r, NOW).code;
+        assert_eq!(code(request("11.0.0.1", Some("https://evil.net"))), Code::IpNotAllowed);
+        assert_eq!(code(request("10.0.0.1", Some("https://evil.net"))), Code::OriginNotAllowed);
+        assert_eq!(code(request("10.0.0.1", Some("https://app.example.com"))), Code::RouteNotAllowed);
+        let revoked = key(json!({"permissions": ["*"], "status": "revoked", "origin_allowlist": ["https://app.example.com"]}));
+        let r = GateRequest { method: "GET", path: "/users/1", origin: Some("https://evil.net"), ..GateRequest::default() };
+        assert_eq!(decide(&revoked, &policy(), &r, NOW).code, Code::KeyRevoked);
+    }
+
+    #[test]
+    fn head_is_checked_as_get_unless_a_rule_names_it() {
+        let d = run(json!({"permissions": ["users:read"]}), "HEAD", "/users/1", None, None, None);
+        assert_eq!((d.code, d.rule), (Code::Valid, Some(0)));
+        assert_eq!(run(json!({"permissions": ["users:delete"]}), "HEAD", "/users/1", None, None, None).code, Code::PermissionDenied);
+        assert_eq!(run(json!({"permissions": ["*"]}), "HEAD", "/events/x", None, None, None).code, Code::RouteNotAllowed);
+        let named = RoutePolicy::from_value(&json!({"rules": [
+            {"method": "GET", "path": "/a/{id}", "permission": "a:read"},
+            {"method": "HEAD", "path": "/a/{id}", "permission": "a:peek"},
+            {"method": "GET", "path": "/b", "permission": "b:read"},
+        ]}))
+        .unwrap();
+        let k = key(json!({"permissions": ["a:read", "b:read"]}));
+        let head = |path| decide(&k, &named, &GateRequest { method: "HEAD", path, ..GateRequest::default() }, NOW);
+        assert_eq!((head("/a/1").code, head("/a/1").permission.as_deref()), (Code::PermissionDenied, Some("a:peek")));
+        assert_eq!(head("/b").code, Code::Valid);
+    }
+
+    #[test]
     fn management_permission_checks() {
         let k = key(json!({"permissions": ["keys:read"]}));
-        assert!(decide_permission(&k, Some("keys:read"), None, None, NOW).valid);
-        assert_eq!(decide_permission(&k, Some("keys:delete"), None, None, NOW).code, Code::PermissionDenied);
-        assert!(decide_permission(&k, None, None, None, NOW).valid);
+        let none = GateRequest::default();
+        assert!(decide_permission(&k, Some("keys:read"), &none, NOW).valid);
+        assert_eq!(decide_permission(&k, Some("keys:delete"), &none, NOW).code, Code::PermissionDenied);
+        assert!(decide_permission(&k, None, &none, NOW).valid);
         let expired = key(json!({"permissions": ["*"], "active": false}));
-        assert_eq!(decide_permission(&expired, None, None, None, NOW).code, Code::KeyExpired);
+        assert_eq!(decide_permission(&expired, None, &none, NOW).code, Code::KeyExpired);
+        let browser = key(json!({"permissions": ["*"], "origin_allowlist": ["https://app.example.com"]}));
+        assert_eq!(decide_permission(&browser, None, &none, NOW).code, Code::OriginNotAllowed);
+        let from_app = GateRequest { origin: Some("https://app.example.com"), ..GateRequest::default() };
+        assert!(decide_permission(&browser, Some("keys:read"), &from_app, NOW).valid);
     }
 
     fn arb_event() -> impl Strategy<Value = String> {
@@ -532,9 +612,11 @@ mod tests {
         #[test]
         fn decide_never_panics_on_any_request(method in ".{0,8}", path in ".{0,60}", ip in proptest::option::of(".{0,40}"),
                                              body in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)),
-                                             ws in proptest::option::of(".{0,10}")) {
-            let k = key(json!({"permissions": ["*"], "attribute_allowlist": ["a"], "event_allowlist": ["e"], "ip_allowlist": ["0.0.0.0/0"]}));
-            let request = GateRequest { method: &method, path: &path, client_ip: ip.as_deref(), body: body.as_deref(), basic_workspace: ws.as_deref() };
+                                             ws in proptest::option::of(".{0,10}"), origin in proptest::option::of(".{0,30}"),
+                                             referer in proptest::option::of(".{0,40}")) {
+            let k = key(json!({"permissions": ["*"], "attribute_allowlist": ["a"], "event_allowlist": ["e"], "ip_allowlist": ["0.0.0.0/0"],
+                               "origin_allowlist": ["https://*.example.com", "http://localhost:3000"]}));
+            let request = GateRequest { method: &method, path: &path, client_ip: ip.as_deref(), body: body.as_deref(), basic_workspace: ws.as_deref(), origin: origin.as_deref(), referer: referer.as_deref() };
             let _ = decide(&k, &policy(), &request, NOW);
         }
     }

@@ -7,12 +7,14 @@
 pub mod budget;
 pub mod cache;
 pub mod code;
+pub mod cors;
 pub mod credential;
 pub mod decision;
 pub mod digest;
 pub mod ip;
 pub mod key;
 pub mod method;
+pub mod origin;
 pub mod policy;
 pub mod record;
 pub mod time;

@@ -1,5 +1,7 @@
 //! The route policy: which permission each method and path template needs, and where a route's
 //! event name and profile id are found. The first matching rule decides; no match is a denial.
+//! `HEAD` is matched as `GET` unless a rule names `HEAD` for the path. The policy's optional
+//! `cors` settings are validated here and applied by [`super::cors`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -7,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::method::MethodOverride;
+use super::cors::{CorsDoc, CorsPolicy};
 use super::record::{is_concrete_permission, FieldError};
 
 pub const MAX_RULES: usize = 10_000;
@@ -39,6 +42,8 @@ pub struct PolicyDoc {
     /// What the gate does with a method override (`X-HTTP-Method-Override`, `?_method=`...).
     #[serde(default, skip_serializing_if = "MethodOverride::is_default")]
     pub method_override: MethodOverride,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsDoc>,
 }
 
 /// Where a route's event name is read from.
@@ -91,6 +96,9 @@ pub struct RoutePolicy {
     doc: PolicyDoc,
     rules: Vec<RouteRule>,
     trie: TrieNode,
+    cors: Option<CorsPolicy>,
+    /// Whether any rule names `HEAD` (else a `HEAD` is matched as `GET` without a second look).
+    names_head: bool,
 }
 
 /// The rule that matched a request, with the values of its path parameters (percent-decoded).
@@ -127,8 +135,8 @@ impl RoutePolicy {
         let object = value
             .as_object()
             .ok_or_else(|| FieldError::new("policy", "must be a JSON object with a \"rules\" array"))?;
-        if let Some(unknown) = object.keys().find(|k| !matches!(k.as_str(), "rules" | "method_override")) {
-            return Err(FieldError::new(unknown.clone(), "is not a policy field (\"rules\", \"method_override\")"));
+        if let Some(unknown) = object.keys().find(|k| !matches!(k.as_str(), "rules" | "method_override" | "cors")) {
+            return Err(FieldError::new(unknown.clone(), "is not a policy field (\"rules\", \"method_override\", \"cors\")"));
         }
         let method_override = match object.get("method_override") {
             None => MethodOverride::default(),
@@ -150,10 +158,28 @@ impl RoutePolicy {
             })?;
             docs.push(doc);
         }
-        RoutePolicy::from_doc(PolicyDoc { rules: docs, method_override })
+        let (cors_doc, cors) = match object.get("cors") {
+            None | Some(Value::Null) => (None, None),
+            Some(value) => {
+                let (doc, compiled) = CorsPolicy::from_value(value)?;
+                (Some(doc), Some(compiled))
+            }
+        };
+        RoutePolicy::build(PolicyDoc { rules: docs, method_override, cors: cors_doc }, cors)
     }
 
     pub fn from_doc(doc: PolicyDoc) -> Result<RoutePolicy, FieldError> {
+        let cors = match &doc.cors {
+            None => None,
+            Some(c) => {
+                let value = serde_json::to_value(c).map_err(|e| FieldError::new("cors", e.to_string()))?;
+                Some(CorsPolicy::from_value(&value)?.1)
+            }
+        };
+        RoutePolicy::build(doc, cors)
+    }
+
+    fn build(doc: PolicyDoc, cors: Option<CorsPolicy>) -> Result<RoutePolicy, FieldError> {
         let mut rules = Vec::with_capacity(doc.rules.len());
         let mut trie = TrieNode::default();
         for (index, rule) in doc.rules.iter().enumerate() {
@@ -168,7 +194,8 @@ impl RoutePolicy {
             node.rules.push(index);
             rules.push(compiled);
         }
-        Ok(RoutePolicy { doc, rules, trie })
+        let names_head = rules.iter().any(|r| r.method == "HEAD");
+        Ok(RoutePolicy { doc, rules, trie, cors, names_head })
     }
 
     pub fn doc(&self) -> &PolicyDoc {
@@ -183,11 +210,27 @@ impl RoutePolicy {
         self.doc.method_override
     }
 
-    /// The first rule (in policy order) matching `method` and `path`, if any.
+    pub fn cors(&self) -> Option<&CorsPolicy> {
+        self.cors.as_ref()
+    }
+
+    /// The first rule (in policy order) matching `method` and `path`, if any. A `HEAD` is matched
+    /// as a `GET` (HTTP's HEAD is a GET without the body) unless some rule names `HEAD` for this
+    /// path, in which case it is matched as itself.
     pub fn find(&self, method: &str, path: &str) -> Result<Option<RouteMatch<'_>>, PathError> {
         let segments = split_request_path(path)?;
         let mut best: Option<usize> = None;
-        collect(&self.trie, &segments, method, &self.rules, &mut best);
+        let mut method = method;
+        if method == "HEAD" {
+            let mut named: Option<usize> = None;
+            if self.names_head {
+                collect(&self.trie, &segments, "HEAD", &self.rules, &mut named, true);
+            }
+            if named.is_none() {
+                method = "GET";
+            }
+        }
+        collect(&self.trie, &segments, method, &self.rules, &mut best, false);
         let Some(rule) = best.and_then(|i| self.rules.get(i)) else {
             return Ok(None);
         };
@@ -204,14 +247,17 @@ impl RoutePolicy {
     }
 }
 
-fn collect(node: &TrieNode, rest: &[String], method: &str, rules: &[RouteRule], best: &mut Option<usize>) {
+/// Finds the first rule at the end of `rest` whose method matches (`exact`: names `method` itself,
+/// not `*`).
+fn collect(node: &TrieNode, rest: &[String], method: &str, rules: &[RouteRule], best: &mut Option<usize>, exact: bool) {
     match rest.split_first() {
         None => {
             for &i in &node.rules {
                 if best.is_some_and(|b| b <= i) {
                     break;
                 }
-                if rules.get(i).is_some_and(|r| r.method_matches(method)) {
+                let matches = |r: &RouteRule| if exact { r.method == method } else { r.method_matches(method) };
+                if rules.get(i).is_some_and(matches) {
                     *best = Some(i);
                     break;
                 }
@@ -219,11 +265,11 @@ fn collect(node: &TrieNode, rest: &[String], method: &str, rules: &[RouteRule], 
         }
         Some((head, tail)) => {
             if let Some(child) = node.literals.get(head) {
-                collect(child, tail, method, rules, best);
+                collect(child, tail, method, rules, best, exact);
             }
             // A parameter stands for one segment, and an empty segment is not one.
             if let Some(child) = node.param.as_ref().filter(|_| !head.is_empty()) {
-                collect(child, tail, method, rules, best);
+                collect(child, tail, method, rules, best, exact);
             }
         }
     }
@@ -486,11 +532,11 @@ mod tests {
         #[test]
         fn trie_agrees_with_a_linear_scan(
             templates in proptest::collection::vec(
-                (proptest::sample::select(vec!["GET", "POST", "*"]),
+                (proptest::sample::select(vec!["GET", "POST", "HEAD", "*"]),
                  proptest::collection::vec(proptest::sample::select(vec!["a", "b", "{p}", "{q}"]), 0..4)),
                 1..30),
             path in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c"]), 0..4),
-            method in proptest::sample::select(vec!["GET", "POST", "PUT"]),
+            method in proptest::sample::select(vec!["GET", "POST", "PUT", "HEAD"]),
         ) {
             let rules: Vec<Value> = templates.iter().filter_map(|(m, segs)| {
                 let mut seen = HashSet::new();
@@ -503,13 +549,14 @@ mod tests {
             let p = policy(json!({"rules": rules}));
             let request = format!("/{}", path.join("/"));
             let got = p.find(method, &request).unwrap().map(|m| m.rule.index);
-            let want = p.rules().iter().find(|r| {
-                r.method_matches(method) && r.segments.len() == path.len()
-                    && r.segments.iter().zip(&path).all(|(s, a)| match s {
-                        Segment::Literal(l) => l == a,
-                        Segment::Param(_) => true,
-                    })
-            }).map(|r| r.index);
+            let on_path = |r: &&RouteRule| r.segments.len() == path.len()
+                && r.segments.iter().zip(&path).all(|(s, a)| match s {
+                    Segment::Literal(l) => l == a,
+                    Segment::Param(_) => true,
+                });
+            // HEAD is GET unless a rule on this path names HEAD itself.
+            let as_method = if method == "HEAD" && !p.rules().iter().filter(on_path).any(|r| r.method == "HEAD") { "GET" } else { method };
+            let want = p.rules().iter().filter(on_path).find(|r| r.method_matches(as_method)).map(|r| r.index);
             proptest::prop_assert_eq!(got, want);
         }
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ip::IpAllowlist;
+use super::origin::OriginList;
 use super::time::{format_rfc3339, parse_rfc3339};
 
 pub const MAX_NAME_CHARS: usize = 100;
@@ -66,6 +67,9 @@ pub struct KeyRecord {
     pub event_denylist: Vec<String>,
     #[serde(default)]
     pub ip_allowlist: Vec<String>,
+    /// Websites the key may be used from (exact origins or `https://*.domain`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origin_allowlist: Vec<String>,
     #[serde(default)]
     pub attribute_allowlist: Option<Vec<String>>,
     pub active: bool,
@@ -131,6 +135,7 @@ impl KeyRecord {
             event_allowlist: Vec::new(),
             event_denylist: Vec::new(),
             ip_allowlist: Vec::new(),
+            origin_allowlist: Vec::new(),
             attribute_allowlist: None,
             active: true,
             revoked_at: None,
@@ -240,6 +245,19 @@ impl KeyRecord {
                         )
                     })?;
                     next.ip_allowlist = list;
+                }
+                "origin_allowlist" => {
+                    let list = string_list(field, value)?;
+                    OriginList::compile(&list).map_err(|e| {
+                        FieldError::new(
+                            format!("{field}[{}]", e.index),
+                            format!(
+                                "{:?} is not an origin (https://app.example.com, http://localhost:3000 or https://*.example.com): {}",
+                                e.entry, e.message
+                            ),
+                        )
+                    })?;
+                    next.origin_allowlist = list;
                 }
                 "attribute_allowlist" => {
                     next.attribute_allowlist = if value.is_null() {
@@ -362,6 +380,7 @@ impl KeyRecord {
         map.insert("event_allowlist".into(), strings(&self.event_allowlist));
         map.insert("event_denylist".into(), strings(&self.event_denylist));
         map.insert("ip_allowlist".into(), strings(&self.ip_allowlist));
+        map.insert("origin_allowlist".into(), strings(&self.origin_allowlist));
         map.insert(
             "attribute_allowlist".into(),
             self.attribute_allowlist.as_ref().map_or(Value::Null, |l| strings(l)),
@@ -512,6 +531,7 @@ pub struct CompiledKey {
     pub record: KeyRecord,
     pub permissions: PermissionSet,
     pub ip_allowlist: IpAllowlist,
+    pub origin_allowlist: OriginList,
     pub event_allowlist: HashSet<String>,
     pub event_denylist: HashSet<String>,
     pub attribute_allowlist: Option<HashSet<String>>,
@@ -524,6 +544,9 @@ impl CompiledKey {
         let ip_allowlist = IpAllowlist::compile(&record.ip_allowlist).map_err(|e| {
             FieldError::new(format!("ip_allowlist[{}]", e.index), e.message)
         })?;
+        let origin_allowlist = OriginList::compile(&record.origin_allowlist).map_err(|e| {
+            FieldError::new(format!("origin_allowlist[{}]", e.index), e.message)
+        })?;
         let expires_at_ms = match record.expires_at.as_deref() {
             None => None,
             Some(s) => Some(
@@ -534,6 +557,7 @@ impl CompiledKey {
         Ok(CompiledKey {
             permissions: PermissionSet::new(&record.permissions),
             ip_allowlist,
+            origin_allowlist,
             event_allowlist: record.event_allowlist.iter().cloned().collect(),
             event_denylist: record.event_denylist.iter().cloned().collect(),
             attribute_allowlist: record
@@ -602,6 +626,11 @@ mod tests {
             (json!({"name": "a", "event_denylist": [1]}), "event_denylist[0]"),
             (json!({"name": "a", "ip_allowlist": ["10.0.0.0/33"]}), "ip_allowlist[0]"),
             (json!({"name": "a", "ip_allowlist": ["1.2.3.4", "nope"]}), "ip_allowlist[1]"),
+            (json!({"name": "a", "origin_allowlist": "https://a.com"}), "origin_allowlist"),
+            (json!({"name": "a", "origin_allowlist": ["https://a.com", "a.com"]}), "origin_allowlist[1]"),
+            (json!({"name": "a", "origin_allowlist": ["https://a.*.com"]}), "origin_allowlist[0]"),
+            (json!({"name": "a", "origin_allowlist": ["https://a.com/app"]}), "origin_allowlist[0]"),
+            (json!({"name": "a", "origin_allowlist": [7]}), "origin_allowlist[0]"),
             (json!({"name": "a", "attribute_allowlist": "email"}), "attribute_allowlist"),
             (json!({"name": "a", "active": "yes"}), "active"),
             (json!({"name": "a", "expires_at": "tomorrow"}), "expires_at"),
@@ -665,7 +694,8 @@ mod tests {
         let mut r = blank()
             .with_attributes(
                 &attrs(json!({"name": "a", "type": "profile", "profile_id": "p1", "permissions": ["x:y"],
-                    "attribute_allowlist": ["email"], "ip_allowlist": ["10.0.0.0/8"]})),
+                    "attribute_allowlist": ["email"], "ip_allowlist": ["10.0.0.0/8"],
+                    "origin_allowlist": ["https://*.example.com"]})),
                 WriteMode::Create,
             )
             .unwrap();

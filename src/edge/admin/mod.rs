@@ -23,6 +23,7 @@ use crate::core::decision::decide_permission;
 use crate::core::digest::key_digest;
 use crate::core::key::{is_key_id, parse_key};
 use crate::core::record::{CompiledKey, FieldError, KeyRecord};
+use crate::core::GateRequest;
 
 /// Largest management request body; bigger ones get a 400 before they are parsed.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -169,7 +170,9 @@ fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) ->
         return Err(Refusal(403, "PERMISSION_DENIED", "this call needs the admin token".into()));
     };
     let client_ip = req.headers().get("cf-connecting-ip").ok().flatten();
-    let decision = decide_permission(&key, Some(permission), client_ip.as_deref(), None, now);
+    let (origin, referer) = (req.headers().get("origin").ok().flatten(), req.headers().get("referer").ok().flatten());
+    let request = GateRequest { client_ip: client_ip.as_deref(), origin: origin.as_deref(), referer: referer.as_deref(), ..GateRequest::default() };
+    let decision = decide_permission(&key, Some(permission), &request, now);
     if decision.valid {
         Ok(Actor::Key(key.record.id.clone()))
     } else if decision.code.status() == 401 {

@@ -53,7 +53,15 @@ async fn ping_answer(req: &Request, env: &Env, now: i64) -> Answer {
         return Ok(gate_denial(&Decision::deny(Code::UnknownKey, "the API key is not known"))?);
     };
     let client_ip = headers.get("cf-connecting-ip").ok().flatten();
-    let decision = decide_permission(&key, None, client_ip.as_deref(), credential.workspace.as_deref(), now);
+    let (origin, referer) = (headers.get("origin").ok().flatten(), headers.get("referer").ok().flatten());
+    let request = GateRequest {
+        client_ip: client_ip.as_deref(),
+        basic_workspace: credential.workspace.as_deref(),
+        origin: origin.as_deref(),
+        referer: referer.as_deref(),
+        ..GateRequest::default()
+    };
+    let decision = decide_permission(&key, None, &request, now);
     if !decision.valid {
         return Ok(gate_denial(&decision)?);
     }
@@ -92,6 +100,7 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
     let mut authorization = None;
     let mut x_api_key = None;
     let mut overrides: [Option<String>; 3] = Default::default();
+    let (mut origin, mut referer) = (None, None);
     match object.get("headers") {
         None | Some(Value::Null) => {}
         Some(Value::Object(h)) => {
@@ -100,6 +109,8 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
                 match name.to_ascii_lowercase().as_str() {
                     "authorization" => authorization = Some(value.to_string()),
                     "x-api-key" => x_api_key = Some(value.to_string()),
+                    "origin" => origin = Some(value.to_string()),
+                    "referer" => referer = Some(value.to_string()),
                     other => {
                         if let Some(slot) = OVERRIDE_HEADERS.iter().position(|h| *h == other).and_then(|i| overrides.get_mut(i)) {
                             *slot = Some(value.to_string());
@@ -146,6 +157,8 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
                                 client_ip: ip.as_deref(),
                                 body: body_bytes.as_deref(),
                                 basic_workspace: credential.workspace.as_deref(),
+                                origin: origin.as_deref(),
+                                referer: referer.as_deref(),
                             };
                             decide(&key, &policy, &request, now)
                         }
