@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
 use crate::core::code::Code;
+use crate::core::cors::{preflight, response_headers};
 use crate::core::digest::key_digest;
 use crate::core::key::{generate_key, key_preview, parse_key, RANDOM_BYTES_FOR_KEY};
 use crate::core::record::{CompiledKey, FieldError, KeyRecord, WriteMode};
@@ -25,8 +26,8 @@ fn failure(e: &FieldError) -> JsValue {
     to_js(&json!({"type": "failure", "errors": [{"field": e.field, "message": e.message}]}))
 }
 
-/// Decides `request` (`{method, path, ip, body, basic_workspace}`) for a key record in its API
-/// view form under `policy`, at `now_ms`: the same function the edge runs.
+/// Decides `request` (`{method, path, ip, body, basic_workspace, origin, referer}`) for a key
+/// record in its API view form under `policy`, at `now_ms`: the same function the edge runs.
 #[wasm_bindgen(js_name = decide)]
 pub fn decide_js(record: JsValue, policy: JsValue, request: JsValue, now_ms: f64) -> JsValue {
     match decide_inner(record, policy, request, now_ms) {
@@ -46,6 +47,8 @@ fn decide_inner(record: JsValue, policy: JsValue, request: JsValue, now_ms: f64)
     let path = path.split_once('?').map_or(path.as_str(), |(p, _)| p).to_string();
     let ip = text("ip").filter(|s| !s.is_empty());
     let workspace = text("basic_workspace").filter(|s| !s.is_empty());
+    let origin = text("origin").filter(|s| !s.is_empty());
+    let referer = text("referer").filter(|s| !s.is_empty());
     let body: Option<Vec<u8>> = match request.get("body") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone().into_bytes()),
@@ -61,11 +64,35 @@ fn decide_inner(record: JsValue, policy: JsValue, request: JsValue, now_ms: f64)
             client_ip: ip.as_deref(),
             body: body.as_deref(),
             basic_workspace: workspace.as_deref(),
+            origin: origin.as_deref(),
+            referer: referer.as_deref(),
         },
         now,
     );
     let rule = decision.rule.and_then(|i| policy.doc().rules.get(i)).and_then(|r| serde_json::to_value(r).ok());
     Ok(json!({"type": "success", "decision": decision, "matched_rule": rule}))
+}
+
+/// What the edge does for a browser on `origin` making `request` (`{method, path, origin}`) under
+/// `policy`: the answer to its preflight (`OPTIONS` asking for that method), and the CORS headers
+/// on the answer to the request itself. The same functions the gate calls.
+#[wasm_bindgen(js_name = corsOutcome)]
+pub fn cors_outcome(policy: JsValue, request: JsValue) -> JsValue {
+    let result = from_js(policy, "policy").and_then(|p| RoutePolicy::from_value(&p)).and_then(|policy| {
+        let request = from_js(request, "request")?;
+        let text = |field: &str| request.get(field).and_then(Value::as_str).map(str::to_string);
+        let method = text("method").unwrap_or_else(|| "GET".into());
+        let path = text("path").ok_or_else(|| FieldError::new("path", "is required"))?;
+        let path = path.split_once('?').map_or(path.as_str(), |(p, _)| p).to_string();
+        let origin = text("origin").filter(|s| !s.is_empty());
+        let answer = preflight(&policy, "OPTIONS", &path, origin.as_deref(), origin.as_ref().map(|_| method.as_str()));
+        let headers = response_headers(&policy, origin.as_deref());
+        Ok(json!({"type": "success", "cors": policy.cors().is_some(), "preflight": answer, "response_headers": headers}))
+    });
+    match result {
+        Ok(v) => to_js(&v),
+        Err(e) => failure(&e),
+    }
 }
 
 /// Validates key attributes as `POST` (`mode` "create") or `PUT` ("update") would.
@@ -163,6 +190,8 @@ impl Checker {
             client_ip: ip.as_deref(),
             body: body.as_deref().map(str::as_bytes),
             basic_workspace: None,
+            origin: None,
+            referer: None,
         };
         self.code(decide(&self.key, &self.policy, &request, now_ms as i64).code)
     }

@@ -1,4 +1,5 @@
 //! The gate: every request outside `/_keyward/` is checked here, then forwarded or refused.
+//! A browser's request (one with `Origin`) also gets the policy's CORS treatment (`core::cors`).
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -17,6 +18,7 @@ use super::cache;
 use super::reply;
 use super::store::{self, Store, SyncPlan, SyncSettings};
 use crate::core::cache::Lookup;
+use crate::core::cors::{self, Preflight};
 use crate::core::credential::{find_credential, strip_api_key, CredentialSource};
 use crate::core::decision::MAX_INSPECTED_BODY;
 use crate::core::digest::key_digest;
@@ -59,6 +61,52 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
     if store::too_stale(super::now_ms(), settings) {
         return deny(Code::StoreUnavailable, "the key store has not been reachable for too long");
     }
+    // Only browsers send Origin; every other request goes straight to the key check.
+    let Some(origin) = req.headers().get("origin").ok().flatten() else {
+        return check(req, method, url, env, ctx, now).await;
+    };
+    let policy = match Store::open(env) {
+        Ok(store) => store.policy(now).await.ok(),
+        Err(_) => None,
+    };
+    let Some(policy) = policy else {
+        return deny(Code::StoreUnavailable, "the route policy is unavailable");
+    };
+    let asked = req.headers().get("access-control-request-method").ok().flatten();
+    match cors::preflight(&policy, method.as_ref(), url.path(), Some(&origin), asked.as_deref()) {
+        Preflight::NotPreflight => {}
+        Preflight::PassThrough => {
+            let headers = Headers(req.headers()).clone();
+            drop_client_identity(&headers)?;
+            return forward(&req, method, &url, env, headers, (false, false), None).await;
+        }
+        Preflight::Answer { status, code, message, headers } => {
+            let answer = if status == 204 { Response::empty()?.with_status(204) } else { reply::error(status, code.as_str(), &message)? };
+            return with_headers(answer, &headers);
+        }
+    }
+    let response = check(req, method, url, env, ctx, now).await?;
+    with_headers(response, &cors::response_headers(&policy, Some(&origin)))
+}
+
+/// Sets `headers` on a response; a fetched response's own headers are immutable, so on a copy.
+fn with_headers(response: Response, headers: &[cors::Header]) -> Result<Response> {
+    if headers.is_empty() {
+        return Ok(response);
+    }
+    let copy = response.headers().clone();
+    for (name, value) in headers {
+        match (*name, copy.get(name)?) {
+            ("vary", Some(vary)) if vary.split(',').any(|v| v.trim().eq_ignore_ascii_case(value)) => {}
+            ("vary", Some(vary)) => copy.set(name, &format!("{vary}, {value}"))?,
+            _ => copy.set(name, value)?,
+        }
+    }
+    Ok(response.with_headers(copy))
+}
+
+/// The key check, then the forward or the denial.
+async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &Env, ctx: &Context, now: i64) -> Result<Response> {
     // A copy: the incoming request's headers are immutable, and this copy is what is forwarded.
     let headers = Headers(req.headers()).clone();
     let credential = match find_credential(
@@ -150,6 +198,7 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
     } else {
         None
     };
+    let (origin, referer) = (headers.get("origin")?, headers.get("referer")?);
     let decision = decide(
         &key,
         &policy,
@@ -159,6 +208,8 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
             client_ip: client_ip.as_deref(),
             body: body.as_deref(),
             basic_workspace: credential.workspace.as_deref(),
+            origin: origin.as_deref(),
+            referer: referer.as_deref(),
         },
         now,
     );
@@ -169,10 +220,7 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
     // The copy of the client's headers made above (one JavaScript call), less what must go:
     // the credential, the Host of this Worker and any X-Keyward-* the client made up.
     let forwarded = headers;
-    forwarded.delete("host")?;
-    for name in ["x-keyward-key-id", "x-keyward-key-type", "x-keyward-profile-id"] {
-        forwarded.delete(name)?;
-    }
+    drop_client_identity(&forwarded)?;
     if credential.has(CredentialSource::Bearer) || credential.has(CredentialSource::Basic) {
         forwarded.delete("authorization")?;
     }
@@ -189,12 +237,36 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
     if let Some(profile) = &key.record.profile_id {
         forwarded.set("x-keyward-profile-id", profile)?;
     }
+    let strip = (credential.has(CredentialSource::Query), resolved.as_ref().is_some_and(|r| r.strip_param));
+    forward(&req, method, &url, env, forwarded, strip, body).await
+}
 
+/// The Host of this Worker and any X-Keyward-* the client made up never reach the origin.
+fn drop_client_identity(headers: &Headers) -> Result<()> {
+    headers.delete("host")?;
+    for name in ["x-keyward-key-id", "x-keyward-key-type", "x-keyward-profile-id"] {
+        headers.delete(name)?;
+    }
+    Ok(())
+}
+
+/// Sends the request on to the origin with `forwarded` as its headers (and `body`, when it was
+/// read for the check); `strip` says whether the query loses its `api_key` (the credential came
+/// there) and its `_method` (an override the policy strips or honours).
+async fn forward(
+    req: &web_sys::Request,
+    method: Method,
+    url: &worker::Url,
+    env: &Env,
+    forwarded: Headers,
+    (key_in_query, strip_override): (bool, bool),
+    body: Option<Vec<u8>>,
+) -> Result<Response> {
     let origin = env.var("ORIGIN_URL")?.to_string();
     let mut target = format!("{}{}", origin.trim_end_matches('/'), url.path());
     if let Some(query) = url.query() {
-        let mut query = if credential.has(CredentialSource::Query) { strip_api_key(query) } else { query.to_string() };
-        if resolved.as_ref().is_some_and(|r| r.strip_param) {
+        let mut query = if key_in_query { strip_api_key(query) } else { query.to_string() };
+        if strip_override {
             query = strip_override_param(&query);
         }
         if !query.is_empty() {
