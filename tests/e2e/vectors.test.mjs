@@ -45,10 +45,12 @@ for (const file of files) {
       if (c.record.status === 'revoked') {
         assert.equal((await kw.admin('POST', '/revocations', { hashes: [digest(key)] })).status, 200);
       }
-      const headers = c.request.basic_workspace !== undefined
+      const basic = c.request.basic_workspace !== undefined
         ? { authorization: `Basic ${Buffer.from(`${c.request.basic_workspace}:${key}`).toString('base64')}` }
         : undefined;
-      const body = { key: headers ? undefined : key, headers, method: c.request.method, path: c.request.path, ip: c.request.ip, body: c.request.body };
+      const browser = Object.fromEntries(['origin', 'referer'].filter((h) => c.request[h] !== undefined).map((h) => [h, c.request[h]]));
+      const headers = basic || Object.keys(browser).length ? { ...basic, ...browser } : undefined;
+      const body = { key: basic ? undefined : key, headers, method: c.request.method, path: c.request.path, ip: c.request.ip, body: c.request.body };
       const r = await kw.admin('POST', '/verify', body);
       assert.equal(r.status, 200, `${c.name}: ${r.text}`);
       const d = r.body.data;
