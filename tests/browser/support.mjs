@@ -7,12 +7,13 @@ import { ROOT } from '../support/keyward.mjs';
 
 export const SCREENSHOTS = path.join(ROOT, 'test-output', 'screenshots');
 
-export async function launch() {
+/** `args`: extra Chromium flags (e.g. `--host-resolver-rules` to give local servers host names). */
+export async function launch({ args = [] } = {}) {
   mkdirSync(SCREENSHOTS, { recursive: true });
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', ...args],
   });
 }
 
