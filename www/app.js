@@ -3,6 +3,7 @@
 import { api, setToken, getToken } from './api.js';
 import { MODULES, ACTIONS, toMatrix, fromMatrix } from './permissions.js';
 import { openHistory, wireHistory, loadActivity, wireActivity, resetActivity } from './audit.js';
+import { openPolicy, renderCorsOutcome } from './policy.js';
 
 const $ = (selector) => document.querySelector(selector);
 const $$ = (selector) => [...document.querySelectorAll(selector)];
@@ -10,7 +11,7 @@ const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
 
 // ---------------------------------------------------------------- routing
 
-const views = ['signin', 'keys', 'edit', 'activity', 'playground'];
+const views = ['signin', 'keys', 'edit', 'activity', 'policy', 'playground'];
 
 function show(view) {
   for (const v of views) $(`#view-${v}`).hidden = v !== view;
@@ -37,6 +38,9 @@ async function route() {
     show('activity');
     resetActivity(new URLSearchParams(query));
     await loadActivity(signedOut);
+  } else if (section === 'policy') {
+    show('policy');
+    await openPolicy();
   } else if (section === 'keys' && id === 'new') {
     show('edit');
     openEditor(null);
@@ -286,7 +290,7 @@ function openEditor(record) {
     $('#edit-status').className = `badge ${record.status}`;
     $('#edit-status').textContent = record.status;
   }
-  const r = record ?? { name: '', description: '', type: 'workspace', permissions: [], event_allowlist: [], event_denylist: [], ip_allowlist: [], attribute_allowlist: null, metadata: {} };
+  const r = record ?? { name: '', description: '', type: 'workspace', permissions: [], event_allowlist: [], event_denylist: [], ip_allowlist: [], origin_allowlist: [], attribute_allowlist: null, metadata: {} };
   $('#f-name').value = r.name;
   $('#f-description').value = r.description ?? '';
   $('#f-workspace').value = r.workspace ?? '';
@@ -301,6 +305,7 @@ function openEditor(record) {
   $('#f-allow').value = r.event_allowlist.join('\n');
   $('#f-deny').value = r.event_denylist.join('\n');
   $('#f-ips').value = r.ip_allowlist.join('\n');
+  $('#f-origins').value = (r.origin_allowlist ?? []).join('\n');
   $('#f-attr-on').checked = Array.isArray(r.attribute_allowlist);
   $('#f-attrs').value = (r.attribute_allowlist ?? []).join('\n');
   $('#f-attrs').disabled = !$('#f-attr-on').checked;
@@ -367,6 +372,7 @@ function formAttributes() {
     event_allowlist: lines($('#f-allow').value),
     event_denylist: lines($('#f-deny').value),
     ip_allowlist: lines($('#f-ips').value),
+    origin_allowlist: lines($('#f-origins').value),
     attribute_allowlist: $('#f-attr-on').checked ? lines($('#f-attrs').value) : null,
     expires_at: expires ? new Date(expires).toISOString() : null,
     metadata,
@@ -492,7 +498,7 @@ async function openPlayground() {
     }
   }
   const r = await api('GET', '/policy');
-  policy = r.body?.success ? { rules: r.body.data.rules } : { rules: [] };
+  policy = r.body?.success ? r.body.data : { rules: [] };
   const keys = await api('GET', '/api_keys?per_page=100');
   const select = $('#p-key');
   const current = select.value;
@@ -510,6 +516,8 @@ function playRequest() {
     ip: $('#p-ip').value.trim() || null,
     body: body === '' ? null : body,
     basic_workspace: $('#p-workspace').value.trim() || null,
+    origin: $('#p-origin').value.trim() || null,
+    referer: $('#p-referer').value.trim() || null,
   };
 }
 
@@ -549,7 +557,9 @@ function decideHere() {
     lastLocal = null;
     return;
   }
-  const result = core.decide(record, policy, playRequest(), Date.now());
+  const request = playRequest();
+  renderCorsOutcome($('#p-cors'), core.corsOutcome(policy, request), request.origin);
+  const result = core.decide(record, policy, request, Date.now());
   if (result.type === 'failure') {
     out.className = 'decision bad';
     out.textContent = result.errors.map((e) => `${e.field}: ${e.message}`).join('; ');
@@ -571,7 +581,7 @@ function compare() {
   agree.textContent = same ? '✓ The page and the edge agree.' : '✗ The page and the edge disagree (is the record the one stored for this key?).';
 }
 
-for (const id of ['#p-record', '#p-method', '#p-path', '#p-ip', '#p-body', '#p-workspace']) {
+for (const id of ['#p-record', '#p-method', '#p-path', '#p-ip', '#p-body', '#p-workspace', '#p-origin', '#p-referer']) {
   $(id).addEventListener('input', () => { lastEdge = null; $('#p-edge').hidden = true; $('#p-agree').hidden = true; decideHere(); });
 }
 $('#p-key').addEventListener('change', async () => {
@@ -591,6 +601,7 @@ $('#p-ask').addEventListener('click', async () => {
   const key = $('#p-plain').value.trim();
   const body = { method: req.method, path: req.path, ip: req.ip, body: req.body };
   if (ws) body.headers = { authorization: `Basic ${btoa(`${ws}:${key}`)}` }; else body.key = key;
+  for (const name of ['origin', 'referer']) if (req[name]) body.headers = { ...body.headers, [name]: req[name] };
   const r = await api('POST', '/verify', body);
   const out = $('#p-edge');
   if (!r.body?.success) {
