@@ -99,6 +99,8 @@ fn decide_only(key: &CompiledKey, policy: &RoutePolicy) -> Code {
         client_ip: Some(CLIENT_IP),
         body: Some(BODY.as_bytes()),
         basic_workspace: None,
+        origin: None,
+        referer: None,
     };
     decide(key, policy, &request, NOW).code
 }
