@@ -140,6 +140,17 @@ fn joined(always: &[&str], extra: &[String]) -> String {
 /// A header the edge sets on an answer: name (lowercase) and value.
 pub type Header = (&'static str, String);
 
+/// With `cors` in the policy keyward alone speaks CORS: these headers from the origin's answer are
+/// dropped before keyward's own are set, so an origin's `*` cannot grant what the policy does not.
+pub const OWNED_HEADERS: [&str; 6] = [
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-expose-headers",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-max-age",
+];
+
 /// What the edge does with a request before any key is looked at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -208,7 +219,8 @@ pub fn preflight(policy: &RoutePolicy, method: &str, path: &str, origin: Option<
 }
 
 /// The CORS headers for any other answer to a request with this `Origin`, forwarded or denied:
-/// none without `cors` in the policy; `Vary: Origin` alone for an origin that is not allowed.
+/// none without `cors` in the policy (the origin's own pass through); else `Vary: Origin`, with the
+/// grant for an allowed origin, in place of any [`OWNED_HEADERS`] the origin sent.
 pub fn response_headers(policy: &RoutePolicy, origin: Option<&str>) -> Vec<Header> {
     let Some(cors) = policy.cors() else {
         return Vec::new();

@@ -89,12 +89,16 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
     with_headers(response, &cors::response_headers(&policy, Some(&origin)))
 }
 
-/// Sets `headers` on a response; a fetched response's own headers are immutable, so on a copy.
+/// Sets the CORS `headers` on a response, in place of any CORS headers it had; none (no `cors` in
+/// the policy) leaves it untouched. A fetched response's headers are immutable, so on a copy.
 fn with_headers(response: Response, headers: &[cors::Header]) -> Result<Response> {
     if headers.is_empty() {
         return Ok(response);
     }
     let copy = response.headers().clone();
+    for name in cors::OWNED_HEADERS {
+        copy.delete(name)?;
+    }
     for (name, value) in headers {
         match (*name, copy.get(name)?) {
             ("vary", Some(vary)) if vary.split(',').any(|v| v.trim().eq_ignore_ascii_case(value)) => {}

@@ -145,6 +145,23 @@ test('CORS headers on a forwarded answer to an allowed origin, and none for othe
   assert.deepEqual(corsHeaders(none), {});
 });
 
+test('with cors in the policy, keyward replaces the origin\'s own CORS headers and keeps its Vary', async () => {
+  const { key } = await createKey();
+  const own = JSON.stringify({ 'access-control-allow-origin': '*', 'access-control-allow-credentials': 'true', vary: 'Accept-Encoding' });
+  const headers = { authorization: `Bearer ${key}`, 'x-test-response-headers': own };
+  const mine = await kw.request('GET', USERS, { headers: { ...headers, origin: APP } });
+  assert.equal(mine.status, 200);
+  assertGrantedTo(mine, APP, 'an allowed origin');
+  assert.match(mine.headers.vary, /Accept-Encoding/);
+  const other = await kw.request('GET', USERS, { headers: { ...headers, origin: 'https://evil.net' } });
+  assert.equal(other.status, 200);
+  assert.deepEqual(corsHeaders(other), {}, 'the origin\'s * grants nothing the policy does not');
+  assert.match(other.headers.vary, /Accept-Encoding, Origin/);
+  // Without an Origin the answer is left as the origin made it.
+  const plain = await kw.request('GET', USERS, { headers });
+  assert.equal(plain.headers['access-control-allow-origin'], '*');
+});
+
 test('CORS headers on each kind of denial, so a page can read the error code', async () => {
   const reader = await createKey();
   const revoked = await createKey();

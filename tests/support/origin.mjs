@@ -24,14 +24,17 @@ export async function startOrigin({ port = 0, host = '127.0.0.1', quiet = true }
       const text = JSON.stringify(record);
       // A bad day on demand, for the tests: x-test-destroy drops the connection unanswered,
       // x-test-delay-ms waits before answering, x-test-status answers with that status,
-      // x-test-body-delay-ms sends the headers at once and the body after a pause.
+      // x-test-body-delay-ms sends the headers at once and the body after a pause,
+      // x-test-response-headers (JSON) adds response headers.
       if (req.headers['x-test-destroy']) return req.socket.destroy();
       const status = Number(req.headers['x-test-status'] ?? 200);
       const delay = Number(req.headers['x-test-delay-ms'] ?? 0);
       const bodyDelay = Number(req.headers['x-test-body-delay-ms'] ?? 0);
+      let extra = {};
+      try { extra = JSON.parse(req.headers['x-test-response-headers'] ?? '{}'); } catch { /* none */ }
       setTimeout(() => {
         if (res.destroyed) return;
-        res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'x-test-origin': 'yes' });
+        res.writeHead(status, { ...extra, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'x-test-origin': 'yes' });
         if (!bodyDelay) return res.end(text);
         res.flushHeaders();
         setTimeout(() => res.end(text), bodyDelay);
