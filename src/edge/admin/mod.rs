@@ -77,6 +77,17 @@ enum Need {
 pub async fn handle(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, now: i64) -> Result<Response> {
     let segments: Vec<&str> = rest.split('/').collect();
     let method = req.method();
+    // The body is read whole before anything is answered, whatever the call: an answer sent while
+    // the caller's body is still unread breaks the caller's request (workerd then fails it with
+    // "Can't read from request stream after response has been sent"). The calls read it again
+    // from this in-memory copy.
+    let body = req.bytes().await.unwrap_or_default();
+    if !body.is_empty() && !matches!(method, Method::Get | Method::Head) {
+        let mut init = worker::RequestInit::new();
+        init.with_method(method.clone()).with_headers(req.headers().clone());
+        init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+        req = Request::new_with_init(req.url()?.as_str(), &init)?;
+    }
     match route(&mut req, env, ledger, now, &method, &segments).await {
         Ok(response) => Ok(response),
         Err(Refusal(405, code, message)) => {
