@@ -322,7 +322,7 @@ pub fn push(context: &Context, args: &PushArgs) -> Result<ExitCode, Failure> {
     }
     validate(&attributes, WriteMode::Push).map_err(|e| Failure::new(format!("refused before sending: {e}")))?;
     let client = context.client()?;
-    let answer = client.put(&format!("/keys/{}", identity.digest), &Value::Object(attributes))?;
+    let answer = client.put(&format!("/keys/{}", identity.digest), &json!({"api_key": attributes}))?;
     print_record(context, data(&answer));
     Ok(ExitCode::SUCCESS)
 }
