@@ -129,7 +129,7 @@ impl Client {
         url: &str,
         answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Answer, CallError> {
-        let mut response = answer.map_err(|e| CallError::Transport(unreachable(&self.base, url, &e)))?;
+        let mut response = answer.map_err(|e| CallError::Transport(unreachable(&self.base, &e)))?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
@@ -145,7 +145,7 @@ impl Client {
 }
 
 /// One line for a call that got no HTTP answer at all.
-fn unreachable(base: &str, url: &str, e: &ureq::Error) -> String {
+fn unreachable(base: &str, e: &ureq::Error) -> String {
     let why = match e {
         ureq::Error::HostNotFound => "the host name does not resolve".to_string(),
         ureq::Error::ConnectionFailed => "the connection failed".to_string(),
@@ -153,8 +153,7 @@ fn unreachable(base: &str, url: &str, e: &ureq::Error) -> String {
         ureq::Error::Io(io) => io.to_string(),
         other => other.to_string(),
     };
-    let path = url.strip_prefix(base).unwrap_or(url);
-    format!("cannot reach keyward at {base} ({why}) for {path}; check --url or KEYWARD_URL")
+    format!("cannot reach keyward at {base} ({why}); check --url or KEYWARD_URL")
 }
 
 /// Reads the contract's envelope: `{"success", "data", "error_code", "error_message"}`.

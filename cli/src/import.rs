@@ -566,7 +566,8 @@ pub fn run(context: &Context, args: &ImportArgs) -> Result<ExitCode, Failure> {
             "seconds": elapsed.as_secs_f64(), "records_per_second": rate, "dry_run": args.dry_run,
         })),
         Format::Human => {
-            println!("imported={} unchanged={} failed={}", tally.imported, tally.unchanged, tally.failed);
+            let verb = if args.dry_run { "would_import" } else { "imported" };
+            println!("{verb}={} unchanged={} failed={}", tally.imported, tally.unchanged, tally.failed);
             eprintln!(
                 "import: {} records in {:.1} s ({rate:.0} records/s){}",
                 tally.settled(),

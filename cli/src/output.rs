@@ -75,7 +75,7 @@ pub fn table(rows: &[Value], columns: &[&str]) -> String {
 pub fn fields(record: &Value) -> String {
     let mut out = String::new();
     if let Some(map) = record.as_object() {
-        let width = map.keys().map(|k| k.chars().count()).max().unwrap_or(0);
+        let width = map.keys().map(|k| k.chars().count() + 1).max().unwrap_or(0);
         for (key, value) in map {
             let text = match value {
                 Value::Object(_) => value.to_string(),

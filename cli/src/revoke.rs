@@ -107,11 +107,12 @@ pub fn run(context: &Context, args: &RevokeArgs) -> Result<ExitCode, Failure> {
     match context.format {
         Format::Json => output::json(&json!({"revoked": revoked, "not_found": not_found, "failed": failed})),
         Format::Human => {
+            let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
             for f in &failed {
-                eprintln!("{}: {}", output::cell(f.get("where")), output::cell(f.get("error")));
+                eprintln!("{}: {}", text(f.get("where")), text(f.get("error")));
             }
             for id in &not_found {
-                eprintln!("{}: no such key", output::cell(Some(id)));
+                eprintln!("{}: no such key", text(Some(id)));
             }
             println!("revoked={} not_found={} failed={}", revoked.len(), not_found.len(), failed.len());
         }

@@ -218,6 +218,36 @@ test('policy: check runs the vectors locally; a bad file is refused before it is
   assert.deepEqual(got.rules.length, before.rules.length);
 });
 
+test('import --dry-run: every line is checked here with the core and nothing is sent', async () => {
+  const keys = Array.from({ length: 3 }, () => makeKey('kw_live'));
+  const file = path.join(dir, 'dry.jsonl');
+  writeFileSync(file, [
+    JSON.stringify({ key: keys[0], name: 'a' }),
+    JSON.stringify({ key: keys[1], name: 'b', version: 2, metadata: { plan: 'pro' } }),
+    JSON.stringify({ key: keys[0], name: 'a' }),
+    JSON.stringify({ key: keys[0], name: 'a but other' }),
+    JSON.stringify({ key: keys[2], name: 'c', type: 'profile' }),
+    JSON.stringify({ key: keys[2], name: 'c', colour: 'red' }),
+    JSON.stringify({ name: 'no key' }),
+    '[1, 2]',
+  ].join('\n'));
+  const r = await cli(['import', file, '--dry-run']);
+  assert.equal(r.stdout.trim(), 'would_import=2 unchanged=1 failed=5', r.stderr);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /dry run: nothing was sent/);
+  const failed = readFileSync(`${file}.failed.jsonl`, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(failed.map((f) => [f.line, f.error_message.split(':')[0]]).sort(), [
+    [4, 'digest'], [5, 'profile_id'], [6, 'colour'], [7, 'key'], [8, 'line'],
+  ]);
+  assert.equal(failed.find((f) => f.line === 5).record.digest, digest(keys[2]));
+  assert.ok(!keys.some((k) => readFileSync(`${file}.failed.jsonl`, 'utf8').includes(k)), 'a plaintext key in the failed file');
+  const listed = JSON.parse((await cli(['keys', 'list', '--json', '--name', 'b'])).stdout);
+  assert.deepEqual(listed, [], 'a dry run sent a record');
+  failedWithOneLine(await cli(['import', path.join(dir, 'keys.txt')]), /expected a \.jsonl or \.csv file/);
+  writeFileSync(path.join(dir, 'nokey.csv'), 'name,permissions\na,users:read\n');
+  failedWithOneLine(await cli(['import', path.join(dir, 'nokey.csv')]), /needs a "key" or "digest" column/);
+});
+
 test('import JSONL and CSV: good, bad and repeated lines; a rerun changes nothing', async (t) => {
   if (!(await has('POST', '/keys/batch', { records: [] }))) {
     t.skip('POST /_keyward/v1/keys/batch is not in this build of the Worker yet (contract section 7)');
