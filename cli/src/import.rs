@@ -27,8 +27,8 @@ use crate::Context;
 
 /// The most records `POST /keys/batch` takes at once.
 pub const MAX_BATCH: usize = 1000;
-/// Batches stay well under the management API's 1 MiB body limit.
-const MAX_BATCH_BYTES: usize = 900 * 1024;
+/// Batches stay well under the batch endpoint's 8 MiB body limit.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -350,7 +350,16 @@ fn read_results(batch: &[Prepared], results: &Value) -> Event {
             other => refused.push(Refusal {
                 line: record.line,
                 code: if other == "refused" { text("error_code") } else { "UNEXPECTED_STATUS".into() },
-                message: if other == "refused" { text("error_message") } else { format!("status: {other:?} is not a batch status") },
+                // The batch names the item (`records[3].version: ...`); the failed file names the line.
+                message: if other == "refused" {
+                    let message = text("error_message");
+                    match message.strip_prefix("records[").and_then(|rest| rest.split_once("].")) {
+                        Some((_, field_message)) => field_message.to_string(),
+                        None => message,
+                    }
+                } else {
+                    format!("status: {other:?} is not a batch status")
+                },
                 record: Value::Object(record.item.clone()),
             }),
         }
