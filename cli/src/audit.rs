@@ -35,33 +35,46 @@ pub struct AuditArgs {
 
 const COLUMNS: &[&str] = &["at", "actor", "action", "key_id", "changes"];
 
-/// `changes` in a few words: each changed attribute with its old and new value.
+/// Attributes every change touches, left out of the summary.
+const NOISE: &[&str] = &["created_at", "updated_at"];
+
+/// `changes` in a few words: each changed attribute with its old and new value (`name=new` when
+/// there was no old one, as for a new key).
 pub fn summarize_changes(changes: Option<&Value>) -> String {
     let pair = |name: &str, change: &Value| -> String {
-        let old = change.get("old").or_else(|| change.get("from"));
+        let old = change.get("old").or_else(|| change.get("from")).filter(|v| !v.is_null());
         let new = change.get("new").or_else(|| change.get("to"));
         match (old, new) {
             (None, None) => format!("{name}={}", output::cell(Some(change))),
+            (None, new) => format!("{name}={}", output::cell(new)),
             (old, new) => format!("{name}: {} -> {}", output::cell(old), output::cell(new)),
         }
     };
-    match changes {
-        Some(Value::Object(map)) => map.iter().map(|(name, change)| pair(name, change)).collect::<Vec<_>>().join("; "),
+    let parts: Vec<String> = match changes {
+        Some(Value::Object(map)) => map
+            .iter()
+            .filter(|(name, _)| !NOISE.contains(&name.as_str()))
+            .map(|(name, change)| pair(name, change))
+            .collect(),
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| {
-                let name = item
-                    .get("attribute")
-                    .or_else(|| item.get("field"))
-                    .or_else(|| item.get("name"))
-                    .and_then(Value::as_str)
+                let name = ["attribute", "field", "name"]
+                    .iter()
+                    .find_map(|f| item.get(*f).and_then(Value::as_str))
                     .unwrap_or("?");
-                pair(name, item)
+                (name, item)
             })
-            .collect::<Vec<_>>()
-            .join("; "),
-        None | Some(Value::Null) => "-".into(),
-        Some(other) => other.to_string(),
+            .filter(|(name, _)| !NOISE.contains(name))
+            .map(|(name, item)| pair(name, item))
+            .collect(),
+        None | Some(Value::Null) => Vec::new(),
+        Some(other) => vec![other.to_string()],
+    };
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
     }
 }
 
@@ -176,6 +189,10 @@ mod tests {
         assert_eq!(
             summarize_changes(Some(&json!([{"attribute": "permissions", "old": [], "new": ["x:y"]}]))),
             "permissions: - -> x:y"
+        );
+        assert_eq!(
+            summarize_changes(Some(&json!({"name": {"old": null, "new": "ci"}, "created_at": {"old": null, "new": "t"}}))),
+            "name=ci"
         );
         assert_eq!(summarize_changes(None), "-");
     }

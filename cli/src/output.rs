@@ -12,6 +12,8 @@ pub enum Format {
 }
 
 const MAX_CELL_CHARS: usize = 48;
+/// The last column has no neighbour to push away.
+const MAX_LAST_CELL_CHARS: usize = 200;
 
 /// Prints `value` as one line of JSON.
 pub fn json(value: &Value) {
@@ -21,6 +23,11 @@ pub fn json(value: &Value) {
 
 /// Text for one cell: strings as they are, lists joined, null as `-`, long text cut short.
 pub fn cell(value: Option<&Value>) -> String {
+    cell_within(value, MAX_CELL_CHARS)
+}
+
+/// [`cell`] with another length limit (the last column of a table may run longer).
+pub fn cell_within(value: Option<&Value>, max: usize) -> String {
     let text = match value {
         None | Some(Value::Null) => "-".to_string(),
         Some(Value::String(s)) => s.clone(),
@@ -29,8 +36,8 @@ pub fn cell(value: Option<&Value>) -> String {
         Some(other) => other.to_string(),
     };
     let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if clean.chars().count() > MAX_CELL_CHARS {
-        let mut cut: String = clean.chars().take(MAX_CELL_CHARS - 1).collect();
+    if clean.chars().count() > max {
+        let mut cut: String = clean.chars().take(max.saturating_sub(1)).collect();
         cut.push('…');
         cut
     } else {
@@ -42,7 +49,13 @@ pub fn cell(value: Option<&Value>) -> String {
 pub fn table(rows: &[Value], columns: &[&str]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| columns.iter().map(|c| cell(row.get(*c))).collect())
+        .map(|row| {
+            columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| cell_within(row.get(*c), if i + 1 == columns.len() { MAX_LAST_CELL_CHARS } else { MAX_CELL_CHARS }))
+                .collect()
+        })
         .collect();
     let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
     for row in &cells {
