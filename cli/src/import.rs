@@ -414,10 +414,12 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total);
             let style = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records  {per_sec}  ETA {eta}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records  {rate}  ETA {eta}",
             );
             if let Ok(style) = style {
-                bar.set_style(style);
+                bar.set_style(style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                }));
             }
             bar.enable_steady_tick(Duration::from_millis(200));
             Progress::Bar(bar)
