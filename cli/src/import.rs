@@ -691,6 +691,32 @@ mod tests {
     }
 
     #[test]
+    fn csv_rows_become_typed_records_with_their_line_numbers() {
+        let dir = std::env::temp_dir().join(format!("keyward-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.csv");
+        std::fs::write(
+            &path,
+            "key,name,permissions,active,metadata\nk1,\"a, \"\"quoted\"\"\nname\",users:read x:*,false,\"{\"\"n\"\": 1}\"\nk2,b,,,\n",
+        )
+        .unwrap();
+        let rows: Vec<_> = read_csv(&path).unwrap().collect();
+        let (line, first) = rows[0].clone().unwrap();
+        assert_eq!(line, 2);
+        assert_eq!(
+            Value::Object(first),
+            json!({"key": "k1", "name": "a, \"quoted\"\nname", "permissions": ["users:read", "x:*"], "active": false, "metadata": {"n": 1}})
+        );
+        let (line, second) = rows[1].clone().unwrap();
+        assert_eq!(line, 4, "a quoted line break moves the line count on");
+        assert_eq!(Value::Object(second), json!({"key": "k2", "name": "b"}));
+        assert_eq!(count_records(&path, Layout::Csv).unwrap(), 2);
+        std::fs::write(&path, "name\nx\n").unwrap();
+        assert!(read_csv(&path).is_err(), "a file without a key or digest column");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn files_are_read_by_extension() {
         assert_eq!(layout_of(Path::new("a.JSONL")).unwrap(), Layout::Jsonl);
         assert_eq!(layout_of(Path::new("a.csv")).unwrap(), Layout::Csv);
