@@ -112,6 +112,25 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
+/// Help and version as clap prints them; a usage mistake as one line, like every other error.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return if e.exit_code() == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) };
+    }
+    let text = e.render().to_string();
+    let why: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let why = why.join(" ");
+    eprintln!("keyward: {} (see keyward --help)", why.strip_prefix("error: ").unwrap_or(&why));
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     // Rust ignores SIGPIPE, so printing into a closed pipe would be an error at every println;
     // the default action ends the process quietly instead, like any other command-line tool.
@@ -120,7 +139,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(failure) => {

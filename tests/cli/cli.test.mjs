@@ -183,6 +183,16 @@ test('an unreachable URL: one line, non-zero', async () => {
   failedWithOneLine(await cli(['keys', 'list'], { env: { KEYWARD_URL: '' } }), /--url/);
 });
 
+test('a usage mistake: one line, exit 2; help still prints', async () => {
+  const missing = await cli(['keys', 'get']);
+  failedWithOneLine(missing, /required arguments were not provided: <ID>/);
+  assert.equal(missing.code, 2);
+  failedWithOneLine(await cli(['keys', 'lst']), /unrecognized subcommand 'lst'.*'list'/);
+  const help = await cli(['import', '--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /--dry-run/);
+});
+
 test('policy: check runs the vectors locally; a bad file is refused before it is sent', async () => {
   const good = await cli(['policy', 'check', path.join(ROOT, 'config/default-policy.json')]);
   assert.equal(good.code, 0, good.stderr);
