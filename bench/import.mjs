@@ -3,7 +3,7 @@
 // Prints one line with the rate and writes bench-output/import.json.
 // Usage: node bench/import.mjs [N]
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startOrigin } from '../tests/support/origin.mjs';
 import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
@@ -54,4 +54,5 @@ try {
 } finally {
   await kw.stop();
   await origin.stop();
+  rmSync(dir, { recursive: true, force: true }); // the generated plaintext keys
 }
