@@ -13,6 +13,7 @@ pub mod digest;
 pub mod ip;
 pub mod key;
 pub mod method;
+pub mod page_token;
 pub mod policy;
 pub mod record;
 pub mod time;
