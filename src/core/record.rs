@@ -564,6 +564,17 @@ mod tests {
         blank().with_attributes(&attrs(v), mode).unwrap_err()
     }
 
+    /// Found by fuzzing (fuzz/fuzz_targets/record.rs): an offset carried the expiry out of the
+    /// years RFC 3339 can write, so the record stored did not compile for the gate.
+    #[test]
+    fn an_expiry_outside_years_0000_to_9999_is_refused() {
+        for at in ["0000-01-01T00:00:00+23:59", "9999-12-31T23:59:59-00:01"] {
+            assert_eq!(err(json!({"name": "k", "expires_at": at}), WriteMode::Create).field, "expires_at");
+        }
+        let record = blank().with_attributes(&attrs(json!({"expires_at": "9999-12-31T23:59:59+00:01"})), WriteMode::Update).unwrap();
+        assert!(CompiledKey::compile(record).is_ok());
+    }
+
     #[test]
     fn create_applies_defaults_and_attributes() {
         let r = blank()

@@ -151,3 +151,16 @@ test('an event body with invalid UTF-8 anywhere is refused, not scanned past (fo
   }
   assert.equal(origin.seen.length, 1, 'a refused body reached the origin');
 });
+
+test('an expiry that would leave years 0000-9999 once in UTC is refused by name (found by fuzzing)', async () => {
+  for (const at of ['0000-01-01T00:00:00+23:59', '9999-12-31T23:59:59-00:01']) {
+    const r = await kw.admin('POST', '/api_keys', { api_key: { name: 'far', permissions: ['users:read'], expires_at: at } });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.body.error_code, 'BAD_REQUEST');
+    assert.match(r.body.error_message, /expires_at/);
+  }
+  const edge = await kw.admin('POST', '/api_keys', { api_key: { name: 'far', permissions: ['users:read'], expires_at: '9999-12-31T23:59:59+00:01' } });
+  assert.equal(edge.status, 201, edge.text);
+  const r = await kw.request('GET', USERS, { headers: { authorization: `Bearer ${edge.body.data.api_key}` } });
+  assert.equal(r.status, 200, r.text);
+});
