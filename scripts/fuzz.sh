@@ -9,7 +9,7 @@
 # sanitizer coverage); RUSTC_BOOTSTRAP=1 lets the stable compiler accept them. Targets are built
 # with optimizations and debug assertions (integer overflow panics too). The corpus grows in
 # fuzz/corpus/TARGET (not committed), seeded from the small committed fuzz/seeds/TARGET; a crash
-# leaves its input in fuzz/artifacts/TARGET/ and its log in test-output/fuzz/TARGET.log. Replay
+# leaves its input in fuzz/artifacts/TARGET/ and its log in fuzz/logs/TARGET.log. Replay
 # one with `RUSTC_BOOTSTRAP=1 cargo fuzz run -O --debug-assertions TARGET fuzz/artifacts/TARGET/FILE`.
 # Exits non-zero if any target crashed. Not part of scripts/test.sh.
 set -euo pipefail
@@ -28,19 +28,24 @@ fi
 
 if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list); fi
 
-mkdir -p test-output/fuzz
+# Logs live beside the corpus (not in test-output/, which scripts/test.sh clears).
+mkdir -p fuzz/logs
 echo "fuzz: building the targets"
-cargo fuzz build -O --debug-assertions >test-output/fuzz/build.log 2>&1 || { cat test-output/fuzz/build.log; exit 1; }
+cargo fuzz build -O --debug-assertions >fuzz/logs/build.log 2>&1 || { cat fuzz/logs/build.log; exit 1; }
+# The binaries are run directly from here on, so a change to the sources during a long run
+# cannot rebuild them halfway.
+bin="fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release"
+
 summary=()
 failed=0
 for target in "${targets[@]}"; do
-  mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target"
-  log="test-output/fuzz/$target.log"
+  mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target" "fuzz/artifacts/$target"
+  log="fuzz/logs/$target.log"
   echo "fuzz: $target for ${seconds} s"
   start=$(date +%s)
   status=0
-  cargo fuzz run -O --debug-assertions "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 >"$log" 2>&1 || status=$?
+  "$bin/$target" -artifact_prefix="fuzz/artifacts/$target/" -max_total_time="$seconds" -timeout=10 \
+    -rss_limit_mb=1024 -print_final_stats=1 "fuzz/corpus/$target" "fuzz/seeds/$target" >"$log" 2>&1 || status=$?
   took=$(( $(date +%s) - start ))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
