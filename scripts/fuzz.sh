@@ -8,9 +8,10 @@
 # libfuzzer-sys crate, and AddressSanitizer) needs nightly-only compiler flags (-Zsanitizer,
 # sanitizer coverage); RUSTC_BOOTSTRAP=1 lets the stable compiler accept them. Targets are built
 # with optimizations and debug assertions (integer overflow panics too). The corpus grows in
-# fuzz/corpus/TARGET (not committed), seeded from the small committed fuzz/seeds/TARGET; a crash
-# leaves its input in fuzz/artifacts/TARGET/ and its log in fuzz/logs/TARGET.log. Replay
-# one with `RUSTC_BOOTSTRAP=1 cargo fuzz run -O --debug-assertions TARGET fuzz/artifacts/TARGET/FILE`.
+# fuzz/corpus/TARGET (not committed), seeded from the small committed fuzz/seeds/TARGET, with
+# token dictionaries from fuzz/dicts/. A crash leaves its input in fuzz/artifacts/TARGET/ and its
+# log in fuzz/logs/TARGET.log; replay it with
+# `RUSTC_BOOTSTRAP=1 cargo fuzz run -O --debug-assertions TARGET fuzz/artifacts/TARGET/FILE`.
 # Exits non-zero if any target crashed. Not part of scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +45,13 @@ for target in "${targets[@]}"; do
   echo "fuzz: $target for ${seconds} s"
   start=$(date +%s)
   status=0
-  "$bin/$target" -artifact_prefix="fuzz/artifacts/$target/" -max_total_time="$seconds" -timeout=10 \
+  dict=()
+  case $target in
+    record|stored_record|policy|body_event|attributes|route_path) dict=(-dict=fuzz/dicts/json.dict) ;;
+    credential|basic|key) dict=(-dict=fuzz/dicts/credential.dict) ;;
+    ip) dict=(-dict=fuzz/dicts/ip.dict) ;;
+  esac
+  "$bin/$target" "${dict[@]}" -artifact_prefix="fuzz/artifacts/$target/" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=1024 -print_final_stats=1 "fuzz/corpus/$target" "fuzz/seeds/$target" >"$log" 2>&1 || status=$?
   took=$(( $(date +%s) - start ))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
