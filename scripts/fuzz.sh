@@ -55,13 +55,13 @@ for target in "${targets[@]}"; do
     -rss_limit_mb=1024 -print_final_stats=1 "fuzz/corpus/$target" "fuzz/seeds/$target" >"$log" 2>&1 || status=$?
   took=$(( $(date +%s) - start ))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
   corpus=$(find "fuzz/corpus/$target" -type f | wc -l)
   if [ "$status" -eq 0 ]; then
     result="ok, 0 crashes"
   else
     failed=1
-    artifact=$(grep -oE 'fuzz/artifacts/[^ ]+' "$log" | tail -1)
+    artifact=$(grep -oE 'fuzz/artifacts/[^ ]+' "$log" | tail -1 || true)
     result="CRASH (exit $status) ${artifact:-see $log}"
   fi
   summary+=("$(printf '%-14s %6s s %12s %8s %8s   %s' "$target" "$took" "${execs:-?}" "${cov:-?}" "$corpus" "$result")")
