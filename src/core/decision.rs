@@ -516,7 +516,15 @@ mod tests {
     /// skipped number out of range.
     #[test]
     fn body_scan_refuses_what_parsing_refuses() {
-        for body in [&b"[22222E2222] "[..], b"{\"x\":[1e999],\"action\":\"a\"}", b"{\"x\":{\"y\":-1e400}}",&b"[1,2,{\"a\x8a\":3}] "[..], b"{\"x\":\"\xff\",\"action\":\"a\"}", b"{\"act\xffion\":\"b\",\"action\":\"a\"}"] {
+        let bodies: [&[u8]; 6] = [
+            b"[22222E2222] ",
+            b"{\"x\":[1e999],\"action\":\"a\"}",
+            b"{\"x\":{\"y\":-1e400}}",
+            b"[1,2,{\"a\x8a\":3}] ",
+            b"{\"x\":\"\xff\",\"action\":\"a\"}",
+            b"{\"act\xffion\":\"b\",\"action\":\"a\"}",
+        ];
+        for body in bodies {
             assert_eq!(body_field(Some(body), "action"), Err("the request body is not valid JSON"));
             assert_eq!(body_field(Some(body), "action"), parse_body(Some(body)).map(|v| v.get("action").cloned()));
         }
