@@ -202,7 +202,8 @@ async function churnLoop() {
       const doc = cycle % 8 === 1
         ? { rules: [...defaultPolicy.rules, { method: 'GET', path: `/soak/{n}`, permission: 'users:read' }] }
         : defaultPolicy;
-      if (await change('policy', 'PUT', '/policy', doc, 200)) policyExpected = doc;
+      const put = await change('policy', 'PUT', '/policy', doc, 200);
+      if (put) policyExpected = put.json.data; // the policy as stored, to compare with a read
     }
     // Old entries leave the pool so the traffic keeps meeting fresh states.
     while (pool.length > 12) pool.shift();
@@ -298,7 +299,9 @@ for (const id of live) if (!listed.has(id)) problems.push(`missing from the list
 for (const id of listed) if (!live.has(id)) problems.push(`listed but deleted or never made: ${id}`);
 if (policyExpected) {
   const r = await admin('GET', '/policy');
-  if (JSON.stringify(r.json?.data?.rules?.length) !== JSON.stringify(policyExpected.rules.length)) problems.push(`lost policy change: ${r.json?.data?.rules?.length} rules, expected ${policyExpected.rules.length}`);
+  if (JSON.stringify(r.json?.data?.rules) !== JSON.stringify(policyExpected.rules)) {
+    problems.push(`lost policy change: ${r.json?.data?.rules?.length} rules read, ${policyExpected.rules.length} stored last`);
+  }
 }
 // Nothing allowed after the revocation (or expiry, or deletion) was answered.
 let afterRevoke = 0;
