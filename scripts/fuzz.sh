@@ -48,7 +48,7 @@ for target in "${targets[@]}"; do
   dict=()
   case $target in
     record|stored_record|policy|body_event|attributes|route_path) dict=(-dict=fuzz/dicts/json.dict) ;;
-    credential|basic|key) dict=(-dict=fuzz/dicts/credential.dict) ;;
+    credential|basic|key|method_override) dict=(-dict=fuzz/dicts/credential.dict) ;;
     ip) dict=(-dict=fuzz/dicts/ip.dict) ;;
   esac
   "$bin/$target" "${dict[@]}" -artifact_prefix="fuzz/artifacts/$target/" -max_total_time="$seconds" -timeout=10 \
