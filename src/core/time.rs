@@ -59,7 +59,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
     // An offset or a leap second can carry the instant out of years 0000-9999 (UTC), which
-    // `format_rfc3339` could not write back as RFC 3339 (found by fuzzing: a stored expiry that
+    // `format_rfc3339` could not write back as RFC 3339 (found with the record fuzz target's oracle: a stored expiry that
     // no longer parsed made its key unusable).
     Some(seconds * 1000 + millis).filter(|ms| (MIN_MS..=MAX_MS).contains(ms))
 }
@@ -170,7 +170,7 @@ mod tests {
             "2026-11-24X14:55:27Z",
             "2026-11-24T14:55:27Z ",
             "+026-11-24T14:55:27Z",
-            // Found by fuzzing: instants outside years 0000-9999 in UTC.
+            // Instants outside years 0000-9999 in UTC (the record fuzz target's oracle).
             "0000-01-01T00:00:00+00:01",
             "0000-01-01T00:00:00+23:59",
             "9999-12-31T23:59:59-00:01",

@@ -152,7 +152,7 @@ test('an event body with invalid UTF-8 anywhere is refused, not scanned past (fo
   assert.equal(origin.seen.length, 1, 'a refused body reached the origin');
 });
 
-test('an expiry that would leave years 0000-9999 once in UTC is refused by name (found by fuzzing)', async () => {
+test('an expiry that would leave years 0000-9999 once in UTC is refused by name (found with the record fuzz target)', async () => {
   for (const at of ['0000-01-01T00:00:00+23:59', '9999-12-31T23:59:59-00:01']) {
     const r = await kw.admin('POST', '/api_keys', { api_key: { name: 'far', permissions: ['users:read'], expires_at: at } });
     assert.equal(r.status, 400, r.text);
