@@ -15,6 +15,7 @@ pub mod ip;
 pub mod key;
 pub mod method;
 pub mod origin;
+pub mod page_token;
 pub mod policy;
 pub mod record;
 pub mod time;

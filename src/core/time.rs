@@ -58,8 +58,15 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     };
     let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-    Some(seconds * 1000 + millis)
+    // An offset or a leap second can carry the instant out of years 0000-9999 (UTC), which
+    // `format_rfc3339` could not write back as RFC 3339 (found with the record fuzz target's oracle: a stored expiry that
+    // no longer parsed made its key unusable).
+    Some(seconds * 1000 + millis).filter(|ms| (MIN_MS..=MAX_MS).contains(ms))
 }
+
+/// 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z: the instants RFC 3339 can write in UTC.
+const MIN_MS: i64 = -62_167_219_200_000;
+const MAX_MS: i64 = 253_402_300_799_999;
 
 /// Formats Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_rfc3339(millis: i64) -> String {
@@ -137,6 +144,10 @@ mod tests {
 
     #[test]
     fn known_instants() {
+        assert_eq!(parse_rfc3339("0000-01-01T00:00:00Z"), Some(MIN_MS));
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59.999Z"), Some(MAX_MS));
+        assert_eq!(format_rfc3339(MIN_MS), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(MAX_MS), "9999-12-31T23:59:59.999Z");
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2026-11-24T14:55:27.123Z"), Some(1_795_532_127_123));
         assert_eq!(parse_rfc3339("2026-11-24T16:55:27.123+02:00"), Some(1_795_532_127_123));
@@ -159,6 +170,11 @@ mod tests {
             "2026-11-24X14:55:27Z",
             "2026-11-24T14:55:27Z ",
             "+026-11-24T14:55:27Z",
+            // Instants outside years 0000-9999 in UTC (the record fuzz target's oracle).
+            "0000-01-01T00:00:00+00:01",
+            "0000-01-01T00:00:00+23:59",
+            "9999-12-31T23:59:59-00:01",
+            "9999-12-31T23:59:60Z",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
@@ -166,13 +182,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn format_then_parse_round_trips(ms in -62_135_596_800_000i64..253_402_300_799_999i64) {
+        fn format_then_parse_round_trips(ms in MIN_MS..=MAX_MS) {
             prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms));
         }
 
         #[test]
         fn parse_never_panics(s in ".{0,45}") {
             let _ = parse_rfc3339(&s);
+        }
+
+        #[test]
+        fn whatever_parses_formats_back_to_the_same_instant(s in "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])") {
+            if let Some(ms) = parse_rfc3339(&s) {
+                prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms));
+            }
         }
     }
 }

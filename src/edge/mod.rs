@@ -124,5 +124,5 @@ async fn console(req: &Request, env: &Env, rest: &str) -> Result<Response> {
     if response.status_code() == 404 {
         return reply::error(404, "NOT_FOUND", "no such console file");
     }
-    Ok(response)
+    reply::console_file(response)
 }

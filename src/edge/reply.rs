@@ -3,10 +3,46 @@
 use serde_json::{json, Value};
 use worker::{Headers, Response, Result};
 
+/// Sent with every answer keyward itself makes (management API, gate denials): nothing in a JSON
+/// answer may run, be framed, be sniffed into HTML or leak the URL to another site.
+const API_HEADERS: [(&str, &str); 3] = [
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// Sent with every console file. Scripts and styles come only from the console's own files (no
+/// inline script, style attribute or on* handler); `wasm-unsafe-eval` lets the playground compile
+/// the core's WebAssembly and allows no `eval`; the console may not be framed (clickjacking a
+/// signed-in operator into Revoke or Delete).
+const CONSOLE_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self'; \
+         connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+];
+
+/// Adds the console's security headers to a console file's response.
+pub fn console_file(response: Response) -> Result<Response> {
+    // The assets binding's headers are immutable; a copy is not.
+    let headers = response.headers().clone();
+    for (name, value) in CONSOLE_HEADERS {
+        headers.set(name, value)?;
+    }
+    Ok(response.with_headers(headers))
+}
+
 pub fn json(status: u16, body: &Value) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json; charset=utf-8")?;
     headers.set("cache-control", "no-store")?;
+    for (name, value) in API_HEADERS {
+        headers.set(name, value)?;
+    }
     Ok(Response::from_bytes(body.to_string().into_bytes())?
         .with_status(status)
         .with_headers(headers))

@@ -1,5 +1,12 @@
 // Headless Chromium (Debian's package) driven by playwright-core, against the Worker under
 // `wrangler dev`. Screenshots go to test-output/screenshots/.
+//
+// The console is served with its Content-Security-Policy on (never bypassed here), and every
+// page this module opens reports each CSP violation it sees, both as the page's
+// `securitypolicyviolation` event and as Chromium's console message about it; a shared afterEach
+// fails the test that caused any.
+import { afterEach } from 'node:test';
+import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -17,12 +24,35 @@ export async function launch({ args = [] } = {}) {
   });
 }
 
+/** CSP violations seen since the current test began, by every page opened through newPage. */
+export const cspViolations = [];
+
+afterEach(() => {
+  const seen = cspViolations.splice(0);
+  assert.deepEqual(seen, [], 'the console broke its Content-Security-Policy');
+});
+
+// Runs in every document before the page's own scripts (Playwright injects it through the
+// DevTools protocol, which the page's CSP does not govern).
+function watchCsp() {
+  document.addEventListener('securitypolicyviolation', (e) => {
+    // eslint-disable-next-line no-undef
+    globalThis.__keywardCspViolation?.(`${e.effectiveDirective} blocked ${e.blockedURI || 'inline'} `
+      + `at ${e.sourceFile || e.documentURI}:${e.lineNumber} (${e.sample || 'no sample'})`);
+  });
+}
+
 export async function newPage(browser, options = {}) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...options });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, bypassCSP: false, ...options });
   await context.grantPermissions(['clipboard-read', 'clipboard-write']).catch(() => {});
+  await context.exposeFunction('__keywardCspViolation', (text) => cspViolations.push(`event: ${text}`));
+  await context.addInitScript(watchCsp);
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (/Content Security Policy/i.test(m.text())) cspViolations.push(`console: ${m.text()}`);
+  });
   page.errors = errors;
   return page;
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use worker::Request;
 
 use super::{per_page, query_pairs, Answer, Call, Refusal};
-use crate::core::key::is_key_id;
+use crate::core::page_token::{decode as decode_token, encode as encode_token};
 use crate::edge::ledger::ListFilter;
 use crate::edge::reply;
 
@@ -68,18 +68,4 @@ pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
     extra.insert("page_token".into(), token.map_or(Value::Null, Value::String));
     extra.insert("next_page_token".into(), next.map_or(Value::Null, Value::String));
     Ok(reply::success_with(200, Value::Array(views), extra)?)
-}
-
-/// A page token names the last id of the previous page.
-fn encode_token(id: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("after:{id}"))
-}
-
-fn decode_token(token: &str) -> Option<String> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let id = text.strip_prefix("after:")?;
-    is_key_id(id).then(|| id.to_string())
 }
