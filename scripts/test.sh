@@ -22,6 +22,9 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 cargo clippy --quiet --lib --target wasm32-unknown-unknown -- -D warnings
 cargo clippy --quiet --lib --target wasm32-unknown-unknown --no-default-features --features browser -- -D warnings
 
+echo "test: the fuzz targets still build against the core (they run in scripts/fuzz.sh, not here)"
+RUSTC_BOOTSTRAP=1 cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
+
 echo "test: the configuration deploys (wrangler deploy --dry-run)"
 WRANGLER_SEND_METRICS=false npx wrangler deploy --dry-run --outdir test-output/dry-run >test-output/dry-run.log 2>&1 \
   || { cat test-output/dry-run.log; exit 1; }

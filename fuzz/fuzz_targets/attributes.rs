@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         r#"{"rules":[{"method":"PUT","path":"/profiles/{p}","permission":"profiles:update","attribute_check":true}]}"#,
     )
     .expect("policy");
-    let request = GateRequest { method: "PUT", path: "/profiles/p1", client_ip: None, body: Some(body), basic_workspace: None };
+    let request = GateRequest { method: "PUT", path: "/profiles/p1", client_ip: None, body: Some(body), basic_workspace: None, origin: None, referer: None };
     let decision = decide(&key, &policy, &request, 0);
 
     let expected = match serde_json::from_slice::<Value>(body) {

@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     let basic_workspace = field(8);
     let body = field(16).map(str::as_bytes);
     let (policy, keys) = setup();
-    let request = GateRequest { method, path, client_ip, body, basic_workspace };
+    let request = GateRequest { method, path, client_ip, body, basic_workspace, origin: None, referer: None };
     for key in keys {
         let decision = decide(key, policy, &request, NOW);
         assert_eq!(decision, decide(key, policy, &request, NOW));

@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         ("POST", "/v4/events", Some(&br#"{"action":"x"}"#[..])),
         ("PUT", "/v4/profiles/p1", Some(&br#"{"email":"a","tags":["t"]}"#[..])),
     ] {
-        let request = GateRequest { method, path, client_ip: Some("10.1.2.3"), body, basic_workspace: None };
+        let request = GateRequest { method, path, client_ip: Some("10.1.2.3"), body, basic_workspace: None, origin: None, referer: None };
         let _ = decide(&key, policy(), &request, 1_780_000_000_000);
     }
 });
