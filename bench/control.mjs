@@ -3,11 +3,11 @@
 // location takes to be honoured by another (p50/p99 over 100 changes). Two `wrangler dev`
 // processes play two locations, as in tests/e2e/control.test.mjs. Prints a table; the last line
 // is the figures as JSON. Usage: node bench/control.mjs [total keys, default 100000]
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { startOrigin } from '../tests/support/origin.mjs';
-import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
+import { startKeyward, secondLocationConfig, ROOT } from '../tests/support/keyward.mjs';
 import { makeKey, digest } from '../tests/support/keys.mjs';
 import { median, pct } from './stats.mjs';
 
@@ -20,14 +20,7 @@ mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
 const env = { WRANGLER_REGISTRY_PATH: mkdtempSync(path.join(ROOT, 'test-output', 'registry-')) };
 const origin = await startOrigin();
 const a = await startKeyward({ origin: origin.url, env });
-const bConfig = path.join(mkdtempSync(path.join(ROOT, 'test-output', 'loc-')), 'wrangler.toml');
-writeFileSync(bConfig, readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')
-  .replace(/^name = "keyward"$/m, 'name = "keyward-location-b"')
-  .replace(/^main = "(.*)"$/m, (_, m) => `main = "${path.join(ROOT, m)}"`)
-  .replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`)
-  .replace('class_name = "ControlPlane" }', 'class_name = "ControlPlane", script_name = "keyward" }')
-  .replace(/\[\[migrations\]\][^[]*/m, ''));
-const b = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config: bConfig });
+const b = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config: secondLocationConfig() });
 
 const results = { batch: null, lists: {}, propagation: null };
 try {

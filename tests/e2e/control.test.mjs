@@ -5,10 +5,10 @@
 // Object, plays another Cloudflare location whose KV replica has not caught up.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync } from 'node:fs';
 import path from 'node:path';
 import { startOrigin } from '../support/origin.mjs';
-import { startKeyward, kvCommand, ROOT } from '../support/keyward.mjs';
+import { startKeyward, kvCommand, secondLocationConfig, ROOT } from '../support/keyward.mjs';
 import { makeKey, digest } from '../support/keys.mjs';
 
 const USERS = '/api/v2/projects/1/users';
@@ -86,26 +86,11 @@ test('a stale KV replica cannot bring back a revoked, expired or changed key, no
   }
 });
 
-/** A second "location": its own wrangler dev, isolate and KV, bound to location A's Durable Object. */
-function locationConfig() {
-  const toml = readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')
-    .replace(/^name = "keyward"$/m, 'name = "keyward-location-b"')
-    .replace(/^main = "(.*)"$/m, (_, m) => `main = "${path.join(ROOT, m)}"`)
-    .replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`)
-    .replace('bindings = [{ name = "CONTROL", class_name = "ControlPlane" }]',
-      'bindings = [{ name = "CONTROL", class_name = "ControlPlane", script_name = "keyward" }]')
-    .replace(/\[\[migrations\]\][^[]*/m, '');
-  assert.match(toml, /script_name = "keyward"/);
-  const file = path.join(mkdtempSync(path.join(ROOT, 'test-output', 'loc-')), 'wrangler.toml');
-  writeFileSync(file, toml);
-  return file;
-}
-
 test('two locations: a change made through one is honoured by the other within the sync interval', async () => {
   // Their own dev registry, so that location B finds this test's location A and no other.
   const env = { WRANGLER_REGISTRY_PATH: mkdtempSync(path.join(ROOT, 'test-output', 'registry-')) };
   const a = await startKeyward({ origin: origin.url, env });
-  const b = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config: locationConfig(), vars: { MAX_STALENESS_MS: '4000' } });
+  const b = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config: secondLocationConfig(), vars: { MAX_STALENESS_MS: '4000' } });
   try {
     // B's KV never receives a write (the control plane writes A's): B knows keys only by the feed.
     const k = await createKey(a);

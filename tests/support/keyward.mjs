@@ -2,7 +2,7 @@
 // a free port, its own inspector port, a fresh KV directory, an origin, an admin token.
 // Run scripts/build.sh first; the harness never builds, so every test uses the same artefact.
 import { spawn, execFile } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -110,6 +110,24 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
     /** Every byte of the local KV store, to check that no plaintext key was ever written. */
     storedBytes: () => readTree(persist),
   };
+}
+
+/**
+ * A wrangler.toml for a second "location": its own name, isolate and KV, with the CONTROL binding
+ * pointing at the first instance's Durable Object (script "keyward") through the dev registry.
+ */
+export function secondLocationConfig() {
+  const toml = readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')
+    .replace(/^name = "keyward"$/m, 'name = "keyward-location-b"')
+    .replace(/^main = "(.*)"$/m, (_, m) => `main = "${path.join(ROOT, m)}"`)
+    .replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`)
+    .replace('class_name = "ControlPlane" }', 'class_name = "ControlPlane", script_name = "keyward" }')
+    .replace(/\[\[migrations\]\][^[]*/m, '');
+  if (!toml.includes('script_name = "keyward"')) throw new Error('wrangler.toml: the CONTROL binding was not found');
+  mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
+  const file = path.join(mkdtempSync(path.join(ROOT, 'test-output', 'loc-')), 'wrangler.toml');
+  writeFileSync(file, toml);
+  return file;
 }
 
 /** Runs `wrangler kv ...` against the local KV kept in `persist` (a running instance's or not). */
