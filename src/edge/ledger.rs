@@ -29,6 +29,15 @@ CREATE TABLE IF NOT EXISTS keys (
   record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS keys_by_name ON keys (name_lower, id);
+-- How many keys are listed, kept by triggers so that an unfiltered list never counts the table
+-- (an upsert that updates fires no insert trigger, so the count stays exact).
+CREATE TABLE IF NOT EXISTS key_count (
+  one INTEGER PRIMARY KEY CHECK (one = 1),
+  n INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO key_count (one, n) VALUES (1, (SELECT COUNT(*) FROM keys));
+CREATE TRIGGER IF NOT EXISTS keys_counted_in AFTER INSERT ON keys BEGIN UPDATE key_count SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS keys_counted_out AFTER DELETE ON keys BEGIN UPDATE key_count SET n = n - 1; END;
 CREATE TABLE IF NOT EXISTS tombstones (
   digest TEXT PRIMARY KEY,
   id TEXT NOT NULL,
@@ -269,12 +278,17 @@ impl Ledger {
         )
     }
 
-    /// One page of listed keys by id, and how many match in all. The matching ids come from the
-    /// `(name_lower, id)` index alone (a substring filter scans that index, never the records);
-    /// only the page's records are read.
+    /// One page of listed keys by id, and how many match in all. The matching ids come from an
+    /// index alone (a substring filter scans the `(name_lower, id)` index, never the records);
+    /// only the page's records are read, by id. (Joining the page to `keys` instead made SQLite
+    /// scan the whole table: 60 ms at 100 000 keys.)
     pub fn list(&self, filter: &ListFilter, after: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<KeyRecord>, usize), StoreError> {
         let (source, clause, mut bindings) = Self::filter_clause(filter);
-        let total = self.count(source, &clause, bindings.clone())?;
+        let total = if filter.name.is_none() && filter.name_contains.is_none() {
+            self.listed_count()?
+        } else {
+            self.count(source, &clause, bindings.clone())?
+        };
         let mut query = format!("SELECT id FROM keys {source} WHERE {clause}");
         if let Some(after) = after {
             query.push_str(" AND id > ?");
@@ -283,15 +297,22 @@ impl Ledger {
         query.push_str(" ORDER BY id LIMIT ? OFFSET ?");
         bindings.push(int(i64::try_from(limit).unwrap_or(i64::MAX)));
         bindings.push(int(i64::try_from(offset).unwrap_or(i64::MAX)));
-        let rows: Vec<RecordRow> = self.rows(
-            &format!("SELECT k.record AS record FROM ({query}) AS page JOIN keys AS k ON k.id = page.id ORDER BY k.id"),
-            bindings,
-        )?;
+        let rows: Vec<RecordRow> = self.rows(&format!("SELECT record FROM keys WHERE id IN ({query}) ORDER BY id"), bindings)?;
         let records = rows
             .into_iter()
             .map(|r| serde_json::from_str::<KeyRecord>(&r.record))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((records, total))
+    }
+
+    /// How many keys are listed, from the trigger-kept counter.
+    fn listed_count(&self) -> Result<usize, StoreError> {
+        let n = self
+            .rows::<CountRow>("SELECT n FROM key_count WHERE one = 1", vec![])?
+            .into_iter()
+            .next()
+            .map_or(0, |r| r.n);
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// How many listed keys matching the filter sort at or before `id`.
