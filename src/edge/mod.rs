@@ -46,7 +46,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
         if path == "/_keyward/console" {
             let mut url = url.clone();
             url.set_path("/_keyward/console/");
-            return Response::redirect(url);
+            return reply::console_file(Response::redirect(url)?);
         }
         if let Some(rest) = path.strip_prefix("/_keyward/console/") {
             return console(&Request::from(req), &env, rest).await;

@@ -29,8 +29,8 @@ function csp(r) {
     .map((d) => { const [name, ...sources] = d.split(/\s+/); return [name, sources]; }));
 }
 
-function assertConsoleHeaders(r, what) {
-  assert.equal(r.status, 200, `${what}: ${r.text.slice(0, 200)}`);
+function assertConsoleHeaders(r, what, status = 200) {
+  assert.equal(r.status, status, `${what}: ${r.text.slice(0, 200)}`);
   const policy = csp(r);
   assert.deepEqual(policy['default-src'], ["'self'"], what);
   // Scripts only from the console's own files; wasm may compile, nothing may eval; no inline.
@@ -64,6 +64,10 @@ test('every console file carries the CSP, nosniff, no-referrer and DENY framing'
     const r = await kw.request('GET', `/_keyward/console/${file}`);
     assertConsoleHeaders(r, file || '(index)');
   }
+  // The redirect to the console's index carries them too.
+  const bare = await kw.request('GET', '/_keyward/console');
+  assertConsoleHeaders(bare, '(redirect)', 302);
+  assert.match(bare.headers.location, /\/_keyward\/console\/$/);
   // The types the CSP and nosniff rely on.
   assert.match((await kw.request('GET', '/_keyward/console/app.js')).headers['content-type'], /javascript/);
   assert.match((await kw.request('GET', '/_keyward/console/style.css')).headers['content-type'], /^text\/css/);
