@@ -14,6 +14,7 @@ pub mod digest;
 pub mod ip;
 pub mod key;
 pub mod method;
+pub mod name_index;
 pub mod origin;
 pub mod page_token;
 pub mod policy;

@@ -5,11 +5,14 @@
 //! made between two awaits together, so each management call's read-check-write runs alone and
 //! lands whole: the record, its change-log row, its audit row and its outbox row, or none of them.
 
+use std::cell::RefCell;
+
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use worker::{SqlStorage, SqlStorageValue};
 
 use super::store::StoreError;
+use crate::core::name_index::{NameIndex, Row as NameRow};
 use crate::core::record::KeyRecord;
 
 /// How long change-log rows are kept: far longer than KV's own propagation (about 60 s), so an
@@ -172,7 +175,26 @@ struct ValueRow {
 
 pub struct Ledger {
     sql: SqlStorage,
+    /// The name search, built on the first `name_contains` list and kept up to date from the
+    /// change log (core::name_index).
+    names: RefCell<Option<NameIndex>>,
 }
+
+#[derive(Deserialize)]
+struct NameRowSql {
+    digest: String,
+    id: String,
+    name_lower: String,
+}
+
+impl From<NameRowSql> for NameRow {
+    fn from(r: NameRowSql) -> NameRow {
+        NameRow { digest: r.digest, id: r.id, name_lower: r.name_lower }
+    }
+}
+
+/// Most digests looked up in one query while the name search catches up.
+const NAME_CATCH_UP_CHUNK: usize = 500;
 
 fn text(s: &str) -> SqlStorageValue {
     SqlStorageValue::String(s.to_string())
@@ -189,7 +211,7 @@ fn version_of(record: &KeyRecord) -> i64 {
 impl Ledger {
     pub fn open(sql: SqlStorage) -> Result<Ledger, StoreError> {
         sql.exec(SCHEMA, None)?;
-        Ok(Ledger { sql })
+        Ok(Ledger { sql, names: RefCell::new(None) })
     }
 
     fn rows<T: serde::de::DeserializeOwned>(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<T>, StoreError> {
@@ -283,6 +305,10 @@ impl Ledger {
     /// only the page's records are read, by id. (Joining the page to `keys` instead made SQLite
     /// scan the whole table: 60 ms at 100 000 keys.)
     pub fn list(&self, filter: &ListFilter, after: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<KeyRecord>, usize), StoreError> {
+        if let Some(part) = &filter.name_contains {
+            let matches = self.with_names(|names| names.search(part, filter.name.as_deref(), after, offset, limit))?;
+            return Ok((self.records_by_id(&matches.page)?, matches.total));
+        }
         let (source, clause, mut bindings) = Self::filter_clause(filter);
         let total = if filter.name.is_none() && filter.name_contains.is_none() {
             self.listed_count()?
@@ -315,8 +341,71 @@ impl Ledger {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
+    /// Records by id, in id order.
+    fn records_by_id(&self, ids: &[String]) -> Result<Vec<KeyRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<RecordRow> = self.rows(
+            "SELECT record FROM keys WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            vec![text(&serde_json::to_string(ids)?)],
+        )?;
+        rows.into_iter()
+            .map(|r| Ok(serde_json::from_str::<KeyRecord>(&r.record)?))
+            .collect()
+    }
+
+    /// Runs `f` on the name search, first bringing it up to the change log's head: each key
+    /// changed since the position it reflects is read again (a digest no longer listed is
+    /// dropped); built from the whole table when it does not exist yet or the log no longer
+    /// holds its position.
+    fn with_names<T>(&self, f: impl FnOnce(&NameIndex) -> T) -> Result<T, StoreError> {
+        let head = self.last_seq()?;
+        let oldest = self
+            .rows::<CountRow>("SELECT COALESCE(MIN(seq), 0) AS n FROM changes", vec![])?
+            .into_iter()
+            .next()
+            .map_or(0, |r| r.n);
+        let mut slot = self.names.borrow_mut();
+        let usable = slot.take().filter(|names| names.seq().saturating_add(1) >= oldest);
+        let names = match usable {
+            Some(mut names) => {
+                if names.seq() < head {
+                    // (One row type for both queries keeps the Worker's wasm smaller.)
+                    let changed: Vec<NameRowSql> = self.rows(
+                        "SELECT DISTINCT digest, '' AS id, '' AS name_lower FROM changes WHERE kind = 'key' AND seq > ? AND seq <= ?",
+                        vec![int(names.seq()), int(head)],
+                    )?;
+                    let digests: Vec<String> = changed.into_iter().map(|r| r.digest).collect();
+                    for chunk in digests.chunks(NAME_CATCH_UP_CHUNK) {
+                        let rows: Vec<NameRowSql> = self.rows(
+                            "SELECT digest, id, name_lower FROM keys WHERE digest IN (SELECT value FROM json_each(?))",
+                            vec![text(&serde_json::to_string(chunk)?)],
+                        )?;
+                        let listed: Vec<NameRow> = rows.into_iter().map(NameRow::from).collect();
+                        for digest in chunk {
+                            names.apply(digest, listed.iter().find(|r| r.digest == *digest));
+                        }
+                    }
+                    names.advance(head);
+                }
+                names
+            }
+            None => {
+                let rows: Vec<NameRowSql> = self.rows("SELECT digest, id, name_lower FROM keys ORDER BY id", vec![])?;
+                NameIndex::build(head, rows.into_iter().map(NameRow::from).collect())
+            }
+        };
+        let answer = f(&names);
+        *slot = Some(names);
+        Ok(answer)
+    }
+
     /// How many listed keys matching the filter sort at or before `id`.
     pub fn position(&self, filter: &ListFilter, id: &str) -> Result<usize, StoreError> {
+        if let Some(part) = &filter.name_contains {
+            return self.with_names(|names| names.position(part, filter.name.as_deref(), id));
+        }
         let (source, clause, mut bindings) = Self::filter_clause(filter);
         bindings.push(text(id));
         self.count(source, &format!("{clause} AND id <= ?"), bindings)

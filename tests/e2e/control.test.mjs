@@ -340,3 +340,44 @@ test('a deployment whose records lived only in KV is imported on first start', a
     await again.stop();
   }
 });
+
+test('the name search follows every kind of change made after it was first used', async () => {
+  const kw = await startKeyward({ origin: origin.url });
+  try {
+    const names = async (part) => {
+      const r = await kw.admin('GET', `/api_keys?name_contains=${encodeURIComponent(part)}&per_page=500`);
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body.num_records, r.body.data.length);
+      return r.body.data.map((k) => k.name).sort();
+    };
+    const a = await createKey(kw, { name: 'Find-Me a' });
+    const b = await createKey(kw, { name: 'find-me b' });
+    const c = await createKey(kw, { name: 'find-me c' });
+    assert.deepEqual(await names('FIND-me'), ['Find-Me a', 'find-me b', 'find-me c']);
+    // Renamed away and back, deleted, revoked, rolled, created, pushed one by one and in a batch.
+    assert.equal((await kw.admin('PUT', `/api_keys/${a.id}`, { api_key: { name: 'elsewhere' } })).status, 200);
+    assert.equal((await kw.admin('PUT', `/api_keys/${b.id}`, { api_key: { active: false } })).status, 200);
+    const del = await kw.admin('DELETE', `/api_keys/${b.id}`);
+    assert.equal(del.status, 200, del.text);
+    const rolled = await kw.admin('POST', `/api_keys/${c.id}/roll`, { grace_seconds: 0 });
+    assert.equal(rolled.status, 201, rolled.text);
+    await createKey(kw, { name: 'find-me d' });
+    const pushed = digest(makeKey('kw_live'));
+    const push = await kw.admin('PUT', `/keys/${pushed}`, { api_key: { name: 'find-me pushed', version: 1 } });
+    assert.equal(push.status, 201, push.text);
+    const batch = await kw.admin('POST', '/keys/batch', { records: [{ digest: digest(makeKey('kw_live')), name: 'find-me batch', version: 1 }] });
+    assert.equal(batch.status, 200, batch.text);
+    const before = await names('find-me');
+    assert.equal((await kw.admin('POST', `/api_keys/${c.id}/revoke`)).status, 200);
+    await kw.admin('PUT', `/keys/${pushed}`, { api_key: { name: 'pushed elsewhere', version: 2 } });
+    const after = await names('find-me');
+    assert.deepEqual(await names('elsewhere'), ['elsewhere', 'pushed elsewhere']);
+    // The same answers as the list without the search, filtered here.
+    const all = (await kw.admin('GET', '/api_keys?per_page=500')).body.data;
+    assert.deepEqual(after, all.map((k) => k.name).filter((n) => n.toLowerCase().includes('find-me')).sort());
+    assert.ok(before.includes('find-me d') && before.includes('find-me pushed') && before.includes('find-me batch'), before.join());
+    assert.ok(!after.includes('find-me pushed') && !after.includes('find-me b') && !after.includes('Find-Me a'), after.join());
+  } finally {
+    await kw.stop();
+  }
+});
