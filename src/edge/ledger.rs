@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use worker::{SqlStorage, SqlStorageValue};
 
 use super::store::StoreError;
-use crate::core::name_index::{NameIndex, Row as NameRow};
+use crate::core::name_index::{self, NameIndex};
 use crate::core::record::KeyRecord;
 
 /// How long change-log rows are kept: far longer than KV's own propagation (about 60 s), so an
@@ -180,21 +180,22 @@ pub struct Ledger {
     names: RefCell<Option<NameIndex>>,
 }
 
-#[derive(Deserialize)]
-struct NameRowSql {
-    digest: String,
-    id: String,
-    name_lower: String,
+/// Rows of the name search packed into one string (see core::name_index::unpack), with the
+/// chunk's last position.
+#[derive(Deserialize, Default)]
+struct PackedRow {
+    j: Option<String>,
+    #[serde(default)]
+    last_id: Option<String>,
+    #[serde(default)]
+    last_seq: Option<i64>,
+    c: i64,
 }
 
-impl From<NameRowSql> for NameRow {
-    fn from(r: NameRowSql) -> NameRow {
-        NameRow { digest: r.digest, id: r.id, name_lower: r.name_lower }
-    }
-}
-
-/// Most digests looked up in one query while the name search catches up.
-const NAME_CATCH_UP_CHUNK: usize = 500;
+/// Packs a key's digest, id and lower-cased name (names hold no control characters) in id order.
+const PACK: &str = "group_concat(digest || char(31) || id || char(31) || name_lower, char(30) ORDER BY id)";
+/// Rows in one packed chunk: well under SQLite's string limit.
+const NAME_CHUNK: i64 = 5000;
 
 fn text(s: &str) -> SqlStorageValue {
     SqlStorageValue::String(s.to_string())
@@ -358,7 +359,8 @@ impl Ledger {
     /// Runs `f` on the name search, first bringing it up to the change log's head: each key
     /// changed since the position it reflects is read again (a digest no longer listed is
     /// dropped); built from the whole table when it does not exist yet or the log no longer
-    /// holds its position.
+    /// holds its position. Rows come packed in one string per chunk (core::name_index::unpack):
+    /// one string crosses into wasm instead of thousands of row objects.
     fn with_names<T>(&self, f: impl FnOnce(&NameIndex) -> T) -> Result<T, StoreError> {
         let head = self.last_seq()?;
         let oldest = self
@@ -370,35 +372,48 @@ impl Ledger {
         let usable = slot.take().filter(|names| names.seq().saturating_add(1) >= oldest);
         let names = match usable {
             Some(mut names) => {
-                if names.seq() < head {
-                    // (One row type for both queries keeps the Worker's wasm smaller.)
-                    let changed: Vec<NameRowSql> = self.rows(
-                        "SELECT DISTINCT digest, '' AS id, '' AS name_lower FROM changes WHERE kind = 'key' AND seq > ? AND seq <= ?",
-                        vec![int(names.seq()), int(head)],
+                let mut from = names.seq();
+                while from < head {
+                    let changed = self.packed(
+                        "SELECT group_concat(digest, ',') AS j, MAX(seq) AS last_seq, COUNT(*) AS c FROM
+                           (SELECT seq, digest FROM changes WHERE kind = 'key' AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?)",
+                        vec![int(from), int(head), int(NAME_CHUNK)],
                     )?;
-                    let digests: Vec<String> = changed.into_iter().map(|r| r.digest).collect();
-                    for chunk in digests.chunks(NAME_CATCH_UP_CHUNK) {
-                        let rows: Vec<NameRowSql> = self.rows(
-                            "SELECT digest, id, name_lower FROM keys WHERE digest IN (SELECT value FROM json_each(?))",
-                            vec![text(&serde_json::to_string(chunk)?)],
-                        )?;
-                        let listed: Vec<NameRow> = rows.into_iter().map(NameRow::from).collect();
-                        for digest in chunk {
-                            names.apply(digest, listed.iter().find(|r| r.digest == *digest));
-                        }
-                    }
-                    names.advance(head);
+                    let Some(last) = changed.last_seq.filter(|_| changed.c > 0) else { break };
+                    let digests: Vec<String> = changed.j.unwrap_or_default().split(',').map(str::to_string).collect();
+                    let listed = self.packed(
+                        &format!("SELECT {PACK} AS j, COUNT(*) AS c FROM keys WHERE digest IN (SELECT value FROM json_each(?))"),
+                        vec![text(&serde_json::to_string(&digests)?)],
+                    )?;
+                    names.apply(&digests, &name_index::unpack(listed.j.as_deref().unwrap_or_default()));
+                    from = last;
                 }
+                names.advance(head);
                 names
             }
             None => {
-                let rows: Vec<NameRowSql> = self.rows("SELECT digest, id, name_lower FROM keys ORDER BY id", vec![])?;
-                NameIndex::build(head, rows.into_iter().map(NameRow::from).collect())
+                let mut names = NameIndex::build(head, Vec::new());
+                let mut after = String::new();
+                loop {
+                    let chunk = self.packed(
+                        &format!("SELECT {PACK} AS j, MAX(id) AS last_id, COUNT(*) AS c FROM
+                           (SELECT digest, id, name_lower FROM keys WHERE id > ? ORDER BY id LIMIT ?)"),
+                        vec![text(&after), int(NAME_CHUNK)],
+                    )?;
+                    let Some(last) = chunk.last_id.filter(|_| chunk.c > 0) else { break };
+                    names.extend(name_index::unpack(chunk.j.as_deref().unwrap_or_default()));
+                    after = last;
+                }
+                names
             }
         };
         let answer = f(&names);
         *slot = Some(names);
         Ok(answer)
+    }
+
+    fn packed(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<PackedRow, StoreError> {
+        Ok(self.rows::<PackedRow>(query, bindings)?.into_iter().next().unwrap_or_default())
     }
 
     /// How many listed keys matching the filter sort at or before `id`.
