@@ -27,6 +27,9 @@ const BACKGROUND = 1 << 4;
 const UNKNOWN_READ = 1 << 5;
 const STRIP_AUTHORIZATION = 1 << 6;
 const STRIP_X_API_KEY = 1 << 7;
+const KIND = 7;
+const REFRESH = 1 << 16;
+const REFRESH_REFUSAL = 1 << 3;
 // gate_failed's reasons (and gate_check's body_error).
 const ORIGIN_UNREACHABLE = 0;
 const ORIGIN_TIMEOUT = 1;
@@ -40,6 +43,10 @@ let timeoutMs = 0;
 // takes the complete path, so tests/e2e/fastpath.test.mjs can compare both paths' answers.
 const COMPLETE_PATH_HEADER = 'x-keyward-debug-complete-path';
 let debug = false;
+// A forward's X-Keyward-* values by slot (gate_check says when a slot must be fetched anew).
+const slots = [];
+// A refusal's body by slot, likewise.
+const refusalTexts = [];
 
 function setup(env) {
   const c = JSON.parse(gate_constants());
@@ -105,15 +112,33 @@ async function discard(reader, budget) {
   reader.releaseLock();
 }
 
+// A refusal's headers, built once: the Response copies them.
+let refusalHeaders = null;
+let unauthorizedHeaders = null;
+
 function refusal(answer) {
   const status = answer >>> 16;
-  const headers = new Headers(constants.headers);
-  if (status === 401) headers.set('www-authenticate', constants.unauthorized['www-authenticate']);
+  if (refusalHeaders === null) {
+    refusalHeaders = new Headers(constants.headers);
+    unauthorizedHeaders = new Headers(constants.headers);
+    unauthorizedHeaders.set('www-authenticate', constants.unauthorized['www-authenticate']);
+  }
+  let headers = status === 401 ? unauthorizedHeaders : refusalHeaders;
   if (status === 429) {
     const seconds = gate_retry_after();
-    if (seconds !== undefined) headers.set('retry-after', String(seconds));
+    if (seconds !== undefined) {
+      headers = new Headers(headers);
+      headers.set('retry-after', String(seconds));
+    }
   }
-  return new Response(gate_text(), { status, headers });
+  // The body, kept per slot: gate_check says when it must be fetched anew.
+  const slot = (answer >>> 8) & 255;
+  let text = refusalTexts[slot];
+  if (answer & REFRESH_REFUSAL) {
+    text = gate_text();
+    refusalTexts[slot] = text;
+  }
+  return new Response(text, { status, headers });
 }
 
 export default {
@@ -130,17 +155,20 @@ export default {
     if (originBase === null || h.has('origin') || (debug && h.has(COMPLETE_PATH_HEADER))) return complete(request, env, ctx);
     for (const name of constants.override_headers) if (h.has(name)) return complete(request, env, ctx);
     const method = request.method;
-    const authorization = h.get('authorization') ?? undefined;
-    const xApiKey = h.get('x-api-key') ?? undefined;
-    const ip = h.get('cf-connecting-ip') ?? undefined;
+    const authorization = h.get('authorization');
+    const xApiKey = h.get('x-api-key');
+    const ipHeader = h.get('cf-connecting-ip');
+    const ip = ipHeader ?? undefined;
+    // One string for gate_check: a line each, an optional value as '' (absent) or '=' + value.
+    const facts = `${method}\n${path}\n${query === undefined ? '' : `=${query}`}\n${authorization === null ? '' : `=${authorization}`}\n${xApiKey === null ? '' : `=${xApiKey}`}\n${ipHeader === null ? '' : `=${ipHeader}`}`;
     const now = Date.now();
     let body;
     let bodyRead = false;
     let bodyError = 0;
-    let answer = gate_check(method, path, query, authorization, xApiKey, ip, undefined, 0, now);
+    let answer = gate_check(facts, undefined, 0, now);
     let flags = answer & BACKGROUND;
     for (let round = 0; round < 4; round++) {
-      const kind = answer & 15;
+      const kind = answer & KIND;
       if (kind === NEED_RECORD) {
         const digest = gate_digest();
         let text;
@@ -151,7 +179,7 @@ export default {
           break;
         }
         answer = gate_load(digest, text ?? undefined, ip, now);
-        if ((answer & 15) !== AGAIN) break;
+        if ((answer & KIND) !== AGAIN) break;
       } else if (kind === NEED_BODY) {
         const read = await readInspected(request, h.get('content-length'));
         if (typeof read === 'number') {
@@ -163,11 +191,11 @@ export default {
       } else if (kind !== AGAIN) {
         break;
       }
-      answer = gate_check(method, path, query, authorization, xApiKey, ip, body, bodyError, now);
+      answer = gate_check(facts, body, bodyError, now);
       flags |= answer & BACKGROUND;
     }
     if (flags & BACKGROUND) ctx.waitUntil(gate_background(env));
-    const kind = answer & 15;
+    const kind = answer & KIND;
     if (kind === DENY) {
       if (answer & UNKNOWN_READ) ctx.waitUntil(gate_unknown_read(env, ip));
       return refusal(answer);
@@ -177,7 +205,14 @@ export default {
       if (bodyError !== 0) return refusal(gate_failed(bodyError, 0));
       return complete(bodyRead ? new Request(request, { body }) : request, env, ctx);
     }
-    const [id, type, profile] = gate_text().split('\n');
+    // The keyward headers of this key: kept per slot, fetched when the slot changed hands.
+    const slot = (answer >>> 8) & 255;
+    let info = slots[slot];
+    if (answer & REFRESH) {
+      info = gate_text().split('\n');
+      slots[slot] = info;
+    }
+    const [id, type, profile] = info;
     const forwarded = new Headers(h);
     forwarded.delete('host');
     forwarded.delete('x-keyward-key-id');

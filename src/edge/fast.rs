@@ -15,6 +15,8 @@
 //! that [`gate::fast_path_eligible`] refuses, any error) is answered by the complete path.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
@@ -30,9 +32,10 @@ use crate::core::decision::decide_found;
 use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
 use crate::core::method::{resolve_override, OVERRIDE_HEADERS};
-use crate::core::{Code, GateRequest};
+use crate::core::{CompiledKey, Code, GateRequest};
 
-/// The answer's kind, in its low 4 bits.
+/// The answer's kind, in its low 3 bits.
+const KIND_MASK: u32 = 7;
 const ANSWER_COMPLETE: u32 = 0;
 const ANSWER_FORWARD: u32 = 1;
 const ANSWER_DENY: u32 = 2;
@@ -48,6 +51,12 @@ const FLAG_STRIP_X_API_KEY: u32 = 1 << 7;
 /// `gate_check`'s `body_error` and `gate_failed`'s reasons.
 const BODY_UNREADABLE: u32 = 2;
 const BODY_TOO_LARGE: u32 = 3;
+/// A forward's slot (bits 8 to 15), and whether the entry must fetch the slot's headers anew
+/// with [`gate_text`] (bit 16).
+const SLOT_SHIFT: u32 = 8;
+const FLAG_REFRESH: u32 = 1 << 16;
+/// On a refusal (whose status takes bits 16 and up): fetch the slot's body anew.
+const FLAG_REFRESH_REFUSAL: u32 = 1 << 3;
 /// The HTTP status of a refusal, from bit 16.
 const STATUS_SHIFT: u32 = 16;
 
@@ -69,6 +78,13 @@ thread_local! {
     static LAST: RefCell<Last> = RefCell::new(Last::default());
     /// Requests the fast path answered (forwarded or refused), for the debug stats.
     static ANSWERED: Cell<u64> = const { Cell::new(0) };
+    /// The record [`gate_load`] compiled, by digest and the request's `now`: the check that
+    /// follows uses it even when the cache keeps nothing (`CACHE_TTL_SECONDS=0`), as `Store::key` does.
+    /// Which record each forward slot describes to the entry (see `check`).
+    static FORWARD: RefCell<HashMap<u8, Rc<CompiledKey>>> = RefCell::new(HashMap::new());
+    /// Which refusal (code and message) each refusal slot holds for the entry (see `deny`).
+    static REFUSALS: RefCell<HashMap<u8, (Code, String)>> = RefCell::new(HashMap::new());
+    static LOADED: RefCell<Option<(String, i64, Rc<CompiledKey>)>> = const { RefCell::new(None) };
 }
 
 /// How many requests the fast path answered itself (`GET /_keyward/debug/stats`, tests only).
@@ -77,15 +93,42 @@ pub fn answered() -> u64 {
 }
 
 fn count(answer: u32) -> u32 {
-    if matches!(answer & 15, ANSWER_FORWARD | ANSWER_DENY) {
+    if matches!(answer & KIND_MASK, ANSWER_FORWARD | ANSWER_DENY) {
         ANSWERED.with(|n| n.set(n.get() + 1));
     }
     answer
 }
 
+/// A refusal. Its body is kept by the entry per slot (bits 8 to 15, like a forward's headers):
+/// the same code and message again (the common case: a client retrying) is not built nor sent
+/// again; [`FLAG_REFRESH_REFUSAL`] says the entry must fetch the body with [`gate_text`].
 fn deny(code: Code, message: &str, flags: u32) -> u32 {
+    let slot = refusal_slot(code, message);
+    let current = REFUSALS.with(|r| {
+        let mut r = r.borrow_mut();
+        match r.get(&slot) {
+            Some((held, text)) if *held == code && text == message => true,
+            _ => {
+                r.insert(slot, (code, message.to_string()));
+                false
+            }
+        }
+    });
+    let answer = ANSWER_DENY | flags | (u32::from(slot) << SLOT_SHIFT) | (u32::from(code.status()) << STATUS_SHIFT);
+    if current {
+        return answer;
+    }
     LAST.with(|l| l.borrow_mut().text = reply::error_text(code.as_str(), message));
-    ANSWER_DENY | flags | (u32::from(code.status()) << STATUS_SHIFT)
+    answer | FLAG_REFRESH_REFUSAL
+}
+
+/// FNV-1a of the code and message, folded to a byte.
+fn refusal_slot(code: Code, message: &str) -> u8 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in code.as_str().bytes().chain(message.bytes()) {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    hash.to_le_bytes().iter().fold(0, |a, b| a ^ b)
 }
 
 /// Reads the vars the fast path needs; returns `ORIGIN_TIMEOUT_MS`. Called once per isolate.
@@ -107,39 +150,36 @@ pub fn gate_constants() -> String {
     value.to_string()
 }
 
-/// The check. `body`: the body the entry read after an [`ANSWER_NEED_BODY`], or `body_error`
-/// why it could not ([`BODY_UNREADABLE`], [`BODY_TOO_LARGE`]; 0: none).
+/// The check. `request` holds the request's facts on one line each (one string crosses into wasm,
+/// not six): method, path, then query, `Authorization`, `X-API-Key` and `CF-Connecting-IP`, each
+/// empty when absent and `=` + its value when present (none of them can hold a line feed).
+/// `body`: the body the entry read after an [`ANSWER_NEED_BODY`], or `body_error` why it could
+/// not ([`BODY_UNREADABLE`], [`BODY_TOO_LARGE`]; 0: none).
 #[wasm_bindgen]
-#[allow(clippy::too_many_arguments)]
-pub fn gate_check(
-    method: &str,
-    path: &str,
-    query: Option<String>,
-    authorization: Option<String>,
-    x_api_key: Option<String>,
-    client_ip: Option<String>,
-    body: Option<Vec<u8>>,
-    body_error: u32,
-    now: f64,
-) -> u32 {
-    count(check(method, path, query, authorization, x_api_key, client_ip, body, body_error, now))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check(
-    method: &str,
-    path: &str,
-    query: Option<String>,
-    authorization: Option<String>,
-    x_api_key: Option<String>,
-    client_ip: Option<String>,
-    body: Option<Vec<u8>>,
-    body_error: u32,
-    now: f64,
-) -> u32 {
+pub fn gate_check(request: &str, body: Option<Vec<u8>>, body_error: u32, now: f64) -> u32 {
+    let mut lines = request.split('\n');
+    let mut next = || lines.next().unwrap_or("");
+    let (method, path) = (next(), next());
+    let mut optional = || next().strip_prefix('=');
+    let (query, authorization, x_api_key, client_ip) = (optional(), optional(), optional(), optional());
     // `Date.now()`: an integer of ms, well inside i64.
     #[allow(clippy::cast_possible_truncation)]
     let now = now as i64;
+    let facts = Facts { method, path, query, authorization, x_api_key, client_ip };
+    count(check(&facts, body.as_deref(), body_error, now))
+}
+
+struct Facts<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    authorization: Option<&'a str>,
+    x_api_key: Option<&'a str>,
+    client_ip: Option<&'a str>,
+}
+
+fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64) -> u32 {
+    let Facts { method, path, query, authorization, x_api_key, client_ip } = *facts;
     if !KNOWN_METHODS.contains(&method) || path == "/_keyward" || path.starts_with("/_keyward/") {
         return ANSWER_COMPLETE;
     }
@@ -152,7 +192,7 @@ fn check(
     if store::too_stale(now, settings) {
         return ANSWER_COMPLETE;
     }
-    let credential = match find_credential(authorization.as_deref(), x_api_key.as_deref(), query.as_deref()) {
+    let credential = match find_credential(authorization, x_api_key, query) {
         Err(e) => return deny(Code::BadRequest, &e.message, flags),
         Ok(None) => return deny(Code::MissingKey, "no API key was sent (use Authorization: Bearer <key>)", flags),
         Ok(Some(c)) if c.has(CredentialSource::Query) => return ANSWER_COMPLETE,
@@ -162,11 +202,18 @@ fn check(
         return deny(Code::MalformedKey, &format!("the API key is malformed: {e}"), flags);
     }
     let digest = key_digest(&credential.key);
-    let Some(held) = store::held_key(&digest, now) else { return ANSWER_COMPLETE };
+    let loaded = LOADED.with(|l| l.borrow().as_ref().filter(|(d, at, _)| *d == digest && *at == now).map(|(_, _, key)| key.clone()));
+    let held = match loaded {
+        Some(key) => store::judged(&digest, key),
+        None => match store::held_key(&digest, now) {
+            Some(held) => held,
+            None => return ANSWER_COMPLETE,
+        },
+    };
     let key = match held {
         Held::Stale => return ANSWER_COMPLETE,
         Held::Miss => {
-            if let Some(seconds) = cache::unknown_read_retry_after(client_ip.as_deref(), now) {
+            if let Some(seconds) = cache::unknown_read_retry_after(client_ip, now) {
                 LAST.with(|l| l.borrow_mut().retry_after = Some(seconds));
                 return deny(Code::RateLimited, "too many unknown API keys from this address; retry later", flags);
             }
@@ -182,7 +229,7 @@ fn check(
     let Some(policy) = store::held_policy(now) else { return ANSWER_COMPLETE };
     // The entry sends requests with an override header to the complete path; a `_method`
     // parameter is found here.
-    match resolve_override(policy.method_override(), method, [None, None, None], query.as_deref()) {
+    match resolve_override(policy.method_override(), method, [None, None, None], query) {
         Err(e) => {
             flags |= background_if(gate::settle(&key, Code::BadRequest, now));
             return deny(Code::BadRequest, &e.message, flags);
@@ -205,8 +252,8 @@ fn check(
         &GateRequest {
             method,
             path,
-            client_ip: client_ip.as_deref(),
-            body: body.as_deref(),
+            client_ip,
+            body,
             basic_workspace: credential.workspace.as_deref(),
             origin: None,
             referer: None,
@@ -224,6 +271,23 @@ fn check(
     if credential.has(CredentialSource::Header) {
         flags |= FLAG_STRIP_X_API_KEY;
     }
+    // The forward's headers: the entry keeps them per slot, and fetches them only when the slot
+    // describes another record than this one (the slot holds that record, so `ptr_eq` is sound).
+    let slot = digest.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0);
+    let current = FORWARD.with(|f| {
+        let mut f = f.borrow_mut();
+        match f.get(&slot) {
+            Some(held) if Rc::ptr_eq(held, &key) => true,
+            _ => {
+                f.insert(slot, key.clone());
+                false
+            }
+        }
+    });
+    flags |= u32::from(slot) << SLOT_SHIFT;
+    if current {
+        return ANSWER_FORWARD | flags;
+    }
     let record = &key.record;
     LAST.with(|l| {
         let text = &mut l.borrow_mut().text;
@@ -236,7 +300,7 @@ fn check(
             text.push_str(profile);
         }
     });
-    ANSWER_FORWARD | flags
+    ANSWER_FORWARD | flags | FLAG_REFRESH
 }
 
 fn background_if(due: bool) -> u32 {
@@ -277,7 +341,10 @@ pub fn gate_load(digest: &str, text: Option<String>, client_ip: Option<String>, 
             cache::charge_unknown_read(client_ip.as_deref(), now);
             deny(Code::UnknownKey, "the API key is not known", FLAG_UNKNOWN_READ)
         }
-        Ok(Held::Ready(Some(_))) => ANSWER_AGAIN,
+        Ok(Held::Ready(Some(key))) => {
+            LOADED.with(|l| *l.borrow_mut() = Some((digest.to_string(), now, key)));
+            ANSWER_AGAIN
+        }
         Ok(Held::Stale | Held::Miss) => ANSWER_COMPLETE,
     })
 }

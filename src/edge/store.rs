@@ -406,6 +406,16 @@ pub fn loaded(digest: &str, text: Option<&str>, now_ms: i64) -> Result<Held, Sto
     Ok(if older_than_feed(digest, value.as_ref()) { Held::Stale } else { Held::Ready(value) })
 }
 
+/// The key the fast path read from KV for this request (`loaded`), judged against the feed
+/// again: with `CACHE_TTL_SECONDS=0` the cache never holds it, and the request uses the copy it read.
+pub fn judged(digest: &str, key: Rc<CompiledKey>) -> Held {
+    if older_than_feed(digest, Some(&key)) {
+        Held::Stale
+    } else {
+        Held::Ready(Some(key))
+    }
+}
+
 /// The policy in memory, if [`Store::policy`] would use it without reading KV.
 pub fn held_policy(now_ms: i64) -> Option<Rc<RoutePolicy>> {
     let ttl_ms = TTL_MS.with(std::cell::Cell::get)?;

@@ -158,3 +158,28 @@ test('a cache miss on the fast path reads KV once and answers as the complete pa
   assert.equal(last.key_reads, mid.key_reads);
   assert.equal(last.fast_path_answers - after.fast_path_answers, 2);
 });
+
+test('with CACHE_TTL_SECONDS=0 each request reads its record once and is still answered on the fast path', async () => {
+  const cold = await startKeyward({ origin: origin.url, vars: { KEYWARD_DEBUG: '1', CACHE_TTL_SECONDS: '0' } });
+  try {
+    const policy = (await cold.admin('GET', '/policy')).body.data;
+    assert.equal((await cold.admin('PUT', '/policy', policy)).status, 200, 'the policy stored (then it comes with the change feed)');
+    const made = await cold.admin('POST', '/api_keys', { api_key: { name: 'cold', permissions: ['users:read'] } });
+    const h = { authorization: `Bearer ${made.body.data.api_key}` };
+    const coldStats = async () => (await cold.request('GET', '/_keyward/debug/stats')).body.data;
+    await cold.request('GET', USERS, { headers: h });
+    const before = await coldStats();
+    for (let i = 0; i < 3; i++) assert.equal((await cold.request('GET', USERS, { headers: h })).status, 200);
+    assertPermissionDenied(await cold.request('GET', '/api/v2/projects/7', { headers: h }));
+    const after = await coldStats();
+    assert.equal(after.key_reads - before.key_reads, 4, 'one KV read a request');
+    assert.equal(after.fast_path_answers - before.fast_path_answers, 4, 'all answered on the fast path');
+  } finally {
+    await cold.stop();
+  }
+});
+
+function assertPermissionDenied(r) {
+  assert.equal(r.status, 403, r.text);
+  assert.equal(r.body.error_code, 'PERMISSION_DENIED');
+}
