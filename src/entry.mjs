@@ -213,16 +213,16 @@ export default {
       slots[slot] = info;
     }
     const [id, type, profile] = info;
+    // The client's headers less the credential and this Worker's Host; any X-Keyward-* the client
+    // made up is replaced (set replaces every value) or dropped.
     const forwarded = new Headers(h);
     forwarded.delete('host');
-    forwarded.delete('x-keyward-key-id');
-    forwarded.delete('x-keyward-key-type');
-    forwarded.delete('x-keyward-profile-id');
     if (answer & STRIP_AUTHORIZATION) forwarded.delete('authorization');
     if (answer & STRIP_X_API_KEY) forwarded.delete('x-api-key');
     forwarded.set('x-keyward-key-id', id);
     forwarded.set('x-keyward-key-type', type);
     if (profile !== undefined) forwarded.set('x-keyward-profile-id', profile);
+    else forwarded.delete('x-keyward-profile-id');
     const init = { method, headers: forwarded, redirect: 'manual' };
     if (method !== 'GET' && method !== 'HEAD') {
       if (body !== undefined) init.body = body;
