@@ -3,7 +3,7 @@
 // check hand-written in JavaScript; then keyward's cost with 1, 1 000 and 100 000 keys stored.
 // Prints one JSON object of results. Every Worker runs under `wrangler dev` (workerd).
 import { spawn } from 'node:child_process';
-import { writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { writeFileSync, mkdirSync, rmSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { startOrigin } from '../tests/support/origin.mjs';
 import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
@@ -84,6 +84,9 @@ try {
   const storedRecord = await warm.kv('key', 'get', `key:${digest(key)}`);
   const cold = await startKeyward({ origin: origin.url, vars: { CACHE_TTL_SECONDS: '0' } });
   started.push(cold);
+  // The policy stored, as in production: it then comes with the change feed and only the key
+  // record misses the cache (a policy from wrangler.toml would be re-read from KV too).
+  await cold.admin('PUT', '/policy', JSON.parse(readFileSync(path.join(ROOT, 'config/default-policy.json'), 'utf8')));
   const coldKey = (await cold.admin('POST', '/api_keys', { api_key: { name: 'bench', permissions: ['users:read'] } })).body.data.api_key;
   const js = await startKeyward({ origin: origin.url, config: path.join(ROOT, 'bench/js-gate/wrangler.toml') });
   started.push(js);

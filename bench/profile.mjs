@@ -1,26 +1,86 @@
-// Where a gated request's time goes inside workerd: a CPU profile of keyward under load, taken
-// through wrangler dev's inspector (the DevTools protocol), summed by function (self time), and
-// the isolate's CPU time per request. `node bench/profile.mjs js` profiles the hand-written
-// JavaScript check instead, for comparison. Prints JSON.
+// Isolate time per gated request: what a Workers bill is made of. Each Worker runs under
+// `wrangler dev` (workerd); while `wrk -t1 -c4` sends one kind of request to one Worker, its
+// isolate is profiled through the inspector (the DevTools protocol). The isolate time is the sum
+// of the profile's `timeDeltas` over its non-idle samples (workerd samples about every 1.5 ms
+// whatever interval is asked for, so each sample stands for the time since the previous one),
+// divided by the requests wrk completed. Each figure is the median of BENCH_ROUNDS rounds (3);
+// within a round the Workers take turns, so a slow spell of the machine falls on all of them.
+//
+// Workers: keyward (the build in build/, or BENCH_KEYWARD_MAIN=<path to another build's entry>),
+// with BENCH_KEYWARD_BEFORE=<another build's entry> that build beside it as "keyward before" (e.g.
+// a copy of an older build/ and its worker/shim.mjs), the hand-written JavaScript check with
+// an in-isolate record cache (bench/js-gate) and a pass-through (bench/passthrough).
+// Cases: an allowed request with a warm key, MALFORMED_KEY (refused before any KV read),
+// PERMISSION_DENIED, an allowed request on a route whose JSON body is inspected, and an allowed
+// request missing the cache (CACHE_TTL_SECONDS=0 for keyward and the JS check alike).
+// Prints one JSON object: per case and Worker, µs per request, and the profile by kind.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import WebSocket from 'ws';
 import { startOrigin } from '../tests/support/origin.mjs';
-import path from 'node:path';
 import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
-import { digest } from '../tests/support/keys.mjs';
+import { digest, typo } from '../tests/support/keys.mjs';
+import { median } from './stats.mjs';
 
-const handWritten = process.argv[2] === 'js';
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const DURATION = process.env.BENCH_PROFILE_DURATION ?? '4s';
+const ONLY = process.env.BENCH_WORKERS?.split(',');
+const tmp = mkdtempSync(path.join(ROOT, 'test-output', 'profile-'));
 
-const origin = await startOrigin();
-const kw = await startKeyward({ origin: origin.url });
-const js = handWritten ? await startKeyward({ origin: origin.url, config: path.join(ROOT, 'bench/js-gate/wrangler.toml') }) : null;
-let result = {};
-let requests = 0;
-try {
-  const key = (await kw.admin('POST', '/api_keys', { api_key: { name: 'profile', permissions: ['users:read'] } })).body.data.api_key;
-  if (js) await js.kv('key', 'put', `key:${digest(key)}`, (await kw.kv('key', 'get', `key:${digest(key)}`)).trim());
-  const profiled = js ?? kw;
-  const targets = await (await fetch(`http://127.0.0.1:${profiled.inspectorPort}/json`)).json();
+// Another build of keyward (its entry module), with the rest of wrangler.toml unchanged.
+function keywardConfig(main) {
+  if (!main) return undefined;
+  const toml = readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')
+    .replace(/^main = "(.*)"$/m, `main = "${path.resolve(main)}"`)
+    .replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`);
+  const file = path.join(mkdtempSync(path.join(tmp, 'config-')), 'wrangler.toml');
+  writeFileSync(file, toml);
+  return file;
+}
+
+/** Where a profile's time went, by kind of code. */
+function kindOf(frame) {
+  const name = frame.functionName;
+  const file = frame.url.split('/').pop();
+  if (name === '(garbage collector)') return 'GC';
+  if (name === '(program)') return 'runtime (program)';
+  if (name.startsWith('js-to-wasm') || name.startsWith('wasm-to-js')) return 'wasm/JS boundary';
+  if (name.startsWith('wasm-function') || /\.wasm/.test(frame.url)) return 'wasm';
+  if (!frame.url) return 'runtime built-ins (fetch, Request, Response, Headers, crypto, ...)';
+  // The bundle of keyward's entry holds the entry module's own functions and the wasm-bindgen
+  // glue (build/index.js, minified: short names) that worker-build generates.
+  if (/^(shim|entry)\.js$/.test(file)) return ENTRY_FUNCTIONS.has(name) ? 'entry module (JS)' : 'wasm-bindgen glue';
+  return 'handler (JS)';
+}
+const ENTRY_FUNCTIONS = new Set(['fetch', 'refusal', 'setup', 'complete', 'timeout']);
+
+function wrk(url, request) {
+  return new Promise((resolve, reject) => {
+    const args = ['-t1', '-c4', `-d${DURATION}`];
+    for (const [name, value] of Object.entries(request.headers)) args.push('-H', `${name}: ${value}`);
+    if (request.body !== undefined) {
+      const script = path.join(tmp, `wrk-${Math.random().toString(36).slice(2)}.lua`);
+      writeFileSync(script, `wrk.method = ${JSON.stringify(request.method)}\nwrk.body = ${JSON.stringify(request.body)}\n`);
+      args.push('-s', script);
+    }
+    args.push(url + request.path);
+    const child = spawn('wrk', args);
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`wrk failed: ${out}`));
+      const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
+      const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+      resolve({ requests, non2xx });
+    });
+    child.on('error', reject);
+  });
+}
+
+async function inspector(worker) {
+  const targets = await (await fetch(`http://127.0.0.1:${worker.inspectorPort}/json`)).json();
   const target = targets.find((t) => /keyward/.test(t.title ?? '') || /keyward/.test(t.url ?? '')) ?? targets[0];
   const ws = new WebSocket(target.webSocketDebuggerUrl);
   await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
@@ -33,58 +93,141 @@ try {
   const send = (method, params = {}) => new Promise((resolve) => { id += 1; pending.set(id, resolve); ws.send(JSON.stringify({ id, method, params })); });
   await send('Profiler.enable');
   await send('Profiler.setSamplingInterval', { interval: 100 });
-  await send('Profiler.start');
-  await new Promise((resolve, reject) => {
-    const child = spawn('wrk', ['-t1', '-c4', '-d5s', '-H', `Authorization: Bearer ${key}`, `${profiled.url}/api/v2/projects/1/users`]);
-    let out = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.on('exit', () => {
-      requests = Number(/(\d+) requests in/.exec(out)?.[1]);
-      if (/Non-2xx/.test(out)) reject(new Error(`requests were refused while profiling: ${out}`));
-      resolve();
-    });
-    child.on('error', reject);
-  });
-  const { result: { profile } } = await send('Profiler.stop');
-  ws.close();
-  const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
-  const nameOf = (nodeId) => {
-    const f = byNode.get(nodeId).callFrame;
-    return `${f.functionName || '(anonymous)'}${f.url ? ` ${f.url.split('/').pop()}:${f.lineNumber}` : ''}`;
-  };
-  // workerd samples about every 1.5 ms whatever interval is asked for, so each sample stands for
-  // the time since the previous one (its timeDelta), not for the requested interval.
-  const self = new Map();
-  let total = 0;
-  profile.samples.forEach((nodeId, i) => {
-    const us = profile.timeDeltas?.[i] ?? 0;
-    const name = nameOf(nodeId);
-    self.set(name, (self.get(name) ?? 0) + us);
-    total += us;
-  });
-  const busy = total - (self.get('(idle)') ?? 0);
-  const top = [...self].filter(([n]) => n !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, 15)
-    .map(([name, us]) => ({ name, share_of_busy: busy ? +(us / busy).toFixed(3) : 0 }));
-  // Sums by kind: the wasm module (keyward's core and the worker crate), its generated JS glue,
-  // the runtime's own objects (fetch, Request, Response, Headers), GC and the rest.
-  const kind = (name) => {
-    if (name.startsWith('wasm-function') || name === 'wasm-to-js' || name === 'js-to-wasm') return name.startsWith('wasm-function') ? 'wasm code' : 'wasm/JS boundary';
-    if (name.includes('shim.js')) return 'wasm-bindgen JS glue';
-    if (name === '(garbage collector)') return 'garbage collector';
-    if (name === '(program)') return 'runtime (program)';
-    return 'runtime built-ins (fetch, Request, Response, Headers, ...)';
-  };
-  const kinds = {};
-  for (const [name, us] of self) {
-    if (name === '(idle)') continue;
-    kinds[kind(name)] = +(((kinds[kind(name)] ?? 0) + us / busy)).toFixed(3);
+  return { send, close: () => ws.close() };
+}
+
+/** One profiled run: µs of isolate time per request and the busy time's shares by kind. */
+async function profileOnce(worker, request) {
+  await worker.inspector.send('Profiler.start');
+  const run = await wrk(worker.url, request);
+  const { result: { profile } } = await worker.inspector.send('Profiler.stop');
+  // wrk counts answers that are not 2xx: all of them for a refusal, none for an allowed request.
+  // A few (at most 2%) may be otherwise on this loaded machine (a 503 while the change feed could
+  // not be read, wrangler's proxy); they are counted in the result, more is an error.
+  const refused = request.status >= 300;
+  const unexpected = refused ? run.requests - run.non2xx : run.non2xx;
+  if (unexpected > run.requests * 0.02) {
+    throw new Error(`${worker.name} ${request.path}: ${unexpected} of ${run.requests} answers were not ${request.status}`);
   }
-  // Isolate time per request: the non-idle samples' timeDeltas, over the requests completed.
-  const cpuPerRequest = requests ? +(busy / requests).toFixed(1) : null;
-  result = { requests, cpu_us_per_request: cpuPerRequest, samples: profile.samples.length, profiled_us: total, busy_share: +(busy / total).toFixed(3), by_kind: kinds, top };
+  const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
+  let busy = 0;
+  const kinds = {};
+  const frames = {};
+  profile.samples.forEach((nodeId, i) => {
+    const frame = byNode.get(nodeId).callFrame;
+    if (frame.functionName === '(idle)') return;
+    const us = profile.timeDeltas?.[i] ?? 0;
+    busy += us;
+    const k = kindOf(frame);
+    kinds[k] = (kinds[k] ?? 0) + us;
+    const name = `${frame.functionName || '(anonymous)'}${frame.url ? ` ${frame.url.split('/').pop()}:${frame.lineNumber}:${frame.columnNumber}` : ''}`;
+    frames[name] = (frames[name] ?? 0) + us;
+  });
+  return { us: busy / run.requests, requests: run.requests, unexpected, kinds, frames, busy };
+}
+
+async function verify(worker, request) {
+  const r = await fetch(worker.url + request.path, { method: request.method, headers: request.headers, body: request.body });
+  await r.arrayBuffer();
+  if (r.status !== request.status) throw new Error(`${worker.name} ${request.method} ${request.path}: ${r.status}, expected ${request.status}`);
+}
+
+const origin = await startOrigin();
+const started = [];
+const result = { method: `isolate time per request = sum of the inspector profile's timeDeltas over non-idle samples ÷ requests completed by wrk -t1 -c4 -d${DURATION}; median of ${ROUNDS} rounds, Workers in turn`, cases: {} };
+try {
+  const start = async (name, options) => {
+    const w = await startKeyward({ origin: origin.url, ...options });
+    started.push(w);
+    return Object.assign(w, { name });
+  };
+  const kwConfig = keywardConfig(process.env.BENCH_KEYWARD_MAIN);
+  const beforeConfig = keywardConfig(process.env.BENCH_KEYWARD_BEFORE);
+  const workers = {
+    keyward: await start('keyward', { config: kwConfig }),
+    keyward_cold: await start('keyward (cache miss)', { config: kwConfig, vars: { CACHE_TTL_SECONDS: '0' } }),
+    ...(beforeConfig ? {
+      before: await start('keyward before', { config: beforeConfig }),
+      before_cold: await start('keyward before (cache miss)', { config: beforeConfig, vars: { CACHE_TTL_SECONDS: '0' } }),
+    } : {}),
+    js: await start('js-gate', { config: path.join(ROOT, 'bench/js-gate/wrangler.toml') }),
+    js_cold: await start('js-gate (cache miss)', { config: path.join(ROOT, 'bench/js-gate/wrangler.toml'), vars: { CACHE_TTL_SECONDS: '0' } }),
+    pass: await start('pass-through', { config: path.join(ROOT, 'bench/passthrough/wrangler.toml') }),
+  };
+  const policy = JSON.parse(readFileSync(path.join(ROOT, 'config/default-policy.json'), 'utf8'));
+  const keys = {};
+  for (const [kw, js] of [['keyward', 'js'], ['keyward_cold', 'js_cold'], ...(beforeConfig ? [['before', null], ['before_cold', null]] : [])]) {
+    // The policy stored, as in production (then it comes with the change feed, not from KV).
+    const put = await workers[kw].admin('PUT', '/policy', policy);
+    if (put.status !== 200) throw new Error(`PUT /policy: ${put.status} ${put.text}`);
+    const created = await workers[kw].admin('POST', '/api_keys', { api_key: { name: 'bench', permissions: ['users:read', 'events:create'] } });
+    const key = created.body.data.api_key;
+    if (js) await workers[js].kv('key', 'put', `key:${digest(key)}`, (await workers[kw].kv('key', 'get', `key:${digest(key)}`)).trim());
+    keys[kw] = key;
+  }
+  const bearer = (key) => ({ authorization: `Bearer ${key}` });
+  const cases = [
+    { name: 'allowed, warm key', pair: ['keyward', 'js'], request: (key) => ({ method: 'GET', path: '/api/v2/projects/1/users', headers: bearer(key), status: 200 }) },
+    { name: 'MALFORMED_KEY', pair: ['keyward', 'js'], request: (key) => ({ method: 'GET', path: '/api/v2/projects/1/users', headers: bearer(typo(key)), status: 401 }) },
+    { name: 'PERMISSION_DENIED', pair: ['keyward', 'js'], request: (key) => ({ method: 'GET', path: '/api/v2/projects/1', headers: bearer(key), status: 403 }) },
+    { name: 'allowed, inspected JSON body', pair: ['keyward', 'js'], request: (key) => ({ method: 'POST', path: '/v4/events', headers: { ...bearer(key), 'content-type': 'application/json' }, body: '{"action":"signup","user":"u-1"}', status: 200 }) },
+    { name: 'allowed, cache miss', pair: ['keyward_cold', 'js_cold'], request: (key) => ({ method: 'GET', path: '/api/v2/projects/1/users', headers: bearer(key), status: 200 }) },
+  ];
+  for (const w of Object.values(workers)) w.inspector = await inspector(w);
+  const runs = [];
+  for (const c of cases) {
+    const [kw, js] = c.pair;
+    const key = keys[kw];
+    const request = c.request(key);
+    const before = kw === 'keyward' ? 'before' : 'before_cold';
+    const passRequest = { ...request, headers: { ...request.headers }, status: 200 };
+    // The pass-through forwards whatever it gets: measured once for a GET and once for the POST.
+    const passes = c.name === 'allowed, warm key' || request.method !== 'GET';
+    c.targets = [[workers[kw], request], ...(workers[before] ? [[workers[before], c.request(keys[before])]] : []), [workers[js], request], ...(passes ? [[workers.pass, passRequest]] : [])]
+      .filter(([w]) => !ONLY || ONLY.some((o) => w.name.startsWith(o)));
+    for (const [w, r] of c.targets) {
+      await verify(w, r);
+      await wrk(w.url, { ...r, headers: r.headers }).catch(() => {}); // warm-up
+    }
+  }
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const c of cases) {
+      for (const [w, r] of c.targets) {
+        const p = await profileOnce(w, r);
+        runs.push({ case: c.name, worker: w.name.replace(/ \(cache miss\)$/, ''), ...p });
+        console.error(`bench: profile round ${round + 1}: ${c.name}: ${w.name}: ${p.us.toFixed(0)} µs per request (${p.requests} requests)`);
+      }
+    }
+  }
+  for (const c of cases) {
+    const row = {};
+    for (const w of ['keyward', 'keyward before', 'js-gate', 'pass-through']) {
+      let rs = runs.filter((r) => r.case === c.name && r.worker === w);
+      if (!rs.length && w === 'pass-through') rs = runs.filter((r) => r.case === 'allowed, warm key' && r.worker === w);
+      if (!rs.length) continue;
+      const busy = rs.reduce((s, r) => s + r.busy, 0);
+      const kinds = {};
+      for (const r of rs) for (const [k, us] of Object.entries(r.kinds)) kinds[k] = (kinds[k] ?? 0) + us;
+      const frames = {};
+      for (const r of rs) for (const [k, us] of Object.entries(r.frames)) frames[k] = (frames[k] ?? 0) + us;
+      const requests = rs.reduce((s, r) => s + r.requests, 0);
+      row[w] = {
+        us_per_request: Math.round(median(rs.map((r) => r.us))),
+        us_each_round: rs.map((r) => Math.round(r.us)),
+        requests_each_round: rs.map((r) => r.requests),
+        unexpected_answers: rs.reduce((s, r) => s + r.unexpected, 0),
+        by_kind: Object.fromEntries(Object.entries(kinds).sort((a, b) => b[1] - a[1]).map(([k, us]) => [k, +(us / busy).toFixed(3)])),
+        // The functions that took most of the time, in µs per request (self time).
+        top: Object.fromEntries(Object.entries(frames).sort((a, b) => b[1] - a[1]).slice(0, 12).map(([k, us]) => [k, Math.round(us / requests)])),
+      };
+    }
+    if (row.keyward && row['js-gate']) row.keyward_over_js = +(row.keyward.us_per_request / row['js-gate'].us_per_request).toFixed(2);
+    if (row['keyward before'] && row['js-gate']) row.before_over_js = +(row['keyward before'].us_per_request / row['js-gate'].us_per_request).toFixed(2);
+    result.cases[c.name] = row;
+  }
+  for (const w of Object.values(workers)) w.inspector.close();
 } finally {
-  if (js) await js.stop();
-  await kw.stop();
+  for (const s of started) await s.stop();
   await origin.stop();
 }
 console.log(JSON.stringify(result));

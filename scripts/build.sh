@@ -16,7 +16,8 @@ worker-build --release >"$log" 2>&1 || { cat "$log"; exit 1; }
 rm -f "$log"
 # worker-build's wasm-opt pass keeps the name section (function names for stack traces); the
 # Worker does not need it, and it is a fifth of the file.
-node scripts/strip-wasm.mjs build/index_bg.wasm
+# KEYWARD_WASM_NAMES=1 keeps it, so that a CPU profile (bench/profile.mjs) names wasm functions.
+if [ -z "${KEYWARD_WASM_NAMES:-}" ]; then node scripts/strip-wasm.mjs build/index_bg.wasm; fi
 
 echo "build: the browser core (www/pkg)"
 cargo build --quiet --lib --release --target wasm32-unknown-unknown --no-default-features --features browser

@@ -40,7 +40,8 @@ export default {
     const digest = [...new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(key)))]
       .map((b) => b.toString(16).padStart(2, '0')).join('');
     let entry = cache.get(digest);
-    if (!entry || Date.now() - entry.at > 30_000) {
+    // CACHE_TTL_SECONDS as keyward reads it (30 unless set; 0: KV on every request).
+    if (!entry || !(Date.now() - entry.at < Number(env.CACHE_TTL_SECONDS ?? 30) * 1000)) {
       const text = await env.KEYS.get(`key:${digest}`);
       entry = { record: text ? JSON.parse(text) : null, at: Date.now() };
       cache.set(digest, entry);

@@ -27,7 +27,7 @@ use serde_json::Value;
 use super::code::Code;
 use super::ip::parse_addr;
 use super::origin::{request_origin, RequestOrigin};
-use super::policy::{EventSource, RouteMatch, RoutePolicy};
+use super::policy::{EventSource, PathError, RouteMatch, RoutePolicy};
 use super::record::{CompiledKey, KeyType};
 
 /// What the gate knows about a request, independent of how it arrived.
@@ -82,6 +82,17 @@ impl Decision {
 pub const MAX_INSPECTED_BODY: usize = 256 * 1024;
 
 pub fn decide(key: &CompiledKey, policy: &RoutePolicy, request: &GateRequest<'_>, now_ms: i64) -> Decision {
+    decide_found(key, policy.find(request.method, request.path), request, now_ms)
+}
+
+/// [`decide`] with the route already looked up (`policy.find(request.method, request.path)`):
+/// the gate finds the rule once, to know whether its body must be read, and decides with it.
+pub fn decide_found(
+    key: &CompiledKey,
+    found: Result<Option<RouteMatch<'_>>, PathError>,
+    request: &GateRequest<'_>,
+    now_ms: i64,
+) -> Decision {
     let record = &key.record;
     let mut decision = Decision {
         valid: false,
@@ -139,7 +150,7 @@ pub fn decide(key: &CompiledKey, policy: &RoutePolicy, request: &GateRequest<'_>
             return deny(decision, Code::OriginNotAllowed, message);
         }
     }
-    let matched: RouteMatch<'_> = match policy.find(request.method, request.path) {
+    let matched: RouteMatch<'_> = match found {
         Err(e) => return deny(decision, Code::BadRequest, e.message),
         Ok(None) => {
             return deny(

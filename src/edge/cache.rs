@@ -94,5 +94,6 @@ pub fn stats() -> Value {
         "cached_unknown_capacity": UNKNOWN_KEYS,
         "budget_clients": BUDGET.with(|b| b.borrow().clients()),
         "wasm_memory_bytes": memory,
+        "fast_path_answers": super::fast::answered(),
     })
 }

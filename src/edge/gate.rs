@@ -24,7 +24,8 @@ use crate::core::decision::MAX_INSPECTED_BODY;
 use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
 use crate::core::method::{resolve_override, strip_override_param, OVERRIDE_HEADERS};
-use crate::core::{decide, Code, GateRequest};
+use crate::core::decision::decide_found;
+use crate::core::{CompiledKey, Code, GateRequest};
 
 /// The Rate Limiting binding (wrangler.toml `[[ratelimits]]`) that counts unknown-key reads per
 /// client across the location, and its window (`simple.period`, 10 s).
@@ -50,9 +51,7 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
         SyncPlan::Current => {}
         SyncPlan::Background => {
             let env = env.clone();
-            ctx.wait_until(async move {
-                let _ = store::sync(&env, false).await;
-            });
+            ctx.wait_until(async move { background(&env).await });
         }
         SyncPlan::Inline => {
             let _ = store::sync(env, false).await;
@@ -109,6 +108,43 @@ fn with_headers(response: Response, headers: &[cors::Header]) -> Result<Response
     Ok(response.with_headers(copy))
 }
 
+/// After a KV read found no key (charged to the client's budget in this isolate): the isolate's
+/// bucket bounds this isolate; the Rate Limiting binding counts across the location, after the
+/// answer, and shuts the client out here when it is past. Both paths run it in `waitUntil`.
+pub(crate) async fn count_unknown_read(env: &Env, ip: Option<&str>) {
+    if let Ok(limiter) = env.rate_limiter(UNKNOWN_KEY_LIMITER) {
+        let outcome = limiter.limit(cache::client_name(ip)).await;
+        if outcome.is_ok_and(|o| !o.success) {
+            cache::shut_out(ip, super::now_ms(), UNKNOWN_KEY_WINDOW_MS);
+        }
+    }
+}
+
+/// Whether a known key's requests may be answered by the fast path (`super::fast`). Anything
+/// that needs more than the isolate's memory and the request's plain facts goes to the complete
+/// path: an `origin_allowlist` (decided on `Origin`/`Referer`, which the fast path does not read).
+/// HOOK (limits, issue 13): a record with `ratelimit` or `credits` needs a Durable Object call per
+/// request, so add `|| key.record.ratelimit.is_some() || key.record.credits.is_some()` here.
+pub(crate) fn fast_path_eligible(key: &CompiledKey) -> bool {
+    key.origin_allowlist.is_empty()
+}
+
+/// Every answer to a request that names a known key, allowed or refused, on either path, passes
+/// through here once, with the code it is answered with (`Code::Valid` when forwarded).
+/// Returns whether background work is due (the caller then runs [`background`] in `waitUntil`).
+/// HOOK (usage, issue 13): call `crate::edge::usage::record(key, code, now_ms)` here and return
+/// `true` when its batch is due for a flush (then add the flush to [`background`]).
+pub(crate) fn settle(key: &CompiledKey, code: Code, now_ms: i64) -> bool {
+    let _ = (key, code, now_ms);
+    false
+}
+
+/// The work a request leaves for after its answer (in `waitUntil`): the change feed's read when
+/// it is due. HOOK (usage, issue 13): the usage flush goes here too.
+pub(crate) async fn background(env: &Env) {
+    let _ = store::sync(env, false).await;
+}
+
 /// The key check, then the forward or the denial.
 async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &Env, ctx: &Context, now: i64) -> Result<Response> {
     // A copy: the incoming request's headers are immutable, and this copy is what is forwarded.
@@ -147,17 +183,9 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         Ok(None) => {
             if miss {
                 cache::charge_unknown_read(client_ip.as_deref(), now);
-                // The isolate's bucket bounds this isolate; the binding counts across the
-                // location, after the answer, and shuts the client out here when it is past.
-                if let Ok(limiter) = env.rate_limiter(UNKNOWN_KEY_LIMITER) {
-                    let ip = client_ip.clone();
-                    ctx.wait_until(async move {
-                        let outcome = limiter.limit(cache::client_name(ip.as_deref())).await;
-                        if outcome.is_ok_and(|o| !o.success) {
-                            cache::shut_out(ip.as_deref(), super::now_ms(), UNKNOWN_KEY_WINDOW_MS);
-                        }
-                    });
-                }
+                let env = env.clone();
+                let ip = client_ip.clone();
+                ctx.wait_until(async move { count_unknown_read(&env, ip.as_deref()).await });
             }
             return deny(Code::UnknownKey, "the API key is not known");
         }
@@ -177,7 +205,7 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         [overrides[0].as_deref(), overrides[1].as_deref(), overrides[2].as_deref()],
         url.query(),
     ) {
-        Err(e) => return deny(Code::BadRequest, &e.message),
+        Err(e) => return settled(&key, deny(Code::BadRequest, &e.message), Code::BadRequest, env, ctx, now),
         Ok(r) => r,
     };
     let method = match &resolved {
@@ -186,7 +214,9 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
     };
     let method_name = method.to_string();
     let path = url.path().to_string();
-    let needs_body = matches!(policy.find(&method_name, &path), Ok(Some(m)) if m.rule.needs_body());
+    // The route is looked up once: here, to know whether the body is read, and decided on below.
+    let found = policy.find(&method_name, &path);
+    let needs_body = matches!(&found, Ok(Some(m)) if m.rule.needs_body());
     let body = if needs_body {
         let declared = headers
             .get("content-length")?
@@ -195,17 +225,20 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         match read_inspected_body(&req, declared).await {
             Ok(bytes) => Some(bytes),
             Err(BodyError::TooLarge) => {
-                return deny(Code::BadRequest, "the request body is larger than 256 KiB and cannot be inspected")
+                let answer = deny(Code::BadRequest, TOO_LARGE_BODY);
+                return settled(&key, answer, Code::BadRequest, env, ctx, now);
             }
-            Err(BodyError::Unreadable) => return deny(Code::BadRequest, "the request body could not be read"),
+            Err(BodyError::Unreadable) => {
+                return settled(&key, deny(Code::BadRequest, UNREADABLE_BODY), Code::BadRequest, env, ctx, now)
+            }
         }
     } else {
         None
     };
     let (origin, referer) = (headers.get("origin")?, headers.get("referer")?);
-    let decision = decide(
+    let decision = decide_found(
         &key,
-        &policy,
+        found,
         &GateRequest {
             method: &method_name,
             path: &path,
@@ -218,7 +251,11 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         now,
     );
     if !decision.valid {
-        return deny(decision.code, &decision.message);
+        return settled(&key, deny(decision.code, &decision.message), decision.code, env, ctx, now);
+    }
+    if settle(&key, Code::Valid, now) {
+        let env = env.clone();
+        ctx.wait_until(async move { background(&env).await });
     }
 
     // The copy of the client's headers made above (one JavaScript call), less what must go:
@@ -320,7 +357,7 @@ async fn forward(
     }
 }
 
-fn origin_timeout_ms(env: &Env) -> u32 {
+pub(crate) fn origin_timeout_ms(env: &Env) -> u32 {
     ORIGIN_TIMEOUT_MS.with(|cell| {
         cell.get().unwrap_or_else(|| {
             let ms = env
@@ -398,6 +435,18 @@ async fn discard(reader: &web_sys::ReadableStreamDefaultReader, budget: usize) {
     }
     reader.release_lock();
 }
+
+/// A refusal of a request naming a known key: through [`settle`] first.
+fn settled(key: &CompiledKey, answer: Result<Response>, code: Code, env: &Env, ctx: &Context, now: i64) -> Result<Response> {
+    if settle(key, code, now) {
+        let env = env.clone();
+        ctx.wait_until(async move { background(&env).await });
+    }
+    answer
+}
+
+pub(crate) const UNREADABLE_BODY: &str = "the request body could not be read";
+pub(crate) const TOO_LARGE_BODY: &str = "the request body is larger than 256 KiB and cannot be inspected";
 
 fn deny(code: Code, message: &str) -> Result<Response> {
     reply::error(code.status(), code.as_str(), message)

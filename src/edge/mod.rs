@@ -3,6 +3,7 @@
 mod admin;
 mod cache;
 mod control;
+mod fast;
 mod gate;
 mod ledger;
 mod reply;

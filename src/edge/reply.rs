@@ -37,13 +37,17 @@ pub fn console_file(response: Response) -> Result<Response> {
 }
 
 pub fn json(status: u16, body: &Value) -> Result<Response> {
+    json_text(status, body.to_string())
+}
+
+fn json_text(status: u16, body: String) -> Result<Response> {
     let headers = Headers::new();
-    headers.set("content-type", "application/json; charset=utf-8")?;
+    headers.set("content-type", JSON_CONTENT_TYPE)?;
     headers.set("cache-control", "no-store")?;
     for (name, value) in API_HEADERS {
         headers.set(name, value)?;
     }
-    Ok(Response::from_bytes(body.to_string().into_bytes())?
+    Ok(Response::from_bytes(body.into_bytes())?
         .with_status(status)
         .with_headers(headers))
 }
@@ -62,13 +66,32 @@ pub fn success_with(status: u16, data: Value, extra: serde_json::Map<String, Val
     json(status, &Value::Object(body))
 }
 
+/// The headers of every keyward JSON answer, and the one a 401 adds, as JSON: the entry module
+/// (src/entry.mjs) reads them once to build the fast path's refusals.
+pub fn api_headers_json() -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert("content-type".into(), Value::from(JSON_CONTENT_TYPE));
+    map.insert("cache-control".into(), Value::from("no-store"));
+    for (name, value) in API_HEADERS {
+        map.insert(name.into(), Value::from(value));
+    }
+    json!({"headers": map, "unauthorized": {"www-authenticate": WWW_AUTHENTICATE}})
+}
+
+/// Sent with every 401.
+const WWW_AUTHENTICATE: &str = "Bearer realm=\"keyward\"";
+
+const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
+/// The body of an error answer, the same text on both paths of the gate.
+pub fn error_text(code: &str, message: &str) -> String {
+    json!({"success": false, "data": null, "error_code": code, "error_message": message}).to_string()
+}
+
 pub fn error(status: u16, code: &str, message: &str) -> Result<Response> {
-    let response = json(
-        status,
-        &json!({"success": false, "data": null, "error_code": code, "error_message": message}),
-    )?;
+    let response = json_text(status, error_text(code, message))?;
     if status == 401 {
-        response.headers().set("www-authenticate", "Bearer realm=\"keyward\"")?;
+        response.headers().set("www-authenticate", WWW_AUTHENTICATE)?;
     }
     Ok(response)
 }

@@ -68,6 +68,8 @@ thread_local! {
     static POLICY: RefCell<Option<CachedPolicy>> = const { RefCell::new(None) };
     static FEED: RefCell<FeedState> = RefCell::new(FeedState { cursor: -1, ..FeedState::default() });
     static SETTINGS: std::cell::Cell<Option<SyncSettings>> = const { std::cell::Cell::new(None) };
+    /// `CACHE_TTL_SECONDS` in ms: vars do not change within an isolate, so read once.
+    static TTL_MS: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
 }
 
 /// The feed timings, from wrangler.toml.
@@ -89,6 +91,11 @@ impl SyncSettings {
         let settings = SyncSettings { interval_ms: read("SYNC_INTERVAL_MS", 1000), max_staleness_ms: read("MAX_STALENESS_MS", 10_000) };
         SETTINGS.with(|s| s.set(Some(settings)));
         settings
+    }
+
+    /// The settings once [`SyncSettings::from_env`] has read them (the fast path has no `env`).
+    pub fn cached() -> Option<SyncSettings> {
+        SETTINGS.with(std::cell::Cell::get)
     }
 }
 
@@ -260,14 +267,7 @@ pub struct Store {
 impl Store {
     pub fn open(env: &Env) -> Result<Store, StoreError> {
         let kv = env.kv("KEYS")?;
-        let ttl_ms = env
-            .var("CACHE_TTL_SECONDS")
-            .ok()
-            .and_then(|v| v.to_string().parse::<i64>().ok())
-            .unwrap_or(30)
-            .clamp(0, 3600)
-            * 1000;
-        Ok(Store { kv, ttl_ms, env: env.clone() })
+        Ok(Store { kv, ttl_ms: ttl_ms(env), env: env.clone() })
     }
 
     /// The compiled key stored under `digest`: from the cache when fresh, else from KV, and from
@@ -282,11 +282,7 @@ impl Store {
                 value
             }
         };
-        let fresh = FRESH.with(|f| f.borrow().get(digest).copied());
-        let Some(fresh) = fresh else { return Ok(value) };
-        let have = value.as_ref().map_or(-1, |k| i64::try_from(k.record.version).unwrap_or(i64::MAX));
-        let stale = if fresh.present { have < fresh.version } else { value.is_some() && have < fresh.version };
-        if !stale {
+        if !older_than_feed(digest, value.as_ref()) {
             return Ok(value);
         }
         let value = compile(self.authoritative(digest).await?)?;
@@ -344,6 +340,92 @@ impl Store {
         });
         Ok(policy)
     }
+}
+
+/// `CACHE_TTL_SECONDS` in ms, read from `env` once per isolate.
+fn ttl_ms(env: &Env) -> i64 {
+    TTL_MS.with(|cell| {
+        cell.get().unwrap_or_else(|| {
+            let ms = env
+                .var("CACHE_TTL_SECONDS")
+                .ok()
+                .and_then(|v| v.to_string().parse::<i64>().ok())
+                .unwrap_or(30)
+                .clamp(0, 3600)
+                * 1000;
+            cell.set(Some(ms));
+            ms
+        })
+    })
+}
+
+/// Whether the feed knows a newer version of `digest` than `value` (the cached or KV copy): then
+/// only the control plane's answer is trusted.
+fn older_than_feed(digest: &str, value: Option<&Rc<CompiledKey>>) -> bool {
+    let Some(fresh) = FRESH.with(|f| f.borrow().get(digest).copied()) else { return false };
+    let have = value.map_or(-1, |k| i64::try_from(k.record.version).unwrap_or(i64::MAX));
+    if fresh.present {
+        have < fresh.version
+    } else {
+        value.is_some() && have < fresh.version
+    }
+}
+
+/// What the isolate holds for `digest` without any I/O, for the gate's fast path.
+pub enum Held {
+    /// The cache's answer, which the feed does not contradict: the key, or `None` (no such key).
+    Ready(Option<Rc<CompiledKey>>),
+    /// Not in the cache (or expired): read KV, then [`loaded`].
+    Miss,
+    /// The feed knows a newer version: only the complete path (which asks the control plane) may answer.
+    Stale,
+}
+
+/// The fast path's [`Store::key`] without I/O. `None`: the TTL has not been read yet.
+pub fn held_key(digest: &str, now_ms: i64) -> Option<Held> {
+    let ttl_ms = TTL_MS.with(std::cell::Cell::get)?;
+    Some(match cache::get(digest, now_ms, ttl_ms) {
+        Lookup::Miss => Held::Miss,
+        Lookup::Known(key) if older_than_feed(digest, Some(&key)) => Held::Stale,
+        Lookup::Known(key) => Held::Ready(Some(key)),
+        Lookup::Unknown if older_than_feed(digest, None) => Held::Stale,
+        Lookup::Unknown => Held::Ready(None),
+    })
+}
+
+/// The fast path read `text` from KV for `digest` (`None`: no such record): compiled and cached
+/// as [`Store::key`] does, and counted as one KV read.
+pub fn loaded(digest: &str, text: Option<&str>, now_ms: i64) -> Result<Held, StoreError> {
+    cache::count_key_read();
+    let record: Option<KeyRecord> = match text {
+        None => None,
+        Some(text) => Some(serde_json::from_str(text)?),
+    };
+    let value = compile(record)?;
+    remember(digest, value.clone(), now_ms);
+    Ok(if older_than_feed(digest, value.as_ref()) { Held::Stale } else { Held::Ready(value) })
+}
+
+/// The key the fast path read from KV for this request (`loaded`), judged against the feed
+/// again: with `CACHE_TTL_SECONDS=0` the cache never holds it, and the request uses the copy it read.
+pub fn judged(digest: &str, key: Rc<CompiledKey>) -> Held {
+    if older_than_feed(digest, Some(&key)) {
+        Held::Stale
+    } else {
+        Held::Ready(Some(key))
+    }
+}
+
+/// The policy in memory, if [`Store::policy`] would use it without reading KV.
+pub fn held_policy(now_ms: i64) -> Option<Rc<RoutePolicy>> {
+    let ttl_ms = TTL_MS.with(std::cell::Cell::get)?;
+    POLICY.with(|p| p.borrow().as_ref().filter(|e| e.from_feed || now_ms - e.fetched_ms < ttl_ms).map(|e| e.value.clone()))
+}
+
+/// Reads the vars the fast path needs (it has no `env`) into this isolate's memory.
+pub fn configure(env: &Env) {
+    SyncSettings::from_env(env);
+    ttl_ms(env);
 }
 
 /// The route policy from wrangler.toml, in force until one is stored.

@@ -1,0 +1,382 @@
+//! The gate's fast path: the common gated request answered with one synchronous call from the
+//! entry module (src/entry.mjs), on plain values, from the isolate's memory.
+//!
+//! The entry calls [`gate_check`] with the request's method, path, query, credential headers,
+//! client address and the time, and gets one number back (the `ANSWER_*` kind, flags and a
+//! status). Whatever the fast path does not handle it hands to the complete path (`gate::handle`
+//! through the worker crate's `fetch`), which is the reference: the fast path must give the same
+//! answer, byte for byte, and forward the same request. It uses the same cache, policy and feed
+//! state (`store`, `cache`), so both paths see one memory.
+//!
+//! Handled here: the credential in `Authorization` (Bearer or Basic) or `X-API-Key`, a key in the
+//! cache or read from KV by the entry ([`gate_load`]), a policy in memory, no method override, a
+//! body the entry read for an inspected route. Everything else (query credentials, overrides,
+//! `Origin`, a record the feed says is newer than KV, a new or idle isolate, a stale store, keys
+//! that [`gate::fast_path_eligible`] refuses, any error) is answered by the complete path.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+use worker::wasm_bindgen_futures::future_to_promise;
+use worker::Env;
+
+use super::gate;
+use super::reply;
+use super::store::{self, Held, SyncPlan, SyncSettings};
+use super::cache;
+use crate::core::credential::{find_credential, CredentialSource};
+use crate::core::decision::decide_found;
+use crate::core::digest::key_digest;
+use crate::core::key::parse_key;
+use crate::core::method::{resolve_override, OVERRIDE_HEADERS};
+use crate::core::{CompiledKey, Code, GateRequest};
+
+/// The answer's kind, in its low 3 bits.
+const KIND_MASK: u32 = 7;
+const ANSWER_COMPLETE: u32 = 0;
+const ANSWER_FORWARD: u32 = 1;
+const ANSWER_DENY: u32 = 2;
+const ANSWER_NEED_RECORD: u32 = 3;
+const ANSWER_NEED_BODY: u32 = 4;
+const ANSWER_AGAIN: u32 = 5;
+/// Flags: run [`gate_background`] in `waitUntil`; run [`gate_unknown_read`] in `waitUntil`;
+/// remove `Authorization` / `X-API-Key` before forwarding (the credential came there).
+const FLAG_BACKGROUND: u32 = 1 << 4;
+const FLAG_UNKNOWN_READ: u32 = 1 << 5;
+const FLAG_STRIP_AUTHORIZATION: u32 = 1 << 6;
+const FLAG_STRIP_X_API_KEY: u32 = 1 << 7;
+/// `gate_check`'s `body_error` and `gate_failed`'s reasons.
+const BODY_UNREADABLE: u32 = 2;
+const BODY_TOO_LARGE: u32 = 3;
+/// A forward's slot (bits 8 to 15), and whether the entry must fetch the slot's headers anew
+/// with [`gate_text`] (bit 16).
+const SLOT_SHIFT: u32 = 8;
+const FLAG_REFRESH: u32 = 1 << 16;
+/// On a refusal (whose status takes bits 16 and up): fetch the slot's body anew.
+const FLAG_REFRESH_REFUSAL: u32 = 1 << 3;
+/// The HTTP status of a refusal, from bit 16.
+const STATUS_SHIFT: u32 = 16;
+
+/// Methods the worker crate knows (`worker::Method::all()`); others go to the complete path,
+/// which refuses them.
+const KNOWN_METHODS: [&str; 10] = ["HEAD", "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "REPORT"];
+
+/// What the last call left for the entry to fetch with a second, synchronous call.
+#[derive(Default)]
+struct Last {
+    /// The digest a [`ANSWER_NEED_RECORD`] asks for.
+    digest: String,
+    /// A refusal's JSON body, or a forward's `id\ntype[\nprofile]`.
+    text: String,
+    retry_after: Option<u32>,
+}
+
+thread_local! {
+    static LAST: RefCell<Last> = RefCell::new(Last::default());
+    /// Requests the fast path answered (forwarded or refused), for the debug stats.
+    static ANSWERED: Cell<u64> = const { Cell::new(0) };
+    /// The record [`gate_load`] compiled, by digest and the request's `now`: the check that
+    /// follows uses it even when the cache keeps nothing (`CACHE_TTL_SECONDS=0`), as `Store::key` does.
+    /// Which record each forward slot describes to the entry (see `check`).
+    static FORWARD: RefCell<HashMap<u8, Rc<CompiledKey>>> = RefCell::new(HashMap::new());
+    /// Which refusal (code and message) each refusal slot holds for the entry (see `deny`).
+    static REFUSALS: RefCell<HashMap<u8, (Code, String)>> = RefCell::new(HashMap::new());
+    static LOADED: RefCell<Option<(String, i64, Rc<CompiledKey>)>> = const { RefCell::new(None) };
+}
+
+/// How many requests the fast path answered itself (`GET /_keyward/debug/stats`, tests only).
+pub fn answered() -> u64 {
+    ANSWERED.with(Cell::get)
+}
+
+fn count(answer: u32) -> u32 {
+    if matches!(answer & KIND_MASK, ANSWER_FORWARD | ANSWER_DENY) {
+        ANSWERED.with(|n| n.set(n.get() + 1));
+    }
+    answer
+}
+
+/// A refusal. Its body is kept by the entry per slot (bits 8 to 15, like a forward's headers):
+/// the same code and message again (the common case: a client retrying) is not built nor sent
+/// again; [`FLAG_REFRESH_REFUSAL`] says the entry must fetch the body with [`gate_text`].
+fn deny(code: Code, message: &str, flags: u32) -> u32 {
+    let slot = refusal_slot(code, message);
+    let current = REFUSALS.with(|r| {
+        let mut r = r.borrow_mut();
+        match r.get(&slot) {
+            Some((held, text)) if *held == code && text == message => true,
+            _ => {
+                r.insert(slot, (code, message.to_string()));
+                false
+            }
+        }
+    });
+    let answer = ANSWER_DENY | flags | (u32::from(slot) << SLOT_SHIFT) | (u32::from(code.status()) << STATUS_SHIFT);
+    if current {
+        return answer;
+    }
+    LAST.with(|l| l.borrow_mut().text = reply::error_text(code.as_str(), message));
+    answer | FLAG_REFRESH_REFUSAL
+}
+
+/// FNV-1a of the code and message, folded to a byte.
+fn refusal_slot(code: Code, message: &str) -> u8 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in code.as_str().bytes().chain(message.bytes()) {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    hash.to_le_bytes().iter().fold(0, |a, b| a ^ b)
+}
+
+/// Reads the vars the fast path needs; returns `ORIGIN_TIMEOUT_MS`. Called once per isolate.
+#[wasm_bindgen]
+pub fn gate_configure(env: Env) -> u32 {
+    store::configure(&env);
+    gate::origin_timeout_ms(&env)
+}
+
+/// What the entry reads once, as JSON: the headers of keyward's JSON answers (`headers`, and
+/// `unauthorized` for a 401) and the method override headers (`override_headers`: a request with
+/// one goes to the complete path).
+#[wasm_bindgen]
+pub fn gate_constants() -> String {
+    let mut value = reply::api_headers_json();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("override_headers".into(), serde_json::Value::from(OVERRIDE_HEADERS.to_vec()));
+    }
+    value.to_string()
+}
+
+/// The check. `request` holds the request's facts on one line each (one string crosses into wasm,
+/// not six): method, path, then query, `Authorization`, `X-API-Key` and `CF-Connecting-IP`, each
+/// empty when absent and `=` + its value when present (none of them can hold a line feed).
+/// `body`: the body the entry read after an [`ANSWER_NEED_BODY`], or `body_error` why it could
+/// not ([`BODY_UNREADABLE`], [`BODY_TOO_LARGE`]; 0: none).
+#[wasm_bindgen]
+pub fn gate_check(request: &str, body: Option<Vec<u8>>, body_error: u32, now: f64) -> u32 {
+    let mut lines = request.split('\n');
+    let mut next = || lines.next().unwrap_or("");
+    let (method, path) = (next(), next());
+    let mut optional = || next().strip_prefix('=');
+    let (query, authorization, x_api_key, client_ip) = (optional(), optional(), optional(), optional());
+    // `Date.now()`: an integer of ms, well inside i64.
+    #[allow(clippy::cast_possible_truncation)]
+    let now = now as i64;
+    let facts = Facts { method, path, query, authorization, x_api_key, client_ip };
+    count(check(&facts, body.as_deref(), body_error, now))
+}
+
+struct Facts<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    authorization: Option<&'a str>,
+    x_api_key: Option<&'a str>,
+    client_ip: Option<&'a str>,
+}
+
+fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64) -> u32 {
+    let Facts { method, path, query, authorization, x_api_key, client_ip } = *facts;
+    if !KNOWN_METHODS.contains(&method) || path == "/_keyward" || path.starts_with("/_keyward/") {
+        return ANSWER_COMPLETE;
+    }
+    let Some(settings) = SyncSettings::cached() else { return ANSWER_COMPLETE };
+    let mut flags = match store::sync_plan(now, settings) {
+        SyncPlan::Current => 0,
+        SyncPlan::Background => FLAG_BACKGROUND,
+        SyncPlan::Inline => return ANSWER_COMPLETE,
+    };
+    if store::too_stale(now, settings) {
+        return ANSWER_COMPLETE;
+    }
+    let credential = match find_credential(authorization, x_api_key, query) {
+        Err(e) => return deny(Code::BadRequest, &e.message, flags),
+        Ok(None) => return deny(Code::MissingKey, "no API key was sent (use Authorization: Bearer <key>)", flags),
+        Ok(Some(c)) if c.has(CredentialSource::Query) => return ANSWER_COMPLETE,
+        Ok(Some(c)) => c,
+    };
+    if let Err(e) = parse_key(&credential.key) {
+        return deny(Code::MalformedKey, &format!("the API key is malformed: {e}"), flags);
+    }
+    let digest = key_digest(&credential.key);
+    let loaded = LOADED.with(|l| l.borrow().as_ref().filter(|(d, at, _)| *d == digest && *at == now).map(|(_, _, key)| key.clone()));
+    let held = match loaded {
+        Some(key) => store::judged(&digest, key),
+        None => match store::held_key(&digest, now) {
+            Some(held) => held,
+            None => return ANSWER_COMPLETE,
+        },
+    };
+    let key = match held {
+        Held::Stale => return ANSWER_COMPLETE,
+        Held::Miss => {
+            if let Some(seconds) = cache::unknown_read_retry_after(client_ip, now) {
+                LAST.with(|l| l.borrow_mut().retry_after = Some(seconds));
+                return deny(Code::RateLimited, "too many unknown API keys from this address; retry later", flags);
+            }
+            LAST.with(|l| l.borrow_mut().digest = digest);
+            return ANSWER_NEED_RECORD | flags;
+        }
+        Held::Ready(None) => return deny(Code::UnknownKey, "the API key is not known", flags),
+        Held::Ready(Some(key)) => key,
+    };
+    if !gate::fast_path_eligible(&key) {
+        return ANSWER_COMPLETE;
+    }
+    let Some(policy) = store::held_policy(now) else { return ANSWER_COMPLETE };
+    // The entry sends requests with an override header to the complete path; a `_method`
+    // parameter is found here.
+    match resolve_override(policy.method_override(), method, [None, None, None], query) {
+        Err(e) => {
+            flags |= background_if(gate::settle(&key, Code::BadRequest, now));
+            return deny(Code::BadRequest, &e.message, flags);
+        }
+        Ok(Some(_)) => return ANSWER_COMPLETE,
+        Ok(None) => {}
+    }
+    let found = policy.find(method, path);
+    if body.is_none() && matches!(&found, Ok(Some(m)) if m.rule.needs_body()) {
+        if body_error == 0 {
+            return ANSWER_NEED_BODY | flags;
+        }
+        flags |= background_if(gate::settle(&key, Code::BadRequest, now));
+        let message = if body_error == BODY_UNREADABLE { gate::UNREADABLE_BODY } else { gate::TOO_LARGE_BODY };
+        return deny(Code::BadRequest, message, flags);
+    }
+    let decision = decide_found(
+        &key,
+        found,
+        &GateRequest {
+            method,
+            path,
+            client_ip,
+            body,
+            basic_workspace: credential.workspace.as_deref(),
+            origin: None,
+            referer: None,
+        },
+        now,
+    );
+    let code = if decision.valid { Code::Valid } else { decision.code };
+    flags |= background_if(gate::settle(&key, code, now));
+    if !decision.valid {
+        return deny(decision.code, &decision.message, flags);
+    }
+    if credential.has(CredentialSource::Bearer) || credential.has(CredentialSource::Basic) {
+        flags |= FLAG_STRIP_AUTHORIZATION;
+    }
+    if credential.has(CredentialSource::Header) {
+        flags |= FLAG_STRIP_X_API_KEY;
+    }
+    // The forward's headers: the entry keeps them per slot, and fetches them only when the slot
+    // describes another record than this one (the slot holds that record, so `ptr_eq` is sound).
+    let slot = digest.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0);
+    let current = FORWARD.with(|f| {
+        let mut f = f.borrow_mut();
+        match f.get(&slot) {
+            Some(held) if Rc::ptr_eq(held, &key) => true,
+            _ => {
+                f.insert(slot, key.clone());
+                false
+            }
+        }
+    });
+    flags |= u32::from(slot) << SLOT_SHIFT;
+    if current {
+        return ANSWER_FORWARD | flags;
+    }
+    let record = &key.record;
+    LAST.with(|l| {
+        let text = &mut l.borrow_mut().text;
+        text.clear();
+        text.push_str(&record.id);
+        text.push('\n');
+        text.push_str(record.key_type.as_str());
+        if let Some(profile) = &record.profile_id {
+            text.push('\n');
+            text.push_str(profile);
+        }
+    });
+    ANSWER_FORWARD | flags | FLAG_REFRESH
+}
+
+fn background_if(due: bool) -> u32 {
+    if due {
+        FLAG_BACKGROUND
+    } else {
+        0
+    }
+}
+
+/// After [`ANSWER_NEED_RECORD`]: the digest whose record the entry reads from KV (`key:<digest>`).
+#[wasm_bindgen]
+pub fn gate_digest() -> String {
+    LAST.with(|l| l.borrow().digest.clone())
+}
+
+/// A refusal's body, or a forward's `id\ntype[\nprofile]`, from the last call.
+#[wasm_bindgen]
+pub fn gate_text() -> String {
+    LAST.with(|l| l.borrow().text.clone())
+}
+
+/// The `Retry-After` seconds of the last 429, if any (taken: it is reported once).
+#[wasm_bindgen]
+pub fn gate_retry_after() -> Option<u32> {
+    LAST.with(|l| l.borrow_mut().retry_after.take())
+}
+
+/// The record text the entry read from KV for `digest` (`None`: no record), at the request's
+/// `now`. [`ANSWER_AGAIN`]: call [`gate_check`] again; else a refusal or the complete path.
+#[wasm_bindgen]
+pub fn gate_load(digest: &str, text: Option<String>, client_ip: Option<String>, now: f64) -> u32 {
+    #[allow(clippy::cast_possible_truncation)]
+    let now = now as i64;
+    count(match store::loaded(digest, text.as_deref(), now) {
+        Err(_) => deny(Code::StoreUnavailable, "the key store is unavailable", 0),
+        Ok(Held::Ready(None)) => {
+            cache::charge_unknown_read(client_ip.as_deref(), now);
+            deny(Code::UnknownKey, "the API key is not known", FLAG_UNKNOWN_READ)
+        }
+        Ok(Held::Ready(Some(key))) => {
+            LOADED.with(|l| *l.borrow_mut() = Some((digest.to_string(), now, key)));
+            ANSWER_AGAIN
+        }
+        Ok(Held::Stale | Held::Miss) => ANSWER_COMPLETE,
+    })
+}
+
+/// The refusal the entry makes after the check: `reason` 0, the origin could not be reached;
+/// 1, it did not answer within `timeout_ms`; 2, the inspected body could not be read; 3, it is
+/// larger than the bound (the same answers as `gate.rs`).
+#[wasm_bindgen]
+pub fn gate_failed(reason: u32, timeout_ms: u32) -> u32 {
+    match reason {
+        0 => deny(Code::OriginUnavailable, "the origin could not be reached", 0),
+        1 => deny(Code::OriginTimeout, &format!("the origin did not answer within {timeout_ms} ms"), 0),
+        BODY_UNREADABLE => deny(Code::BadRequest, gate::UNREADABLE_BODY, 0),
+        BODY_TOO_LARGE => deny(Code::BadRequest, gate::TOO_LARGE_BODY, 0),
+        _ => deny(Code::BadRequest, "the request could not be handled", 0),
+    }
+}
+
+/// The work [`FLAG_BACKGROUND`] asks for, run by the entry in `waitUntil`.
+#[wasm_bindgen]
+pub fn gate_background(env: Env) -> js_sys::Promise {
+    future_to_promise(async move {
+        gate::background(&env).await;
+        Ok(JsValue::UNDEFINED)
+    })
+}
+
+/// The location-wide count of a KV read that found no key ([`FLAG_UNKNOWN_READ`]), in `waitUntil`.
+#[wasm_bindgen]
+pub fn gate_unknown_read(env: Env, client_ip: Option<String>) -> js_sys::Promise {
+    future_to_promise(async move {
+        gate::count_unknown_read(&env, client_ip.as_deref()).await;
+        Ok(JsValue::UNDEFINED)
+    })
+}

@@ -1,0 +1,185 @@
+// The gate's two paths give the same answers. The entry module (src/entry.mjs) answers the common
+// gated request on its fast path and hands the rest to the complete path (the Rust gate through
+// the worker crate). Under KEYWARD_DEBUG a request with X-Keyward-Debug-Complete-Path takes the
+// complete path, so each request here is sent both ways: the answers (status, headers, body) and
+// what the origin received must be the same, and the debug stats show which path answered.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startOrigin } from '../support/origin.mjs';
+import { startKeyward } from '../support/keyward.mjs';
+import { makeKey, typo } from '../support/keys.mjs';
+
+const COMPLETE = 'x-keyward-debug-complete-path';
+let origin;
+let kw;
+
+before(async () => {
+  origin = await startOrigin();
+  kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_DEBUG: '1' } });
+});
+after(async () => {
+  await kw?.stop();
+  await origin?.stop();
+});
+
+async function createKey(attributes) {
+  const r = await kw.admin('POST', '/api_keys', { api_key: { name: 'fast path', permissions: ['users:read'], ...attributes } });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  return r.body.data;
+}
+
+const stats = async () => (await kw.request('GET', '/_keyward/debug/stats')).body.data;
+
+// Headers that differ between any two answers (the time), and the switch itself.
+const VARYING = new Set(['date']);
+function answerOf(r) {
+  const headers = Object.fromEntries(Object.entries(r.headers).filter(([name]) => !VARYING.has(name)));
+  // The origin's echo names the switch header: compared without it (and so without its length).
+  if (headers['x-test-origin']) delete headers['content-length'];
+  if (r.body?.origin === true) return { status: r.status, headers, echo: seenOf(r.body) };
+  return { status: r.status, headers, text: r.text };
+}
+function seenOf(seen) {
+  if (!seen) return null;
+  const headers = { ...seen.headers };
+  delete headers[COMPLETE];
+  return { ...seen, headers };
+}
+
+/** Sends the request on the complete path, then on the fast path; returns both. */
+async function both(method, path, { headers = {}, body, localAddress } = {}) {
+  // With its length declared, as browsers and most clients send it (node's default is chunked).
+  if (typeof body === 'string') headers = { ...headers, 'content-length': String(Buffer.byteLength(body)) };
+  origin.clear();
+  const complete = await kw.request(method, path, { headers: { ...headers, [COMPLETE]: '1' }, body, localAddress });
+  const completeSeen = seenOf(origin.seen[0]);
+  origin.clear();
+  const before = (await stats()).fast_path_answers;
+  const fast = await kw.request(method, path, { headers, body, localAddress });
+  const fastSeen = seenOf(origin.seen[0]);
+  const answered = (await stats()).fast_path_answers - before;
+  return { complete: answerOf(complete), fast: answerOf(fast), completeSeen, fastSeen, answered };
+}
+
+async function same(name, method, path, options, { fast = true } = {}) {
+  const r = await both(method, path, options);
+  assert.deepEqual(r.fast, r.complete, `${name}: the answers differ`);
+  assert.deepEqual(r.fastSeen, r.completeSeen, `${name}: the origin received different requests`);
+  assert.equal(r.answered, fast ? 1 : 0, `${name}: ${fast ? 'not answered by the fast path' : 'answered by the fast path'}`);
+  return r.fast;
+}
+
+const USERS = '/api/v2/projects/7/users';
+
+test('allowed and refused requests: the same answer and the same forwarded request on both paths', async () => {
+  const plain = await createKey({ permissions: ['users:read', 'users:create', 'events:create'], event_denylist: ['bad.event'], workspace: 'ws-1' });
+  const bearer = { authorization: `Bearer ${plain.api_key}` };
+  // Warm the cache (a miss is compared below).
+  assert.equal((await kw.request('GET', USERS, { headers: bearer })).status, 200);
+
+  assert.equal((await same('allowed', 'GET', `${USERS}?page=2&x=%41`, { headers: { ...bearer, 'x-other': 'kept', 'x-keyward-key-id': 'spoofed' } })).status, 200);
+  assert.equal((await same('X-API-Key', 'GET', USERS, { headers: { 'x-api-key': plain.api_key } })).status, 200);
+  const basic = Buffer.from(`ws-1:${plain.api_key}`).toString('base64');
+  assert.equal((await same('Basic', 'GET', USERS, { headers: { authorization: `Basic ${basic}` } })).status, 200);
+  const other = Buffer.from(`ws-2:${plain.api_key}`).toString('base64');
+  assert.equal((await same('Basic, other workspace', 'GET', USERS, { headers: { authorization: `Basic ${other}` } })).status, 401);
+  assert.equal((await same('HEAD', 'HEAD', USERS, { headers: bearer })).status, 200);
+  assert.equal((await same('POST body streamed', 'POST', USERS, { headers: { ...bearer, 'content-type': 'application/json' }, body: '{"email":"a@b.c"}' })).status, 200);
+  assert.equal((await same('missing key', 'GET', USERS, {})).status, 401);
+  assert.equal((await same('malformed key', 'GET', USERS, { headers: { authorization: `Bearer ${typo(plain.api_key)}` } })).status, 401);
+  assert.equal((await same('two keys', 'GET', USERS, { headers: { ...bearer, 'x-api-key': makeKey('kw_live') } })).status, 400);
+  assert.equal((await same('permission denied', 'GET', '/api/v2/projects/7', { headers: bearer })).status, 403);
+  assert.equal((await same('no route', 'GET', '/nowhere', { headers: bearer })).status, 403);
+  assert.equal((await same('unsafe path', 'GET', '/api/v2/projects/7%2Fusers', { headers: bearer })).status, 400);
+  assert.equal((await same('_method refused', 'GET', `${USERS}?_method=DELETE`, { headers: bearer })).status, 400);
+
+  // Inspected bodies: the event named in the body.
+  const events = { ...bearer, 'content-type': 'application/json' };
+  assert.equal((await same('body event allowed', 'POST', '/v4/events', { headers: events, body: '{"action":"good.event","x":1}' })).status, 200);
+  assert.equal((await same('body event refused', 'POST', '/v4/events', { headers: events, body: '{"action":"bad.event"}' })).status, 403);
+  assert.equal((await same('body unreadable', 'POST', '/v4/events', { headers: events, body: '{"action":' })).status, 400);
+  assert.equal((await same('body empty', 'POST', '/v4/events', { headers: events, body: '' })).status, 400);
+  assert.equal((await same('path event', 'POST', '/v4/events/bad.event', { headers: bearer })).status, 403);
+});
+
+test('keys in other states: the same answers on both paths', async () => {
+  const profile = await createKey({ type: 'profile', profile_id: 'p-1', permissions: ['profiles:*'], attribute_allowlist: ['email'] });
+  const h = { authorization: `Bearer ${profile.api_key}`, 'content-type': 'application/json' };
+  await kw.request('GET', '/v4/profiles/p-1', { headers: h });
+  assert.equal((await same('profile key, own profile', 'GET', '/v4/profiles/p-1', { headers: h })).status, 200);
+  assert.equal((await same('profile key, other profile', 'GET', '/v4/profiles/p-2', { headers: h })).status, 403);
+  assert.equal((await same('attributes allowed', 'PUT', '/v4/profiles/p-1', { headers: h, body: '{"email":"a@b.c"}' })).status, 200);
+  assert.equal((await same('attributes refused', 'PUT', '/v4/profiles/p-1', { headers: h, body: '{"email":"a@b.c","vip":true}' })).status, 403);
+
+  const ip = await createKey({ ip_allowlist: ['127.0.0.1'] });
+  const ih = { authorization: `Bearer ${ip.api_key}` };
+  await kw.request('GET', USERS, { headers: ih, localAddress: '127.0.0.1' });
+  assert.equal((await same('IP allowed', 'GET', USERS, { headers: ih, localAddress: '127.0.0.1' })).status, 200);
+  assert.equal((await same('IP refused', 'GET', USERS, { headers: ih, localAddress: '127.0.0.9' })).status, 403);
+
+  const revoked = await createKey({});
+  assert.equal((await kw.admin('POST', '/revocations', { ids: [revoked.id] })).status, 200);
+  const rh = { authorization: `Bearer ${revoked.api_key}` };
+  await kw.request('GET', USERS, { headers: rh });
+  assert.equal((await same('revoked', 'GET', USERS, { headers: rh })).status, 401);
+
+  const unknown = { authorization: `Bearer ${makeKey('kw_live')}` };
+  await kw.request('GET', USERS, { headers: unknown });
+  assert.equal((await same('unknown (cached)', 'GET', USERS, { headers: unknown })).status, 401);
+
+  // Taken by the complete path whatever the entry: credentials in the query, browsers.
+  assert.equal((await same('api_key query', 'GET', `${USERS}?api_key=${profile.api_key}`, {}, { fast: false })).status, 403);
+  const originKey = await createKey({ origin_allowlist: ['https://app.example'] });
+  assert.equal((await same('origin_allowlist key', 'GET', USERS, { headers: { authorization: `Bearer ${originKey.api_key}`, referer: 'https://app.example/x' } }, { fast: false })).status, 200);
+});
+
+test('a cache miss on the fast path reads KV once and answers as the complete path does', async () => {
+  const { api_key: key } = await createKey({});
+  const h = { authorization: `Bearer ${key}` };
+  const before = await stats();
+  origin.clear();
+  const r = await kw.request('GET', `${USERS}?q=1`, { headers: h });
+  const after = await stats();
+  assert.equal(r.status, 200, r.text);
+  assert.equal(after.key_reads - before.key_reads, 1, 'one KV read');
+  assert.equal(after.fast_path_answers - before.fast_path_answers, 1, 'answered by the fast path');
+  assert.equal(origin.last().headers['x-keyward-key-type'], 'workspace');
+  assert.equal(origin.last().headers.authorization, undefined);
+
+  // An unknown key: one read, then answered from the cache.
+  const unknown = { authorization: `Bearer ${makeKey('kw_live')}` };
+  const first = await kw.request('GET', USERS, { headers: unknown });
+  const mid = await stats();
+  const second = await kw.request('GET', USERS, { headers: unknown });
+  const last = await stats();
+  assert.equal(first.status, 401);
+  assert.deepEqual(answerOf(first), answerOf(second));
+  assert.equal(mid.key_reads - after.key_reads, 1);
+  assert.equal(last.key_reads, mid.key_reads);
+  assert.equal(last.fast_path_answers - after.fast_path_answers, 2);
+});
+
+test('with CACHE_TTL_SECONDS=0 each request reads its record once and is still answered on the fast path', async () => {
+  const cold = await startKeyward({ origin: origin.url, vars: { KEYWARD_DEBUG: '1', CACHE_TTL_SECONDS: '0' } });
+  try {
+    const policy = (await cold.admin('GET', '/policy')).body.data;
+    assert.equal((await cold.admin('PUT', '/policy', policy)).status, 200, 'the policy stored (then it comes with the change feed)');
+    const made = await cold.admin('POST', '/api_keys', { api_key: { name: 'cold', permissions: ['users:read'] } });
+    const h = { authorization: `Bearer ${made.body.data.api_key}` };
+    const coldStats = async () => (await cold.request('GET', '/_keyward/debug/stats')).body.data;
+    await cold.request('GET', USERS, { headers: h });
+    const before = await coldStats();
+    for (let i = 0; i < 3; i++) assert.equal((await cold.request('GET', USERS, { headers: h })).status, 200);
+    assertPermissionDenied(await cold.request('GET', '/api/v2/projects/7', { headers: h }));
+    const after = await coldStats();
+    assert.equal(after.key_reads - before.key_reads, 4, 'one KV read a request');
+    assert.equal(after.fast_path_answers - before.fast_path_answers, 4, 'all answered on the fast path');
+  } finally {
+    await cold.stop();
+  }
+});
+
+function assertPermissionDenied(r) {
+  assert.equal(r.status, 403, r.text);
+  assert.equal(r.body.error_code, 'PERMISSION_DENIED');
+}
