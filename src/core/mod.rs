@@ -20,6 +20,7 @@ pub mod page_token;
 pub mod policy;
 pub mod record;
 pub mod time;
+pub mod usage;
 
 pub use code::Code;
 pub use decision::{decide, Decision, GateRequest};

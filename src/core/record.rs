@@ -116,7 +116,7 @@ pub enum WriteMode {
     Push,
 }
 
-const READ_ONLY: &[&str] = &["id", "status", "created_at", "updated_at", "revoked_at", "digest"];
+const READ_ONLY: &[&str] = &["id", "status", "created_at", "updated_at", "revoked_at", "digest", "last_used_at"];
 
 impl KeyRecord {
     /// A new record with every attribute at its default, to which attributes are then applied.
@@ -350,7 +350,7 @@ impl KeyRecord {
         let object = view.as_object().ok_or_else(|| FieldError::new("record", "must be a JSON object"))?;
         let text = |field: &str| object.get(field).and_then(Value::as_str).map(str::to_string);
         let mut attributes = object.clone();
-        for field in ["id", "status", "created_at", "updated_at", "revoked_at", "version", "key_preview", "api_key", "rolled_from"] {
+        for field in ["id", "status", "created_at", "updated_at", "revoked_at", "version", "key_preview", "api_key", "rolled_from", "last_used_at"] {
             attributes.remove(field);
         }
         let mut base = KeyRecord::blank(text("id").unwrap_or_else(|| "key_playground".into()), String::new(), 0);

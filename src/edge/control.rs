@@ -41,6 +41,11 @@ impl DurableObject for ControlPlane {
                 None
             }
         };
+        if let Some(l) = &ledger {
+            if let Err(e) = super::usage::create_schema(l.sql()) {
+                worker::console_error!("keyward: the usage tables could not be created: {}", e.0);
+            }
+        }
         let failures = env
             .var("KEYWARD_TEST_FAIL_KV_WRITES")
             .ok()
@@ -59,7 +64,7 @@ impl DurableObject for ControlPlane {
         ControlPlane { state, env, ledger, draining: Rc::new(Cell::new(0)), kv_failures_left: Rc::new(Cell::new(failures)) }
     }
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
         let Some(ledger) = self.ledger.clone() else {
             return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable");
         };
@@ -79,6 +84,15 @@ impl DurableObject for ControlPlane {
             return match ledger.feed(after, policy_seq, now) {
                 Ok(feed) => reply::json(200, &serde_json::to_value(&feed).unwrap_or_default()),
                 Err(_) => reply::error(503, "STORE_UNAVAILABLE", "the change log is unavailable"),
+            };
+        }
+        if path == "/_internal/usage" {
+            let Ok(batch) = req.json::<crate::core::usage::UsageBatch>().await else {
+                return reply::error(400, "BAD_REQUEST", "body: is not a usage batch");
+            };
+            return match super::usage::apply(ledger.sql(), &batch) {
+                Ok(()) => reply::json(200, &json!({"stored": batch.counts.len()})),
+                Err(_) => reply::error(503, "STORE_UNAVAILABLE", "the usage tables are unavailable"),
             };
         }
         if path == "/_internal/record" {

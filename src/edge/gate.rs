@@ -17,6 +17,7 @@ use worker::{
 use super::cache;
 use super::reply;
 use super::store::{self, Store, SyncPlan, SyncSettings};
+use super::usage;
 use crate::core::cache::Lookup;
 use crate::core::cors::{self, Preflight};
 use crate::core::credential::{find_credential, strip_api_key, CredentialSource};
@@ -191,6 +192,11 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         }
         Ok(Some(key)) => key,
     };
+    // From here on every outcome is this known key's, and counted as its usage.
+    let deny = |code: Code, message: &str| {
+        usage::record(&key.record.id, code, now);
+        deny(code, message)
+    };
     let policy = match store.policy(now).await {
         Ok(p) => p,
         Err(_) => return deny(Code::StoreUnavailable, "the route policy is unavailable"),
@@ -257,6 +263,7 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         let env = env.clone();
         ctx.wait_until(async move { background(&env).await });
     }
+    usage::record(&key.record.id, Code::Valid, now);
 
     // The copy of the client's headers made above (one JavaScript call), less what must go:
     // the credential, the Host of this Worker and any X-Keyward-* the client made up.

@@ -215,6 +215,11 @@ impl Ledger {
         Ok(Ledger { sql, names: RefCell::new(None) })
     }
 
+    /// The object's SQLite storage, for the tables kept beside the ledger's (usage).
+    pub fn sql(&self) -> &SqlStorage {
+        &self.sql
+    }
+
     fn rows<T: serde::de::DeserializeOwned>(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<T>, StoreError> {
         Ok(self.sql.exec(query, bindings)?.to_array::<T>()?)
     }

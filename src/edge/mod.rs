@@ -8,6 +8,7 @@ mod gate;
 mod ledger;
 mod reply;
 mod store;
+mod usage;
 
 use worker::{event, web_sys, Context, Env, Request, Response, Result};
 
@@ -57,12 +58,18 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
         }
         // Test harnesses only: production never sets KEYWARD_DEBUG, so this is a 404 there.
         if path == "/_keyward/debug/stats" && env.var("KEYWARD_DEBUG").is_ok() {
-            return reply::success(200, cache::stats());
+            let mut stats = cache::stats();
+            if let Some(map) = stats.as_object_mut() {
+                map.insert("usage".into(), usage::stats());
+            }
+            return reply::success(200, stats);
         }
         return reply::error(404, "NOT_FOUND", "no such keyward endpoint");
     }
     let method = worker::Method::from(raw_method);
-    gate::handle(req, method, url, &env, &ctx).await
+    let response = gate::handle(req, method, url, &env, &ctx).await;
+    usage::flush_soon(&env, &ctx);
+    response
 }
 
 /// The management API: `ping` and the OpenAPI document here, everything else in the control

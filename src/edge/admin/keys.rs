@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use worker::{Env, Request};
 
-use super::{attributes, check_id, load, no_query, read_json, whole_number, Answer, Call, Refusal};
+use super::{attributes, check_id, load, no_query, read_json, shown, whole_number, Answer, Call, Refusal};
 use crate::core::digest::key_digest;
 use crate::core::key::{generate_key, key_preview, new_key_id, RANDOM_BYTES_FOR_KEY};
 use crate::core::record::{KeyRecord, KeyStatus, WriteMode};
@@ -49,13 +49,13 @@ pub(super) async fn create(req: &mut Request, call: &Call<'_>) -> Answer {
     record.version = 1;
     record.key_preview = Some(key_preview(&key));
     call.ledger.put(&record, None, &call.actor, "create", call.now)?;
-    Ok(reply::success(201, with_plaintext(record.view(call.now), &key))?)
+    Ok(reply::success(201, with_plaintext(shown(call, &record)?, &key))?)
 }
 
 pub(super) fn get(req: &Request, call: &Call<'_>, id: &str) -> Answer {
     no_query(req)?;
     let record = load(call, id)?;
-    Ok(reply::success(200, record.view(call.now))?)
+    Ok(reply::success(200, shown(call, &record)?)?)
 }
 
 /// What a change to `active` is called in the audit log.
@@ -80,7 +80,7 @@ pub(super) async fn update(req: &mut Request, call: &Call<'_>, id: &str) -> Answ
     next.version = record.version.saturating_add(1);
     next.updated_at = format_rfc3339(call.now);
     call.ledger.put(&next, Some(&record), &call.actor, update_action(&record, &next), call.now)?;
-    Ok(reply::success(200, next.view(call.now))?)
+    Ok(reply::success(200, shown(call, &next)?)?)
 }
 
 pub(super) fn delete(call: &Call<'_>, id: &str) -> Answer {
@@ -90,6 +90,7 @@ pub(super) fn delete(call: &Call<'_>, id: &str) -> Answer {
     }
     let tombstone = record.is_revoked().then(|| tombstone_of(&record, call.now));
     call.ledger.delete(&record, tombstone.as_ref(), &call.actor, call.now)?;
+    crate::edge::usage::forget(call.ledger.sql(), &record.id)?;
     Ok(reply::success(200, json!({"id": record.id, "deleted": true}))?)
 }
 
@@ -115,11 +116,11 @@ pub(super) fn revoked(record: &KeyRecord, now: i64) -> KeyRecord {
 pub(super) fn revoke(call: &Call<'_>, id: &str) -> Answer {
     let record = load(call, id)?;
     if record.is_revoked() {
-        return Ok(reply::success(200, record.view(call.now))?);
+        return Ok(reply::success(200, shown(call, &record)?)?);
     }
     let next = revoked(&record, call.now);
     call.ledger.put(&next, Some(&record), &call.actor, "revoke", call.now)?;
-    Ok(reply::success(200, next.view(call.now))?)
+    Ok(reply::success(200, shown(call, &next)?)?)
 }
 
 pub(super) async fn roll(req: &mut Request, call: &Call<'_>, id: &str) -> Answer {
@@ -168,9 +169,9 @@ pub(super) async fn roll(req: &mut Request, call: &Call<'_>, id: &str) -> Answer
     }
     call.ledger.put(&fresh, None, &call.actor, "create", now)?;
     call.ledger.put(&retired, Some(&old), &call.actor, "roll", now)?;
-    let mut data = with_plaintext(fresh.view(now), &key);
+    let mut data = with_plaintext(shown(call, &fresh)?, &key);
     if let Some(map) = data.as_object_mut() {
-        map.insert("rolled_from".into(), retired.view(now));
+        map.insert("rolled_from".into(), shown(call, &retired)?);
     }
     Ok(reply::success(201, data)?)
 }

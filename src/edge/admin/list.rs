@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 use worker::Request;
 
-use super::{per_page, query_pairs, Answer, Call, Refusal};
+use super::{per_page, query_pairs, shown_all, Answer, Call, Refusal};
 use crate::core::page_token::{decode as decode_token, encode as encode_token};
 use crate::edge::ledger::ListFilter;
 use crate::edge::reply;
@@ -57,7 +57,7 @@ pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
     };
     let end = start.saturating_add(records.len());
     let next = (end < total).then(|| records.last().map(|r| encode_token(&r.id))).flatten();
-    let views: Vec<Value> = records.iter().map(|r| r.view(call.now)).collect();
+    let views: Vec<Value> = shown_all(call, &records)?;
     let mut extra = Map::new();
     // The page asked for, even past the last one (an empty page, never moved to the last); for
     // a page_token (never given with page), the page the token's position falls in.

@@ -9,6 +9,7 @@ mod keys;
 mod list;
 mod policy;
 mod push;
+mod usage;
 mod verify;
 
 pub use verify::{openapi, ping};
@@ -104,6 +105,7 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
     match segments {
         ["api_keys"] => "GET, POST",
         ["api_keys", _] => "GET, PUT, DELETE",
+        ["api_keys", _, "usage"] => "GET",
         ["audit"] | ["ping"] | ["openapi.json"] => "GET",
         ["keys", "batch"] => "POST",
         ["keys", _] => "PUT",
@@ -118,7 +120,7 @@ async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: 
         (_, ["keys", "batch"]) => {
             return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
         }
-        (Method::Get, ["api_keys"] | ["api_keys", _] | ["audit"]) => Need::Permission("keys:read"),
+        (Method::Get, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "usage"] | ["audit"]) => Need::Permission("keys:read"),
         (Method::Post, ["api_keys"]) => Need::Permission("keys:create"),
         (Method::Put, ["api_keys", _]) | (Method::Post, ["api_keys", _, "revoke" | "roll"]) => {
             Need::Permission("keys:update")
@@ -127,7 +129,7 @@ async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: 
         (Method::Post, ["verify"]) => Need::Permission("keys:read"),
         (Method::Get, ["policy"]) => Need::Permission("keys:read"),
         (Method::Put, ["keys", _] | ["policy"]) | (Method::Post, ["revocations"]) => Need::Admin,
-        (_, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "revoke" | "roll"] | ["keys", _] | ["policy"]
+        (_, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "revoke" | "roll" | "usage"] | ["keys", _] | ["policy"]
             | ["revocations"] | ["verify"] | ["ping"] | ["openapi.json"] | ["audit"]) => {
             return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
         }
@@ -139,6 +141,7 @@ async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: 
         (Method::Get, ["api_keys"]) => list::list(req, &call),
         (Method::Post, ["api_keys"]) => keys::create(req, &call).await,
         (Method::Get, ["api_keys", id]) => keys::get(req, &call, id),
+        (Method::Get, ["api_keys", id, "usage"]) => usage::usage(req, &call, id),
         (Method::Put, ["api_keys", id]) => keys::update(req, &call, id).await,
         (Method::Delete, ["api_keys", id]) => keys::delete(&call, id),
         (Method::Post, ["api_keys", id, "revoke"]) => keys::revoke(&call, id),
@@ -282,6 +285,28 @@ fn query_pairs(req: &Request) -> std::result::Result<Vec<(String, String)>, Refu
         out.push((field.to_string(), value));
     }
     Ok(out)
+}
+
+/// Records as the API shows them, with `last_used_at` (kept beside the record, never in it: it
+/// changes with traffic, not by a versioned write).
+fn shown_all(call: &Call<'_>, records: &[KeyRecord]) -> std::result::Result<Vec<Value>, Refusal> {
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let last = crate::edge::usage::last_used(call.ledger.sql(), &ids)?;
+    Ok(records
+        .iter()
+        .map(|r| {
+            let mut view = r.view(call.now);
+            if let Some(map) = view.as_object_mut() {
+                let at = last.get(&r.id).map_or(Value::Null, |ms| Value::String(crate::core::time::format_rfc3339(*ms)));
+                map.insert("last_used_at".into(), at);
+            }
+            view
+        })
+        .collect())
+}
+
+fn shown(call: &Call<'_>, record: &KeyRecord) -> std::result::Result<Value, Refusal> {
+    Ok(shown_all(call, std::slice::from_ref(record))?.pop().unwrap_or(Value::Null))
 }
 
 /// `per_page`: from 1 to `max`.

@@ -4,7 +4,7 @@ use serde_json::{json, Map, Value};
 use worker::Request;
 
 use super::keys::{new_id, revoked};
-use super::{attributes, no_query, read_json, read_json_up_to, Answer, Call, Refusal, MAX_BATCH_BODY_BYTES};
+use super::{attributes, no_query, read_json, read_json_up_to, shown, Answer, Call, Refusal, MAX_BATCH_BODY_BYTES};
 use crate::core::digest::is_digest;
 use crate::core::key::is_key_id;
 use crate::core::record::{KeyRecord, WriteMode};
@@ -88,7 +88,7 @@ pub(super) async fn push(req: &mut Request, call: &Call<'_>, digest: &str) -> An
     let body = read_json(req).await?;
     let attrs = attributes(&body)?;
     let (pushed, record) = apply(call, digest, attrs, false)?;
-    Ok(reply::success(if pushed == Pushed::Created { 201 } else { 200 }, record.view(call.now))?)
+    Ok(reply::success(if pushed == Pushed::Created { 201 } else { 200 }, shown(call, &record)?)?)
 }
 
 /// `POST /keys/batch`: up to 1 000 records, each applied or refused on its own.
