@@ -4,6 +4,7 @@ import { api, setToken, getToken } from './api.js';
 import { MODULES, ACTIONS, toMatrix, fromMatrix } from './permissions.js';
 import { openHistory, wireHistory, loadActivity, wireActivity, resetActivity } from './audit.js';
 import { openPolicy, renderCorsOutcome } from './policy.js';
+import { openUsage, wireUsage, ago } from './usage.js';
 
 const $ = (selector) => document.querySelector(selector);
 const $$ = (selector) => [...document.querySelectorAll(selector)];
@@ -63,6 +64,7 @@ function signedOut() {
 }
 wireHistory(signedOut);
 wireActivity(signedOut);
+wireUsage();
 
 // ---------------------------------------------------------------- sign in / out
 
@@ -160,7 +162,12 @@ async function loadList() {
     const created = document.createElement('td');
     created.dataset.label = 'Created';
     created.textContent = when(k.created_at);
-    tr.append(name, preview, type, status, perms, created);
+    const used = document.createElement('td');
+    used.dataset.label = 'Last used';
+    used.className = 'last-used';
+    used.textContent = ago(k.last_used_at);
+    if (k.last_used_at) used.title = new Date(k.last_used_at).toLocaleString();
+    tr.append(name, preview, type, status, perms, created, used);
     body.append(tr);
   }
   const { num_records: total, next_page_token: next } = r.body;
@@ -336,6 +343,7 @@ function openEditor(record) {
     }
   }
   openHistory(record?.id ?? null, signedOut);
+  openUsage(record, signedOut);
 }
 
 async function loadEditor(id) {

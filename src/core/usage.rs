@@ -15,6 +15,10 @@ pub const MAX_TALLY_KEYS: usize = 10_000;
 pub const MAX_TALLY_BUCKETS: usize = 50_000;
 /// Buckets sent in one flush; the rest go in the next.
 pub const MAX_BATCH_BUCKETS: usize = 5_000;
+/// 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z: RFC 3339 writes the instants from the first
+/// up to, not including, the second.
+const FIRST_INSTANT_MS: i64 = -62_167_219_200_000;
+const LAST_INSTANT_MS: i64 = 253_402_300_800_000;
 /// The widest range one usage query may cover, per granularity.
 pub const MAX_HOUR_BUCKETS: i64 = 31 * 24;
 pub const MAX_DAY_BUCKETS: i64 = 366;
@@ -213,13 +217,16 @@ impl UsageRange {
             }
         }
         let to = to.unwrap_or(now_ms);
-        let from = from.unwrap_or_else(|| to.saturating_sub(granularity.default_span_ms()));
+        let from = from.unwrap_or_else(|| to.saturating_sub(granularity.default_span_ms()).max(FIRST_INSTANT_MS));
         if from >= to {
             return Err(ParamError("from: must be before to".into()));
         }
         let size = granularity.bucket_ms();
         let start_ms = from.div_euclid(size).saturating_mul(size);
         let end_ms = to.saturating_add(size - 1).div_euclid(size).saturating_mul(size);
+        if end_ms >= LAST_INSTANT_MS {
+            return Err(ParamError("to: must fall in a bucket that ends by 9999-12-31T23:59:59Z".into()));
+        }
         let buckets = (end_ms - start_ms) / size;
         if buckets > granularity.max_buckets() {
             let span = match granularity {
@@ -372,6 +379,9 @@ mod tests {
         assert!(bad(&[("limit", "3")]).starts_with("limit:"));
         assert!(bad(&[("from", "2025-11-26T02:00:00Z"), ("to", "2025-11-26T01:00:00Z")]).starts_with("from:"));
         assert!(bad(&[("from", "2025-01-01T00:00:00Z"), ("to", "2025-11-26T00:00:00Z")]).starts_with("to:"));
+        assert!(bad(&[("to", "9999-12-31T23:30:00Z")]).starts_with("to:"));
+        let earliest = UsageRange::parse(&pairs(&[("to", "0000-01-01T05:00:00Z")]), T0).unwrap();
+        assert_eq!(crate::core::time::format_rfc3339(earliest.start_ms), "0000-01-01T00:00:00.000Z");
         assert!(UsageRange::parse(&pairs(&[("granularity", "day"), ("from", "2025-01-01T00:00:00Z"), ("to", "2025-11-26T00:00:00Z")]), T0).is_ok());
     }
 
