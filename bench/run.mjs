@@ -56,6 +56,7 @@ const n = (k) => native[k];
 row('decision, native: whole check (parse+checksum+SHA-256+decide) p50/p99', `${us(n('native/keyward_full_check').p50_ns)} / ${us(n('native/keyward_full_check').p99_ns)}`);
 row('decision, native: decide only p50/p99', `${us(n('native/keyward_decide').p50_ns)} / ${us(n('native/keyward_decide').p99_ns)}`);
 row('  of which SHA-256 digest / key parse (p50)', `${us(n('native/sha256_digest').p50_ns)} / ${us(n('native/parse_key').p50_ns)}`);
+row('usage counting, native: one tally update (usage::record) p50', us(n('native/usage_record').p50_ns));
 row('decision, wasm (Node/V8): whole check p50/p99', `${us(wasm['wasm/keyward_full_check'].p50_ns)} / ${us(wasm['wasm/keyward_full_check'].p99_ns)}`,
   `< 2 µs: ${wasm['wasm/keyward_full_check'].p50_ns < 2000 ? 'met' : 'MISSED'}`);
 row('peer: cedar-policy is_authorized, native p50/p99', `${us(n('native/cedar').p50_ns)} / ${us(n('native/cedar').p99_ns)}`);

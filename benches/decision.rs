@@ -212,6 +212,14 @@ fn main() {
     put("native/cedar", percentiles(|| { black_box(cedar_check(black_box(&peer))); }, 20, budget));
     put("native/sha256_digest", percentiles(|| { black_box(key_digest(black_box(&key_text))); }, 200, budget));
     put("native/parse_key", percentiles(|| { black_box(parse_key(black_box(&key_text)).is_ok()); }, 200, budget));
+    // What usage counting adds to a request: one tally update for a key already in a tally of
+    // 1 000 keys (the gate's usage::record).
+    let mut tally = keyward::core::usage::UsageTally::default();
+    for i in 0..1_000 {
+        tally.add(&format!("key_{i:026}"), Code::Valid, 0);
+    }
+    let warm = "key_00000000000000000000000500".to_string();
+    put("native/usage_record", percentiles(|| tally.add(black_box(&warm), Code::Valid, black_box(1)), 200, budget));
     for n in [10usize, 1_000, 10_000] {
         let big = CompiledKey::compile(record(n, 50, n, &key_text)).unwrap();
         put(&format!("scale/decide_{n}_cidrs_and_permissions"), percentiles(|| { black_box(decide_only(black_box(&big), &policy)); }, 200, budget));

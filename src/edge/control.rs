@@ -87,11 +87,12 @@ impl DurableObject for ControlPlane {
             };
         }
         if path == "/_internal/usage" {
-            let Ok(batch) = req.json::<crate::core::usage::UsageBatch>().await else {
-                return reply::error(400, "BAD_REQUEST", "body: is not a usage batch");
+            // Only this Worker's isolates call it: the batch goes to SQLite as the JSON they sent.
+            let Ok(batch) = req.text().await else {
+                return reply::error(400, "BAD_REQUEST", "body: could not be read");
             };
             return match super::usage::apply(ledger.sql(), &batch) {
-                Ok(()) => reply::json(200, &json!({"stored": batch.counts.len()})),
+                Ok(()) => reply::json(200, &json!({"stored": true})),
                 Err(_) => reply::error(503, "STORE_UNAVAILABLE", "the usage tables are unavailable"),
             };
         }

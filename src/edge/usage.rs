@@ -4,14 +4,13 @@
 //! queries and `last_used_at` read it there.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 use worker::{Context, Delay, Env, Method, Request, RequestInit, SqlStorage, SqlStorageValue};
 
 use super::store::{self, StoreError};
-use crate::core::usage::{UsageBatch, UsageRange, UsageTally, MAX_BATCH_BUCKETS};
+use crate::core::usage::{UsageRange, UsageTally, MAX_BATCH_BUCKETS};
 use crate::core::Code;
 
 /// `USAGE_FLUSH_MS` when not set in wrangler.toml.
@@ -151,28 +150,24 @@ pub fn create_schema(sql: &SqlStorage) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Adds a flushed batch: each count onto its (key, hour, outcome) row, each last-used time when
-/// later than the stored one. Keys no longer listed (deleted meanwhile) are left out. Two
-/// statements, whatever the batch's size.
-pub fn apply(sql: &SqlStorage, batch: &UsageBatch) -> Result<(), StoreError> {
-    if !batch.counts.is_empty() {
-        sql.exec(
-            "INSERT INTO usage (key_id, hour, outcome, count)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)
-             WHERE (value ->> 0) IN (SELECT id FROM keys)
-             ON CONFLICT (key_id, hour, outcome) DO UPDATE SET count = count + excluded.count",
-            vec![SqlStorageValue::String(serde_json::to_string(&batch.counts)?)],
-        )?;
-    }
-    if !batch.last_used.is_empty() {
-        sql.exec(
-            "INSERT INTO last_used (key_id, at)
-             SELECT value ->> 0, value ->> 1 FROM json_each(?)
-             WHERE (value ->> 0) IN (SELECT id FROM keys)
-             ON CONFLICT (key_id) DO UPDATE SET at = max(at, excluded.at)",
-            vec![SqlStorageValue::String(serde_json::to_string(&batch.last_used)?)],
-        )?;
-    }
+/// Adds a flushed batch (a [`crate::core::usage::UsageBatch`] as JSON): each count onto its (key, hour, outcome) row,
+/// each last-used time when later than the stored one. Keys no longer listed (deleted meanwhile)
+/// are left out. Two statements, whatever the batch's size; SQLite reads the JSON itself.
+pub fn apply(sql: &SqlStorage, batch: &str) -> Result<(), StoreError> {
+    sql.exec(
+        "INSERT INTO usage (key_id, hour, outcome, count)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?, '$.counts')
+         WHERE (value ->> 0) IN (SELECT id FROM keys) AND (value ->> 3) > 0
+         ON CONFLICT (key_id, hour, outcome) DO UPDATE SET count = count + excluded.count",
+        vec![SqlStorageValue::String(batch.to_string())],
+    )?;
+    sql.exec(
+        "INSERT INTO last_used (key_id, at)
+         SELECT value ->> 0, value ->> 1 FROM json_each(?, '$.last_used')
+         WHERE (value ->> 0) IN (SELECT id FROM keys)
+         ON CONFLICT (key_id) DO UPDATE SET at = max(at, excluded.at)",
+        vec![SqlStorageValue::String(batch.to_string())],
+    )?;
     Ok(())
 }
 
@@ -201,14 +196,14 @@ struct LastUsedRow {
     at: i64,
 }
 
-/// The last allowed request of each of `ids` that has one (Unix ms), in one query.
-pub fn last_used(sql: &SqlStorage, ids: &[&str]) -> Result<HashMap<String, i64>, StoreError> {
+/// The last allowed request (Unix ms) of each of `ids` that has one, in one query, by id.
+pub fn last_used(sql: &SqlStorage, ids: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
     if ids.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Vec::new());
     }
     let rows: Vec<LastUsedRow> = sql
         .exec(
-            "SELECT key_id, at FROM last_used WHERE key_id IN (SELECT value FROM json_each(?))",
+            "SELECT key_id, at FROM last_used WHERE key_id IN (SELECT value FROM json_each(?)) ORDER BY key_id",
             vec![SqlStorageValue::String(serde_json::to_string(ids)?)],
         )?
         .to_array()?;

@@ -297,7 +297,11 @@ fn shown_all(call: &Call<'_>, records: &[KeyRecord]) -> std::result::Result<Vec<
         .map(|r| {
             let mut view = r.view(call.now);
             if let Some(map) = view.as_object_mut() {
-                let at = last.get(&r.id).map_or(Value::Null, |ms| Value::String(crate::core::time::format_rfc3339(*ms)));
+                let at = last
+                    .binary_search_by(|(id, _)| id.as_str().cmp(&r.id))
+                    .ok()
+                    .and_then(|i| last.get(i))
+                    .map_or(Value::Null, |(_, ms)| Value::String(crate::core::time::format_rfc3339(*ms)));
                 map.insert("last_used_at".into(), at);
             }
             view
