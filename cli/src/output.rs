@@ -100,7 +100,7 @@ pub fn fields(record: &Value) -> String {
     out
 }
 
-pub const KEY_COLUMNS: &[&str] = &["id", "name", "status", "type", "key_preview", "permissions", "expires_at"];
+pub const KEY_COLUMNS: &[&str] = &["id", "name", "status", "type", "key_preview", "permissions", "expires_at", "last_used_at"];
 
 #[cfg(test)]
 mod tests {

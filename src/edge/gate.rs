@@ -263,7 +263,6 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         let env = env.clone();
         ctx.wait_until(async move { background(&env).await });
     }
-    usage::record(&key.record.id, Code::Valid, now);
 
     // The copy of the client's headers made above (one JavaScript call), less what must go:
     // the credential, the Host of this Worker and any X-Keyward-* the client made up.
@@ -286,6 +285,8 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         forwarded.set("x-keyward-profile-id", profile)?;
     }
     let strip = (credential.has(CredentialSource::Query), resolved.as_ref().is_some_and(|r| r.strip_param));
+    // Allowed: any check added above refuses through `deny`, which counts its own outcome.
+    usage::record(&key.record.id, Code::Valid, now);
     forward(&req, method, &url, env, forwarded, strip, body).await
 }
 
