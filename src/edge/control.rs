@@ -91,7 +91,7 @@ impl DurableObject for ControlPlane {
             let Ok(batch) = req.text().await else {
                 return reply::error(400, "BAD_REQUEST", "body: could not be read");
             };
-            return match super::usage::apply(ledger.sql(), &batch) {
+            return match super::usage::apply(ledger.sql(), &batch, now) {
                 Ok(()) => reply::json(200, &json!({"stored": true})),
                 Err(_) => reply::error(503, "STORE_UNAVAILABLE", "the usage tables are unavailable"),
             };

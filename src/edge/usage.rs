@@ -10,7 +10,7 @@ use serde::Deserialize;
 use worker::{Context, Delay, Env, Method, Request, RequestInit, SqlStorage, SqlStorageValue};
 
 use super::store::{self, StoreError};
-use crate::core::usage::{UsageRange, UsageTally, MAX_BATCH_BUCKETS};
+use crate::core::usage::{UsageRange, UsageTally, HOUR_MS, MAX_BATCH_BUCKETS};
 use crate::core::Code;
 
 /// `USAGE_FLUSH_MS` when not set in wrangler.toml.
@@ -131,6 +131,14 @@ pub fn stats() -> serde_json::Value {
 
 // The control plane's side: the tables, the batch upsert and the reads.
 
+/// How long hourly counts are kept: past the widest query (366 days by day) with room to spare.
+const RETENTION_HOURS: i64 = 400 * 24;
+
+thread_local! {
+    /// The hour the control plane last dropped expired counts in.
+    static PRUNED_HOUR: Cell<i64> = const { Cell::new(i64::MIN) };
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS usage (
   key_id TEXT NOT NULL,
@@ -139,6 +147,7 @@ CREATE TABLE IF NOT EXISTS usage (
   count INTEGER NOT NULL,
   PRIMARY KEY (key_id, hour, outcome)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_by_hour ON usage (hour);
 CREATE TABLE IF NOT EXISTS last_used (
   key_id TEXT PRIMARY KEY,
   at INTEGER NOT NULL
@@ -153,7 +162,13 @@ pub fn create_schema(sql: &SqlStorage) -> Result<(), StoreError> {
 /// Adds a flushed batch (a [`crate::core::usage::UsageBatch`] as JSON): each count onto its (key, hour, outcome) row,
 /// each last-used time when later than the stored one. Keys no longer listed (deleted meanwhile)
 /// are left out. Two statements, whatever the batch's size; SQLite reads the JSON itself.
-pub fn apply(sql: &SqlStorage, batch: &str) -> Result<(), StoreError> {
+pub fn apply(sql: &SqlStorage, batch: &str, now_ms: i64) -> Result<(), StoreError> {
+    // Once an hour, the hours no query can reach any more go (an indexed range delete).
+    let hour = now_ms.div_euclid(HOUR_MS);
+    if PRUNED_HOUR.get() != hour {
+        sql.exec("DELETE FROM usage WHERE hour < ?", vec![SqlStorageValue::Integer(hour - RETENTION_HOURS)])?;
+        PRUNED_HOUR.set(hour);
+    }
     sql.exec(
         "INSERT INTO usage (key_id, hour, outcome, count)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?, '$.counts')
