@@ -133,17 +133,21 @@ pub(crate) fn fast_path_eligible(key: &CompiledKey) -> bool {
 /// Every answer to a request that names a known key, allowed or refused, on either path, passes
 /// through here once, with the code it is answered with (`Code::Valid` when forwarded).
 /// Returns whether background work is due (the caller then runs [`background`] in `waitUntil`).
-/// HOOK (usage, issue 13): call `crate::edge::usage::record(key, code, now_ms)` here and return
-/// `true` when its batch is due for a flush (then add the flush to [`background`]).
+/// Usage: the outcome is counted for the key, and a flusher is asked for when none runs.
 pub(crate) fn settle(key: &CompiledKey, code: Code, now_ms: i64) -> bool {
-    let _ = (key, code, now_ms);
-    false
+    usage::record(&key.record.id, code, now_ms);
+    usage::flush_due(now_ms)
 }
 
 /// The work a request leaves for after its answer (in `waitUntil`): the change feed's read when
-/// it is due. HOOK (usage, issue 13): the usage flush goes here too.
+/// it is due, and the usage flusher when counts wait and none runs.
 pub(crate) async fn background(env: &Env) {
-    let _ = store::sync(env, false).await;
+    // Asked for by usage alone, the feed is read only if it is due anyway.
+    let due = SyncSettings::cached().is_none_or(|s| store::sync_plan(super::now_ms(), s) != SyncPlan::Current);
+    if due {
+        let _ = store::sync(env, false).await;
+    }
+    usage::flush_in_background(env).await;
 }
 
 /// The key check, then the forward or the denial.
@@ -192,14 +196,12 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         }
         Ok(Some(key)) => key,
     };
-    // From here on every outcome is this known key's, and counted as its usage.
-    let deny = |code: Code, message: &str| {
-        usage::record(&key.record.id, code, now);
-        deny(code, message)
-    };
     let policy = match store.policy(now).await {
         Ok(p) => p,
-        Err(_) => return deny(Code::StoreUnavailable, "the route policy is unavailable"),
+        Err(_) => {
+            let answer = deny(Code::StoreUnavailable, "the route policy is unavailable");
+            return settled(&key, answer, Code::StoreUnavailable, env, ctx, now);
+        }
     };
     // The method the origin will act on: the request's own, unless an override header or a
     // `_method` parameter says otherwise and the policy honours it.
@@ -285,8 +287,6 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         forwarded.set("x-keyward-profile-id", profile)?;
     }
     let strip = (credential.has(CredentialSource::Query), resolved.as_ref().is_some_and(|r| r.strip_param));
-    // Allowed: any check added above refuses through `deny`, which counts its own outcome.
-    usage::record(&key.record.id, Code::Valid, now);
     forward(&req, method, &url, env, forwarded, strip, body).await
 }
 

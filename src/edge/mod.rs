@@ -67,9 +67,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
         return reply::error(404, "NOT_FOUND", "no such keyward endpoint");
     }
     let method = worker::Method::from(raw_method);
-    let response = gate::handle(req, method, url, &env, &ctx).await;
-    usage::flush_soon(&env, &ctx);
-    response
+    gate::handle(req, method, url, &env, &ctx).await
 }
 
 /// The management API: `ping` and the OpenAPI document here, everything else in the control

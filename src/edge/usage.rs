@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use serde::Deserialize;
-use worker::{Context, Delay, Env, Method, Request, RequestInit, SqlStorage, SqlStorageValue};
+use worker::{Delay, Env, Method, Request, RequestInit, SqlStorage, SqlStorageValue};
 
 use super::store::{self, StoreError};
 use crate::core::usage::{UsageRange, UsageTally, HOUR_MS, MAX_BATCH_BUCKETS};
@@ -37,20 +37,26 @@ pub fn record(key_id: &str, code: Code, now_ms: i64) {
     TALLY.with(|t| t.borrow_mut().add(key_id, code, now_ms));
 }
 
-/// After a request: if counts are waiting and no flusher runs, start one after the answer.
-pub fn flush_soon(env: &Env, ctx: &Context) {
-    let now = super::now_ms();
-    if TALLY.with(|t| t.borrow().is_empty()) {
-        return;
-    }
+/// Whether the request just counted should start a flusher after its answer (the gate's
+/// background work, [`flush_in_background`]): counts wait and no flusher runs.
+pub fn flush_due(now_ms: i64) -> bool {
+    !TALLY.with(|t| t.borrow().is_empty()) && !flusher_alive(now_ms)
+}
+
+/// A flusher the runtime cut off never cleared its mark; past its lifetime it is gone.
+fn flusher_alive(now_ms: i64) -> bool {
     let running = FLUSHER.get();
-    // A flusher the runtime cut off never cleared its mark; past its lifetime it is gone.
-    if running != 0 && now.saturating_sub(running) < FLUSHER_LIFETIME_MS + flush_ms(env) + 10_000 {
+    running != 0 && now_ms.saturating_sub(running) < FLUSHER_LIFETIME_MS + FLUSH_MS.get() + 10_000
+}
+
+/// Runs the flusher in the request's `waitUntil`, unless counts are not waiting or one runs.
+pub async fn flush_in_background(env: &Env) {
+    let now = super::now_ms();
+    if !flush_due(now) {
         return;
     }
     FLUSHER.set(now);
-    let env = env.clone();
-    ctx.wait_until(async move { run_flusher(env, now).await });
+    run_flusher(env.clone(), now).await;
 }
 
 /// Flushes once the interval since the last flush has passed, again while counts keep coming,
