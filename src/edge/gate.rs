@@ -278,6 +278,10 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
     if let Some(profile) = &key.record.profile_id {
         forwarded.set("x-keyward-profile-id", profile)?;
     }
+    // Last: the key's rate limit and credits (no call at all for a key with neither).
+    if let Some(refused) = super::limits::admit(env, &key.record, super::limits::cost(&policy, decision.rule), &forwarded).await? {
+        return Ok(refused);
+    }
     let strip = (credential.has(CredentialSource::Query), resolved.as_ref().is_some_and(|r| r.strip_param));
     forward(&req, method, &url, env, forwarded, strip, body).await
 }
@@ -285,7 +289,7 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
 /// The Host of this Worker and any X-Keyward-* the client made up never reach the origin.
 fn drop_client_identity(headers: &Headers) -> Result<()> {
     headers.delete("host")?;
-    for name in ["x-keyward-key-id", "x-keyward-key-type", "x-keyward-profile-id"] {
+    for name in ["x-keyward-key-id", "x-keyward-key-type", "x-keyward-profile-id", super::limits::CREDITS_HEADER] {
         headers.delete(name)?;
     }
     Ok(())

@@ -5,6 +5,9 @@ use worker::{Env, Request};
 
 use super::{attributes, check_id, load, no_query, read_json, whole_number, Answer, Call, Refusal};
 use crate::core::digest::key_digest;
+use crate::core::limits::{Credits, MAX_CREDITS};
+use crate::edge::limiter::CreditsChange;
+use crate::edge::limits;
 use crate::core::key::{generate_key, key_preview, new_key_id, RANDOM_BYTES_FOR_KEY};
 use crate::core::record::{KeyRecord, KeyStatus, WriteMode};
 use crate::core::time::format_rfc3339;
@@ -48,14 +51,84 @@ pub(super) async fn create(req: &mut Request, call: &Call<'_>) -> Answer {
         .map_err(Refusal::field)?;
     record.version = 1;
     record.key_preview = Some(key_preview(&key));
+    record.stamp_credits(None, call.now);
     call.ledger.put(&record, None, &call.actor, "create", call.now)?;
     Ok(reply::success(201, with_plaintext(record.view(call.now), &key))?)
 }
 
-pub(super) fn get(req: &Request, call: &Call<'_>, id: &str) -> Answer {
+pub(super) async fn get(req: &Request, call: &Call<'_>, id: &str) -> Answer {
     no_query(req)?;
     let record = load(call, id)?;
-    Ok(reply::success(200, record.view(call.now))?)
+    Ok(reply::success(200, live_view(call, &record).await?)?)
+}
+
+/// The key's view with its live credits, which its Limiter holds (the record's count is the one
+/// last written through the API).
+pub(super) async fn live_view(call: &Call<'_>, record: &KeyRecord) -> std::result::Result<Value, Refusal> {
+    let mut view = record.view(call.now);
+    if record.credits.is_none() {
+        return Ok(view);
+    }
+    let counts = limits::peek(call.env, record, 0)
+        .await
+        .map_err(|_| Refusal(503, "STORE_UNAVAILABLE", "the key's credits (its Limiter) could not be read".into()))?;
+    if let (Some(remaining), Some(credits)) = (counts.and_then(|c| c.credits_remaining), view.get_mut("credits")) {
+        credits["remaining"] = Value::from(remaining);
+    }
+    Ok(view)
+}
+
+/// `POST /api_keys/{id}/credits`: `{"set": N}` or `{"add": N}` on the live count.
+pub(super) async fn credits(req: &mut Request, call: &Call<'_>, id: &str) -> Answer {
+    no_query(req)?;
+    check_id(id)?;
+    let body = read_json(req).await?;
+    let object = body.as_object().ok_or_else(|| Refusal::bad("body: must be a JSON object"))?;
+    if let Some(other) = object.keys().find(|k| !matches!(k.as_str(), "set" | "add")) {
+        return Err(Refusal::bad(format!("{other}: is not a credits field (expected \"set\" or \"add\")")));
+    }
+    let amount = |field: &str| -> std::result::Result<Option<u64>, Refusal> {
+        object
+            .get(field)
+            .map(|v| whole_number(v).filter(|n| *n <= MAX_CREDITS))
+            .map(|n| n.ok_or_else(|| Refusal::bad(format!("{field}: must be an integer from 0 to 2^53 ({MAX_CREDITS})"))))
+            .transpose()
+    };
+    let (set, add) = (amount("set")?, amount("add")?);
+    if set.is_some() == add.is_some() {
+        return Err(Refusal::bad("set: give exactly one of \"set\" and \"add\""));
+    }
+    let record = load(call, id)?;
+    if record.is_revoked() {
+        return Err(Refusal(409, "KEY_REVOKED", "the key is revoked, which is final: it cannot be changed".into()));
+    }
+    let stamp = record.credits.map_or(0, |c| c.set_at_ms.saturating_add(1)).max(call.now);
+    let remaining = match record.credits {
+        // A key without credits gets them, with no refill.
+        None => set.or(add).unwrap_or(0),
+        Some(credits) => {
+            let change = CreditsChange { credits, set, add, stamp };
+            limits::call::<_, Value>(call.env, record.limiter_name(), "credits", &change)
+                .await
+                .map_err(|e| {
+                    if e.contains("\"BAD_REQUEST\"") {
+                        Refusal::bad(format!("add: would take the credits past 2^53 ({MAX_CREDITS})"))
+                    } else {
+                        Refusal(503, "STORE_UNAVAILABLE", "the key's credits (its Limiter) could not be reached".into())
+                    }
+                })?
+                .get("remaining")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| Refusal(503, "STORE_UNAVAILABLE", "the key's Limiter gave no count".into()))?
+        }
+    };
+    let mut next = record.clone();
+    let refill = record.credits.and_then(|c| c.refill);
+    next.credits = Some(Credits { remaining, refill, set_at_ms: stamp });
+    next.version = record.version.saturating_add(1);
+    next.updated_at = format_rfc3339(call.now);
+    call.ledger.put(&next, Some(&record), &call.actor, "credits", call.now)?;
+    Ok(reply::success(200, next.view(call.now))?)
 }
 
 /// What a change to `active` is called in the audit log.
@@ -79,8 +152,10 @@ pub(super) async fn update(req: &mut Request, call: &Call<'_>, id: &str) -> Answ
     let mut next = record.with_attributes(attrs, WriteMode::Update).map_err(Refusal::field)?;
     next.version = record.version.saturating_add(1);
     next.updated_at = format_rfc3339(call.now);
+    // Credits given here are set, whatever the Limiter counted: they get a new stamp.
+    next.stamp_credits(Some(&record), call.now);
     call.ledger.put(&next, Some(&record), &call.actor, update_action(&record, &next), call.now)?;
-    Ok(reply::success(200, next.view(call.now))?)
+    Ok(reply::success(200, live_view(call, &next).await?)?)
 }
 
 pub(super) fn delete(call: &Call<'_>, id: &str) -> Answer {
@@ -144,6 +219,8 @@ pub(super) async fn roll(req: &mut Request, call: &Call<'_>, id: &str) -> Answer
     let key = new_key(call.env)?;
     let mut fresh = old.clone();
     fresh.id = new_id(now)?;
+    // The new key shares the old one's Limiter: rolling replaces the secret, not the quota.
+    fresh.limiter = Some(old.limiter_name().to_string());
     fresh.digest = key_digest(&key);
     fresh.key_preview = Some(key_preview(&key));
     fresh.version = 1;

@@ -12,7 +12,7 @@ use crate::edge::reply;
 const MAX_PER_PAGE: usize = 500;
 const DEFAULT_PER_PAGE: usize = 100;
 
-pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
+pub(super) async fn list(req: &Request, call: &Call<'_>) -> Answer {
     let mut filter = ListFilter::default();
     let mut page: Option<usize> = None;
     let mut size = DEFAULT_PER_PAGE;
@@ -57,7 +57,8 @@ pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
     };
     let end = start.saturating_add(records.len());
     let next = (end < total).then(|| records.last().map(|r| encode_token(&r.id))).flatten();
-    let views: Vec<Value> = records.iter().map(|r| r.view(call.now)).collect();
+    // Keys with credits show their live count, read from their Limiters at once.
+    let views: Vec<Value> = futures_util::future::try_join_all(records.iter().map(|r| super::keys::live_view(call, r))).await?;
     let mut extra = Map::new();
     // The page asked for, even past the last one (an empty page, never moved to the last); for
     // a page_token (never given with page), the page the token's position falls in.

@@ -120,14 +120,14 @@ async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: 
         }
         (Method::Get, ["api_keys"] | ["api_keys", _] | ["audit"]) => Need::Permission("keys:read"),
         (Method::Post, ["api_keys"]) => Need::Permission("keys:create"),
-        (Method::Put, ["api_keys", _]) | (Method::Post, ["api_keys", _, "revoke" | "roll"]) => {
+        (Method::Put, ["api_keys", _]) | (Method::Post, ["api_keys", _, "revoke" | "roll" | "credits"]) => {
             Need::Permission("keys:update")
         }
         (Method::Delete, ["api_keys", _]) => Need::Permission("keys:delete"),
         (Method::Post, ["verify"]) => Need::Permission("keys:read"),
         (Method::Get, ["policy"]) => Need::Permission("keys:read"),
         (Method::Put, ["keys", _] | ["policy"]) | (Method::Post, ["revocations"]) => Need::Admin,
-        (_, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "revoke" | "roll"] | ["keys", _] | ["policy"]
+        (_, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "revoke" | "roll" | "credits"] | ["keys", _] | ["policy"]
             | ["revocations"] | ["verify"] | ["ping"] | ["openapi.json"] | ["audit"]) => {
             return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
         }
@@ -136,13 +136,14 @@ async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: 
     let actor = authorize(req, env, ledger, need, now)?;
     let call = Call { env, ledger, now, actor };
     match (method, segments) {
-        (Method::Get, ["api_keys"]) => list::list(req, &call),
+        (Method::Get, ["api_keys"]) => list::list(req, &call).await,
         (Method::Post, ["api_keys"]) => keys::create(req, &call).await,
-        (Method::Get, ["api_keys", id]) => keys::get(req, &call, id),
+        (Method::Get, ["api_keys", id]) => keys::get(req, &call, id).await,
         (Method::Put, ["api_keys", id]) => keys::update(req, &call, id).await,
         (Method::Delete, ["api_keys", id]) => keys::delete(&call, id),
         (Method::Post, ["api_keys", id, "revoke"]) => keys::revoke(&call, id),
         (Method::Post, ["api_keys", id, "roll"]) => keys::roll(req, &call, id).await,
+        (Method::Post, ["api_keys", id, "credits"]) => keys::credits(req, &call, id).await,
         (Method::Post, ["keys", "batch"]) => push::batch(req, &call).await,
         (Method::Put, ["keys", digest]) => push::push(req, &call, digest).await,
         (Method::Post, ["revocations"]) => push::revocations(req, &call).await,

@@ -1,0 +1,84 @@
+//! The gate's last check: a key's rate limit and credits, decided by its Limiter Durable Object
+//! after every other check has allowed the request. A key with neither attribute costs nothing
+//! here: no call is made.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
+
+use super::limiter::{Counts, LimitRequest};
+use super::reply;
+use crate::core::limits::{limit_message, ratelimit_headers, Admission};
+use crate::core::record::KeyRecord;
+use crate::core::Code;
+
+/// The binding of the Limiter class (wrangler.toml).
+const LIMITER: &str = "LIMITER";
+/// The header that tells the origin how many credits the key has left after this request.
+pub const CREDITS_HEADER: &str = "x-keyward-credits-remaining";
+
+pub use crate::core::limits::cost_of as cost;
+
+/// Calls `op` on the Limiter named `name`; any failure (unreachable, reset, not its answer) is `Err`.
+pub async fn call<B: Serialize, T: DeserializeOwned>(env: &Env, name: &str, op: &str, body: &B) -> std::result::Result<T, String> {
+    let namespace = env.durable_object(LIMITER).map_err(|e| e.to_string())?;
+    let stub = namespace.id_from_name(name).and_then(|id| id.get_stub()).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string(body).map_err(|e| e.to_string())?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(text.into()));
+    let request = Request::new_with_init(&format!("https://limiter/{op}"), &init).map_err(|e| e.to_string())?;
+    let mut response = stub.fetch_with_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status_code();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("the limiter answered {status}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+/// The request to send a key's Limiter, or `None` when the key has neither attribute.
+pub fn limit_request(record: &KeyRecord, cost: u64) -> Option<LimitRequest> {
+    record.is_limited().then_some(LimitRequest { ratelimit: record.ratelimit, credits: record.credits, cost })
+}
+
+/// The counts a key's Limiter holds now (after any refill due), changing nothing: for `/verify`
+/// and the live `credits.remaining` of the key's view.
+pub async fn peek(env: &Env, record: &KeyRecord, cost: u64) -> std::result::Result<Option<Counts>, String> {
+    match limit_request(record, cost) {
+        None => Ok(None),
+        Some(request) => call(env, record.limiter_name(), "peek", &request).await.map(Some),
+    }
+}
+
+/// Checks and spends for an allowed request: `Ok(None)` to forward it (with the credits left set
+/// on `forwarded`), `Ok(Some(answer))` to refuse it. A Limiter that cannot be reached refuses
+/// (fail closed): limits and credits are promises, not hints.
+pub async fn admit(env: &Env, record: &KeyRecord, cost: u64, forwarded: &Headers) -> Result<Option<Response>> {
+    let Some(request) = limit_request(record, cost) else {
+        return Ok(None);
+    };
+    let admission: Admission = match call(env, record.limiter_name(), "check", &request).await {
+        Ok(a) => a,
+        Err(e) => {
+            worker::console_error!("keyward: the limiter of {} could not be reached: {}", record.id, e);
+            let message = "the rate limit and credit store (Limiter) could not be reached; the request was not forwarded";
+            return Ok(Some(reply::error(503, Code::StoreUnavailable.as_str(), message)?));
+        }
+    };
+    if admission.code == Code::Valid {
+        if let Some(remaining) = admission.credits_remaining {
+            forwarded.set(CREDITS_HEADER, &remaining.to_string())?;
+        }
+        return Ok(None);
+    }
+    let response = reply::error(admission.code.status(), admission.code.as_str(), limit_message(admission.code))?;
+    if admission.retry_after_seconds > 0 {
+        response.headers().set("retry-after", &admission.retry_after_seconds.to_string())?;
+    }
+    if let Some(rate) = &admission.rate {
+        for (name, value) in ratelimit_headers(rate) {
+            response.headers().set(name, &value)?;
+        }
+    }
+    Ok(Some(response))
+}
