@@ -278,7 +278,7 @@ impl CreditState {
 }
 
 /// The window of a rate-limited key after a request, for the `RateLimit` headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateStatus {
     pub limit: u64,
     pub period_seconds: u64,
@@ -288,8 +288,9 @@ pub struct RateStatus {
     pub reset_seconds: u64,
 }
 
-/// The outcome of the limit and credit checks for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The outcome of the limit and credit checks for one request. Written to and read from JSON by
+/// hand (the Limiter's answer to the gate): serde's derives for it would weigh on the Worker's wasm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admission {
     /// `VALID`, `RATE_LIMITED` or `USAGE_EXCEEDED`.
     pub code: Code,
@@ -299,6 +300,41 @@ pub struct Admission {
     pub rate: Option<RateStatus>,
     /// Credits left after this request (unchanged when it was refused).
     pub credits_remaining: Option<u64>,
+}
+
+impl Admission {
+    pub fn to_json(&self) -> Value {
+        let rate = self.rate.map_or(Value::Null, |r| {
+            serde_json::json!({"limit": r.limit, "period_seconds": r.period_seconds, "remaining": r.remaining, "reset_seconds": r.reset_seconds})
+        });
+        serde_json::json!({
+            "code": self.code.as_str(),
+            "retry_after_seconds": self.retry_after_seconds,
+            "rate": rate,
+            "credits_remaining": self.credits_remaining,
+        })
+    }
+
+    pub fn from_json(value: &Value) -> Option<Admission> {
+        let code = value.get("code").and_then(Value::as_str)?;
+        let code = Code::ALL.into_iter().find(|c| c.as_str() == code)?;
+        let number = |v: &Value, field: &str| v.get(field).and_then(Value::as_u64);
+        let rate = match value.get("rate") {
+            None | Some(Value::Null) => None,
+            Some(r) => Some(RateStatus {
+                limit: number(r, "limit")?,
+                period_seconds: number(r, "period_seconds")?,
+                remaining: number(r, "remaining")?,
+                reset_seconds: number(r, "reset_seconds")?,
+            }),
+        };
+        Some(Admission {
+            code,
+            retry_after_seconds: number(value, "retry_after_seconds")?,
+            rate,
+            credits_remaining: number(value, "credits_remaining"),
+        })
+    }
 }
 
 /// The one place the precedence lives: the rate limit (`recent` requests in the window), then
@@ -545,6 +581,20 @@ mod tests {
         assert_eq!(limit_code(Some((4, 5)), Some((0, 1))), Code::UsageExceeded);
         assert_eq!(limit_code(None, Some((1, 1))), Code::Valid);
         assert_eq!(limit_code(None, None), Code::Valid);
+    }
+
+    #[test]
+    fn an_admission_survives_its_json() {
+        let a = Admission {
+            code: Code::RateLimited,
+            retry_after_seconds: 3,
+            rate: Some(RateStatus { limit: 5, period_seconds: 10, remaining: 0, reset_seconds: 3 }),
+            credits_remaining: Some(MAX_CREDITS),
+        };
+        assert_eq!(Admission::from_json(&a.to_json()), Some(a));
+        let b = Admission { code: Code::Valid, retry_after_seconds: 0, rate: None, credits_remaining: None };
+        assert_eq!(Admission::from_json(&b.to_json()), Some(b));
+        assert_eq!(Admission::from_json(&json!({"code": "NOPE", "retry_after_seconds": 0})), None);
     }
 
     #[test]

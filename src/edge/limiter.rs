@@ -47,10 +47,19 @@ pub struct CreditsChange {
 }
 
 /// The counts before a request, for `/verify` and the key's view.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub struct Counts {
     pub recent: u64,
     pub credits_remaining: Option<u64>,
+}
+
+impl Counts {
+    pub fn from_json(value: &Value) -> Option<Counts> {
+        Some(Counts {
+            recent: value.get("recent").and_then(Value::as_u64)?,
+            credits_remaining: value.get("credits_remaining").and_then(Value::as_u64),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -115,21 +124,21 @@ impl DurableObject for Limiter {
             return reply::error(503, "STORE_UNAVAILABLE", "the limiter's store is unavailable");
         }
         let path = req.path();
-        let body: Value = match req.json().await {
-            Ok(v) => v,
-            Err(_) => return reply::error(400, "BAD_REQUEST", "body: is not valid JSON"),
+        // Parsed here rather than by the runtime's JSON.parse, whose numbers would lose 2^53.
+        let Ok(body) = req.text().await else {
+            return reply::error(400, "BAD_REQUEST", "body: could not be read");
         };
         // From here on nothing awaits: the decision and its writes are one step.
         let outcome = match path.as_str() {
-            "/check" | "/peek" => match serde_json::from_value::<LimitRequest>(body) {
+            "/check" | "/peek" => match serde_json::from_str::<LimitRequest>(&body) {
                 Ok(r) => self.check(&r, path == "/check"),
                 Err(e) => return reply::error(400, "BAD_REQUEST", &format!("body: {e}")),
             },
-            "/credits" => match serde_json::from_value::<CreditsChange>(body) {
+            "/credits" => match serde_json::from_str::<CreditsChange>(&body) {
                 Ok(c) => self.change_credits(&c),
                 Err(e) => return reply::error(400, "BAD_REQUEST", &format!("body: {e}")),
             },
-            "/clock" => match (&self.test_clock, body.get("now_ms").and_then(Value::as_i64)) {
+            "/clock" => match (&self.test_clock, serde_json::from_str::<Value>(&body).ok().and_then(|b| b.get("now_ms").and_then(Value::as_i64))) {
                 (Some(clock), Some(now)) => {
                     clock.set(now);
                     Ok(json!({"now_ms": now}))
@@ -206,8 +215,7 @@ impl Limiter {
             if let (Some(state), Some(c)) = (credits.as_mut(), req.credits) {
                 state.refill(c.refill.as_ref(), now);
             }
-            let counts = Counts { recent, credits_remaining: credits.map(|c| c.remaining) };
-            return Ok(serde_json::to_value(counts).unwrap_or(Value::Null));
+            return Ok(json!({"recent": recent, "credits_remaining": credits.map(|c| c.remaining)}));
         }
         let oldest = held.log.entries().next().copied();
         if let Some(limit) = &req.ratelimit {
@@ -238,7 +246,7 @@ impl Limiter {
             self.save_credits(&state)?;
             held.credits = Some(state);
         }
-        Ok(serde_json::to_value(admission).unwrap_or(Value::Null))
+        Ok(admission.to_json())
     }
 
     /// `POST /api_keys/{id}/credits`: sets or adds, on the live count, in one step.

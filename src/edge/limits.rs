@@ -2,8 +2,8 @@
 //! after every other check has allowed the request. A key with neither attribute costs nothing
 //! here: no call is made.
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
 use super::limiter::{Counts, LimitRequest};
@@ -19,13 +19,19 @@ pub const CREDITS_HEADER: &str = "x-keyward-credits-remaining";
 
 pub use crate::core::limits::cost_of as cost;
 
-/// Calls `op` on the Limiter named `name`; any failure (unreachable, reset, not its answer) is `Err`.
-pub async fn call<B: Serialize, T: DeserializeOwned>(env: &Env, name: &str, op: &str, body: &B) -> std::result::Result<T, String> {
+/// Calls `op` on the Limiter named `name` with `body`; any failure (unreachable, reset, not its
+/// answer) is `Err`. Untyped, so that it is compiled once.
+pub async fn call<B: Serialize>(env: &Env, name: &str, op: &str, body: &B) -> std::result::Result<Value, String> {
+    let text = serde_json::to_string(body).map_err(|e| e.to_string())?;
+    let answer = call_text(env, name, op, text).await?;
+    serde_json::from_str(&answer).map_err(|e| e.to_string())
+}
+
+async fn call_text(env: &Env, name: &str, op: &str, body: String) -> std::result::Result<String, String> {
     let namespace = env.durable_object(LIMITER).map_err(|e| e.to_string())?;
     let stub = namespace.id_from_name(name).and_then(|id| id.get_stub()).map_err(|e| e.to_string())?;
-    let text = serde_json::to_string(body).map_err(|e| e.to_string())?;
     let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(text.into()));
+    init.with_method(Method::Post).with_body(Some(body.into()));
     let request = Request::new_with_init(&format!("https://limiter/{op}"), &init).map_err(|e| e.to_string())?;
     let mut response = stub.fetch_with_request(request).await.map_err(|e| e.to_string())?;
     let status = response.status_code();
@@ -33,7 +39,7 @@ pub async fn call<B: Serialize, T: DeserializeOwned>(env: &Env, name: &str, op: 
     if status != 200 {
         return Err(format!("the limiter answered {status}: {text}"));
     }
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+    Ok(text)
 }
 
 /// The request to send a key's Limiter, or `None` when the key has neither attribute.
@@ -46,7 +52,10 @@ pub fn limit_request(record: &KeyRecord, cost: u64) -> Option<LimitRequest> {
 pub async fn peek(env: &Env, record: &KeyRecord, cost: u64) -> std::result::Result<Option<Counts>, String> {
     match limit_request(record, cost) {
         None => Ok(None),
-        Some(request) => call(env, record.limiter_name(), "peek", &request).await.map(Some),
+        Some(request) => {
+            let answer = call(env, record.limiter_name(), "peek", &request).await?;
+            Counts::from_json(&answer).map(Some).ok_or_else(|| "the limiter's counts were not understood".into())
+        }
     }
 }
 
@@ -57,7 +66,8 @@ pub async fn admit(env: &Env, record: &KeyRecord, cost: u64, forwarded: &Headers
     let Some(request) = limit_request(record, cost) else {
         return Ok(None);
     };
-    let admission: Admission = match call(env, record.limiter_name(), "check", &request).await {
+    let answer = call(env, record.limiter_name(), "check", &request).await;
+    let admission = match answer.and_then(|a| Admission::from_json(&a).ok_or_else(|| "the limiter's answer was not understood".into())) {
         Ok(a) => a,
         Err(e) => {
             worker::console_error!("keyward: the limiter of {} could not be reached: {}", record.id, e);

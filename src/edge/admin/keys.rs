@@ -108,7 +108,7 @@ pub(super) async fn credits(req: &mut Request, call: &Call<'_>, id: &str) -> Ans
         None => set.or(add).unwrap_or(0),
         Some(credits) => {
             let change = CreditsChange { credits, set, add, stamp };
-            limits::call::<_, Value>(call.env, record.limiter_name(), "credits", &change)
+            limits::call(call.env, record.limiter_name(), "credits", &change)
                 .await
                 .map_err(|e| {
                     if e.contains("\"BAD_REQUEST\"") {
@@ -245,7 +245,7 @@ pub(super) async fn roll(req: &mut Request, call: &Call<'_>, id: &str) -> Answer
     }
     call.ledger.put(&fresh, None, &call.actor, "create", now)?;
     call.ledger.put(&retired, Some(&old), &call.actor, "roll", now)?;
-    let mut data = with_plaintext(fresh.view(now), &key);
+    let mut data = with_plaintext(live_view(call, &fresh).await?, &key);
     if let Some(map) = data.as_object_mut() {
         map.insert("rolled_from".into(), retired.view(now));
     }
