@@ -28,22 +28,25 @@ CREATE TABLE IF NOT EXISTS credits (
 ";
 
 /// What the gate, `/verify` and the management API send: the key's attributes as its record
-/// holds them (the record is the authority for the settings, the Limiter for the counts).
-#[derive(Debug, Serialize, Deserialize)]
+/// holds them (the record is the authority for the settings, the Limiter for the counts), and for
+/// `/credits` the change (`set` or `add`) with the control plane's stamp. One type for every call
+/// keeps the Worker's wasm smaller.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct LimitRequest {
     pub ratelimit: Option<RateLimit>,
     pub credits: Option<Credits>,
     #[serde(default)]
     pub cost: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<u64>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stamp: i64,
 }
 
-/// `/credits`: set or add, stamped by the control plane.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CreditsChange {
-    pub credits: Credits,
-    pub set: Option<u64>,
-    pub add: Option<u64>,
-    pub stamp: i64,
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The counts before a request, for `/verify` and the key's view.
@@ -130,12 +133,9 @@ impl DurableObject for Limiter {
         };
         // From here on nothing awaits: the decision and its writes are one step.
         let outcome = match path.as_str() {
-            "/check" | "/peek" => match serde_json::from_str::<LimitRequest>(&body) {
+            "/check" | "/peek" | "/credits" => match serde_json::from_str::<LimitRequest>(&body) {
+                Ok(r) if path == "/credits" => self.change_credits(&r),
                 Ok(r) => self.check(&r, path == "/check"),
-                Err(e) => return reply::error(400, "BAD_REQUEST", &format!("body: {e}")),
-            },
-            "/credits" => match serde_json::from_str::<CreditsChange>(&body) {
-                Ok(c) => self.change_credits(&c),
                 Err(e) => return reply::error(400, "BAD_REQUEST", &format!("body: {e}")),
             },
             "/clock" => match (&self.test_clock, serde_json::from_str::<Value>(&body).ok().and_then(|b| b.get("now_ms").and_then(Value::as_i64))) {
@@ -250,15 +250,18 @@ impl Limiter {
     }
 
     /// `POST /api_keys/{id}/credits`: sets or adds, on the live count, in one step.
-    fn change_credits(&self, change: &CreditsChange) -> std::result::Result<Value, Refused> {
+    fn change_credits(&self, change: &LimitRequest) -> std::result::Result<Value, Refused> {
+        let Some(credits) = change.credits else {
+            return Err(Refused(400, "BAD_REQUEST", "credits: the key has none".into()));
+        };
         self.load()?;
         let now = self.now();
         let mut held = self.held.borrow_mut();
         let Some(held) = held.as_mut() else {
             return Err(Refused(503, "STORE_UNAVAILABLE", "the limiter's state could not be read".into()));
         };
-        let mut state = CreditState::adopt(held.credits, &change.credits, now);
-        state.refill(change.credits.refill.as_ref(), now);
+        let mut state = CreditState::adopt(held.credits, &credits, now);
+        state.refill(credits.refill.as_ref(), now);
         state.remaining = match (change.set, change.add) {
             (Some(n), None) => n,
             (None, Some(n)) => match state.remaining.checked_add(n).filter(|r| *r <= MAX_CREDITS) {

@@ -44,7 +44,7 @@ async fn call_text(env: &Env, name: &str, op: &str, body: String) -> std::result
 
 /// The request to send a key's Limiter, or `None` when the key has neither attribute.
 pub fn limit_request(record: &KeyRecord, cost: u64) -> Option<LimitRequest> {
-    record.is_limited().then_some(LimitRequest { ratelimit: record.ratelimit, credits: record.credits, cost })
+    record.is_limited().then_some(LimitRequest { ratelimit: record.ratelimit, credits: record.credits, cost, ..LimitRequest::default() })
 }
 
 /// The counts a key's Limiter holds now (after any refill due), changing nothing: for `/verify`

@@ -5,7 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startOrigin } from '../support/origin.mjs';
-import { startKeyward, call } from '../support/keyward.mjs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { startKeyward, call, secondLocationConfig, ROOT } from '../support/keyward.mjs';
 import { makeKey, digest } from '../support/keys.mjs';
 
 const T0 = Date.now();
@@ -275,4 +277,59 @@ test('bad limits and credits: 400 naming the field, nothing written', async () =
   const policy = await kw.admin('PUT', '/policy', { rules: [{ method: 'GET', path: '/a', permission: 'a:read', cost: -1 }] });
   assert.equal(policy.status, 400);
   assert.ok(policy.body.error_message.startsWith('rules[0].cost:'), policy.body.error_message);
+});
+
+test('two locations spend from one Limiter; a Limiter that cannot be reached fails closed, a key without limits never asks', async () => {
+  const env = { WRANGLER_REGISTRY_PATH: mkdtempSync(path.join(ROOT, 'test-output', 'registry-')) };
+  const a = await startKeyward({ origin: origin.url, env });
+  let b;
+  let c;
+  try {
+    b = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config: secondLocationConfig() });
+    // A third location whose LIMITER binding names a Worker that does not exist.
+    const broken = secondLocationConfig();
+    const toml = readFileSync(broken, 'utf8').replace('class_name = "Limiter", script_name = "keyward"', 'class_name = "Limiter", script_name = "keyward-nowhere"')
+      .replace('name = "keyward-location-b"', 'name = "keyward-location-c"');
+    assert.ok(toml.includes('keyward-nowhere'));
+    const brokenFile = path.join(path.dirname(broken), 'broken.toml');
+    writeFileSync(brokenFile, toml);
+    c = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config: brokenFile });
+    const made = await a.admin('POST', '/api_keys', { api_key: { name: 'two places', permissions: ['users:read'], credits: { remaining: 30 } } });
+    assert.equal(made.status, 201, made.text);
+    const { api_key: key, id } = made.body.data;
+    const at = (loc) => loc.request('GET', USERS, { headers: { authorization: `Bearer ${key}` } });
+    // A new key reaches the other locations through the change feed (about a second).
+    const known = async (loc, k) => {
+      for (let i = 0; i < 50; i++) {
+        // A route the key may not use: known keys get PERMISSION_DENIED, which spends nothing.
+        const r = await loc.request('GET', '/api/v2/projects', { headers: { authorization: `Bearer ${k}` } });
+        if (r.body.error_code === 'PERMISSION_DENIED') return;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.fail('the key never reached the other location');
+    };
+    await known(b, key);
+    await known(c, key);
+    const answers = await Promise.all([...Array.from({ length: 30 }, () => at(a)), ...Array.from({ length: 30 }, () => at(b))]);
+    assert.equal(answers.filter((r) => r.status === 200).length, 30, JSON.stringify(answers.map((r) => r.status)));
+    assert.ok(answers.slice(30).some((r) => r.status === 200), 'the second location spent some');
+    assert.equal(reached(id).length, 30);
+    assert.equal((await a.admin('GET', `/api_keys/${id}`)).body.data.credits.remaining, 0);
+    // The broken location: a key with credits is refused with a clear 503, never forwarded.
+    await a.admin('POST', `/api_keys/${id}/credits`, { set: 5 });
+    const before = reached(id).length;
+    const refused = await at(c);
+    assertCode(refused, 503, 'STORE_UNAVAILABLE');
+    assert.match(refused.body.error_message, /Limiter/);
+    assert.equal(reached(id).length, before, 'not forwarded');
+    // A key with neither attribute works there: the gate never calls a Limiter for it.
+    const plain = await a.admin('POST', '/api_keys', { api_key: { name: 'no limits', permissions: ['users:read'] } });
+    await known(c, plain.body.data.api_key);
+    const r = await c.request('GET', USERS, { headers: { authorization: `Bearer ${plain.body.data.api_key}` } });
+    assert.equal(r.status, 200, r.text);
+  } finally {
+    await c?.stop();
+    await b?.stop();
+    await a.stop();
+  }
 });

@@ -6,7 +6,7 @@ use worker::{Env, Request};
 use super::{attributes, check_id, load, no_query, read_json, whole_number, Answer, Call, Refusal};
 use crate::core::digest::key_digest;
 use crate::core::limits::{Credits, MAX_CREDITS};
-use crate::edge::limiter::CreditsChange;
+use crate::edge::limiter::LimitRequest;
 use crate::edge::limits;
 use crate::core::key::{generate_key, key_preview, new_key_id, RANDOM_BYTES_FOR_KEY};
 use crate::core::record::{KeyRecord, KeyStatus, WriteMode};
@@ -107,7 +107,7 @@ pub(super) async fn credits(req: &mut Request, call: &Call<'_>, id: &str) -> Ans
         // A key without credits gets them, with no refill.
         None => set.or(add).unwrap_or(0),
         Some(credits) => {
-            let change = CreditsChange { credits, set, add, stamp };
+            let change = LimitRequest { credits: Some(credits), set, add, stamp, ..LimitRequest::default() };
             limits::call(call.env, record.limiter_name(), "credits", &change)
                 .await
                 .map_err(|e| {
