@@ -10,12 +10,11 @@
 
 use std::cell::{Cell, RefCell};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
 
 use super::reply;
-use crate::core::limits::{admit, CreditState, Credits, RateLimit, SlidingLog, MAX_CREDITS};
+use crate::core::limits::{admit, decode_fields, encode_fields, CreditState, Credits, RateLimit, Refill, RefillInterval, SlidingLog, MAX_CREDITS};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS hits (at INTEGER PRIMARY KEY, n INTEGER NOT NULL);
@@ -28,28 +27,62 @@ CREATE TABLE IF NOT EXISTS credits (
 ";
 
 /// What the gate, `/verify` and the management API send: the key's attributes as its record
-/// holds them (the record is the authority for the settings, the Limiter for the counts), and for
-/// `/credits` the change (`set` or `add`) with the control plane's stamp. One type for every call
-/// keeps the Worker's wasm smaller.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// holds them (the record is the authority for the settings, the Limiter for the counts), the
+/// route's cost, and for `/credits` the change (`set` or `add`) with the control plane's stamp.
+/// On the wire: [`encode_fields`], in the order of [`LimitRequest::encode`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LimitRequest {
     pub ratelimit: Option<RateLimit>,
     pub credits: Option<Credits>,
-    #[serde(default)]
     pub cost: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add: Option<u64>,
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub stamp: i64,
 }
 
-fn is_zero(n: &i64) -> bool {
-    *n == 0
+impl LimitRequest {
+    /// `limit period remaining set_at refill_amount refill_interval(1 daily, 2 monthly) cost set add stamp`.
+    pub fn encode(&self) -> String {
+        let (rate, credits) = (self.ratelimit, self.credits);
+        let refill = credits.and_then(|c| c.refill);
+        encode_fields(&[
+            rate.map(|r| i64_of(r.limit)),
+            rate.map(|r| i64_of(r.period_seconds)),
+            credits.map(|c| i64_of(c.remaining)),
+            credits.map(|c| c.set_at_ms),
+            refill.map(|r| i64_of(r.amount)),
+            refill.map(|r| if r.interval == RefillInterval::Daily { 1 } else { 2 }),
+            Some(i64_of(self.cost)),
+            self.set.map(i64_of),
+            self.add.map(i64_of),
+            Some(self.stamp),
+        ])
+    }
+
+    pub fn decode(text: &str) -> Option<LimitRequest> {
+        let [limit, period, remaining, set_at, amount, interval, cost, set, add, stamp] = decode_fields::<10>(text)?;
+        let ratelimit = match (limit, period) {
+            (Some(limit), Some(period)) => Some(RateLimit { limit: u64_of(limit).max(1), period_seconds: u64_of(period).max(1) }),
+            _ => None,
+        };
+        let refill = match (amount, interval) {
+            (Some(amount), Some(1)) => Some(Refill { amount: u64_of(amount), interval: RefillInterval::Daily }),
+            (Some(amount), Some(_)) => Some(Refill { amount: u64_of(amount), interval: RefillInterval::Monthly }),
+            _ => None,
+        };
+        let credits = remaining.map(|r| Credits { remaining: u64_of(r), refill, set_at_ms: set_at.unwrap_or(0) });
+        Some(LimitRequest {
+            ratelimit,
+            credits,
+            cost: u64_of(cost?),
+            set: set.map(u64_of),
+            add: add.map(u64_of),
+            stamp: stamp.unwrap_or(0),
+        })
+    }
 }
 
-/// The counts before a request, for `/verify` and the key's view.
+/// The counts before a request, for `/verify` and the key's view: `recent credits_remaining`.
 #[derive(Debug)]
 pub struct Counts {
     pub recent: u64,
@@ -57,11 +90,9 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn from_json(value: &Value) -> Option<Counts> {
-        Some(Counts {
-            recent: value.get("recent").and_then(Value::as_u64)?,
-            credits_remaining: value.get("credits_remaining").and_then(Value::as_u64),
-        })
+    pub fn decode(text: &str) -> Option<Counts> {
+        let [recent, credits] = decode_fields::<2>(text)?;
+        Some(Counts { recent: u64_of(recent?), credits_remaining: credits.map(u64_of) })
     }
 }
 
@@ -133,22 +164,22 @@ impl DurableObject for Limiter {
         };
         // From here on nothing awaits: the decision and its writes are one step.
         let outcome = match path.as_str() {
-            "/check" | "/peek" | "/credits" => match serde_json::from_str::<LimitRequest>(&body) {
-                Ok(r) if path == "/credits" => self.change_credits(&r),
-                Ok(r) => self.check(&r, path == "/check"),
-                Err(e) => return reply::error(400, "BAD_REQUEST", &format!("body: {e}")),
+            "/check" | "/peek" | "/credits" => match LimitRequest::decode(&body) {
+                Some(r) if path == "/credits" => self.change_credits(&r),
+                Some(r) => self.check(&r, path == "/check"),
+                None => return reply::error(400, "BAD_REQUEST", "body: not a limiter request"),
             },
-            "/clock" => match (&self.test_clock, serde_json::from_str::<Value>(&body).ok().and_then(|b| b.get("now_ms").and_then(Value::as_i64))) {
+            "/clock" => match (&self.test_clock, body.trim().parse::<i64>().ok()) {
                 (Some(clock), Some(now)) => {
                     clock.set(now);
-                    Ok(json!({"now_ms": now}))
+                    Ok(now.to_string())
                 }
                 _ => return reply::error(404, "NOT_FOUND", "no test clock here"),
             },
             _ => return reply::error(404, "NOT_FOUND", "no such limiter call"),
         };
         match outcome {
-            Ok(value) => reply::json(200, &value),
+            Ok(text) => Response::ok(text),
             Err(Refused(status, code, message)) => reply::error(status, code, &message),
         }
     }
@@ -197,7 +228,7 @@ impl Limiter {
     }
 
     /// `/check` (decides and, when allowed, counts and spends) or `/peek` (the counts, unchanged).
-    fn check(&self, req: &LimitRequest, commit: bool) -> std::result::Result<Value, Refused> {
+    fn check(&self, req: &LimitRequest, commit: bool) -> std::result::Result<String, Refused> {
         self.load()?;
         let now = self.now();
         let mut held = self.held.borrow_mut();
@@ -215,7 +246,7 @@ impl Limiter {
             if let (Some(state), Some(c)) = (credits.as_mut(), req.credits) {
                 state.refill(c.refill.as_ref(), now);
             }
-            return Ok(json!({"recent": recent, "credits_remaining": credits.map(|c| c.remaining)}));
+            return Ok(encode_fields(&[Some(i64_of(recent)), credits.map(|c| i64_of(c.remaining))]));
         }
         let oldest = held.log.entries().next().copied();
         if let Some(limit) = &req.ratelimit {
@@ -246,11 +277,11 @@ impl Limiter {
             self.save_credits(&state)?;
             held.credits = Some(state);
         }
-        Ok(admission.to_json())
+        Ok(admission.encode())
     }
 
     /// `POST /api_keys/{id}/credits`: sets or adds, on the live count, in one step.
-    fn change_credits(&self, change: &LimitRequest) -> std::result::Result<Value, Refused> {
+    fn change_credits(&self, change: &LimitRequest) -> std::result::Result<String, Refused> {
         let Some(credits) = change.credits else {
             return Err(Refused(400, "BAD_REQUEST", "credits: the key has none".into()));
         };
@@ -275,6 +306,6 @@ impl Limiter {
         state.set_at_ms = state.set_at_ms.max(change.stamp);
         self.save_credits(&state)?;
         held.credits = Some(state);
-        Ok(json!({"remaining": state.remaining}))
+        Ok(i64_of(state.remaining).to_string())
     }
 }

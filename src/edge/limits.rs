@@ -2,8 +2,9 @@
 //! after every other check has allowed the request. A key with neither attribute costs nothing
 //! here: no call is made.
 
-use serde::Serialize;
-use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
 use super::limiter::{Counts, LimitRequest};
@@ -19,12 +20,13 @@ pub const CREDITS_HEADER: &str = "x-keyward-credits-remaining";
 
 pub use crate::core::limits::cost_of as cost;
 
-/// Calls `op` on the Limiter named `name` with `body`; any failure (unreachable, reset, not its
-/// answer) is `Err`. Untyped, so that it is compiled once.
-pub async fn call<B: Serialize>(env: &Env, name: &str, op: &str, body: &B) -> std::result::Result<Value, String> {
-    let text = serde_json::to_string(body).map_err(|e| e.to_string())?;
-    let answer = call_text(env, name, op, text).await?;
-    serde_json::from_str(&answer).map_err(|e| e.to_string())
+/// Calls `op` on the Limiter named `name` with `body` (its wire format, [`encode_fields`]); any
+/// failure (unreachable, reset, not its answer) is `Err`. Boxed, so that its callers (the gate,
+/// `/verify`, the management API) share one compiled copy.
+///
+/// [`encode_fields`]: crate::core::limits::encode_fields
+pub fn call<'a>(env: &'a Env, name: &'a str, op: &'a str, body: String) -> Pin<Box<dyn Future<Output = std::result::Result<String, String>> + 'a>> {
+    Box::pin(call_text(env, name, op, body))
 }
 
 async fn call_text(env: &Env, name: &str, op: &str, body: String) -> std::result::Result<String, String> {
@@ -53,8 +55,8 @@ pub async fn peek(env: &Env, record: &KeyRecord, cost: u64) -> std::result::Resu
     match limit_request(record, cost) {
         None => Ok(None),
         Some(request) => {
-            let answer = call(env, record.limiter_name(), "peek", &request).await?;
-            Counts::from_json(&answer).map(Some).ok_or_else(|| "the limiter's counts were not understood".into())
+            let answer = call(env, record.limiter_name(), "peek", request.encode()).await?;
+            Counts::decode(&answer).map(Some).ok_or_else(|| "the limiter's counts were not understood".into())
         }
     }
 }
@@ -66,8 +68,14 @@ pub async fn admit(env: &Env, record: &KeyRecord, cost: u64, forwarded: &Headers
     let Some(request) = limit_request(record, cost) else {
         return Ok(None);
     };
-    let answer = call(env, record.limiter_name(), "check", &request).await;
-    let admission = match answer.and_then(|a| Admission::from_json(&a).ok_or_else(|| "the limiter's answer was not understood".into())) {
+    // Boxed: the gate's own future stays as small as it was for keys without limits.
+    let limited: Pin<Box<dyn Future<Output = Result<Option<Response>>> + '_>> = Box::pin(admit_limited(env, record, request, forwarded));
+    limited.await
+}
+
+async fn admit_limited(env: &Env, record: &KeyRecord, request: LimitRequest, forwarded: &Headers) -> Result<Option<Response>> {
+    let answer = call(env, record.limiter_name(), "check", request.encode()).await;
+    let admission = match answer.and_then(|a| Admission::decode(&a).ok_or_else(|| "the limiter's answer was not understood".into())) {
         Ok(a) => a,
         Err(e) => {
             worker::console_error!("keyward: the limiter of {} could not be reached: {}", record.id, e);

@@ -122,8 +122,8 @@ async fn limiter_clock(url: &worker::Url, env: &Env) -> Result<Response> {
     let (Some(name), Some(now)) = (param("limiter"), param("now_ms").and_then(|v| v.parse::<i64>().ok())) else {
         return reply::error(400, "BAD_REQUEST", "limiter and now_ms are required");
     };
-    match limits::call(env, &name, "clock", &serde_json::json!({"now_ms": now})).await {
-        Ok(v) => reply::success(200, v),
+    match limits::call(env, &name, "clock", now.to_string()).await {
+        Ok(_) => reply::success(200, serde_json::json!({"now_ms": now})),
         Err(e) => reply::error(503, "STORE_UNAVAILABLE", &e),
     }
 }

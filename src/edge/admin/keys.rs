@@ -1,5 +1,8 @@
 //! Keys made and managed at the edge: create, get, update (expire, reactivate), revoke, roll, delete.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use serde_json::{json, Value};
 use worker::{Env, Request};
 
@@ -65,17 +68,29 @@ pub(super) async fn get(req: &Request, call: &Call<'_>, id: &str) -> Answer {
 /// The key's view with its live credits, which its Limiter holds (the record's count is the one
 /// last written through the API).
 pub(super) async fn live_view(call: &Call<'_>, record: &KeyRecord) -> std::result::Result<Value, Refusal> {
-    let mut view = record.view(call.now);
-    if record.credits.is_none() {
-        return Ok(view);
-    }
-    let counts = limits::peek(call.env, record, 0)
-        .await
-        .map_err(|_| Refusal(503, "STORE_UNAVAILABLE", "the key's credits (its Limiter) could not be read".into()))?;
-    if let (Some(remaining), Some(credits)) = (counts.and_then(|c| c.credits_remaining), view.get_mut("credits")) {
-        credits["remaining"] = Value::from(remaining);
-    }
-    Ok(view)
+    let views = live_views(call, std::slice::from_ref(record)).await?;
+    views.into_iter().next().ok_or_else(|| Refusal(500, "INTERNAL", "internal error: no view".into()))
+}
+
+/// The views of `records`, each with its live credits, read from the Limiters at once. Boxed, so
+/// that the one compiled copy serves every call that shows keys.
+pub(super) fn live_views<'a>(
+    call: &'a Call<'_>,
+    records: &'a [KeyRecord],
+) -> Pin<Box<dyn Future<Output = std::result::Result<Vec<Value>, Refusal>> + 'a>> {
+    Box::pin(futures_util::future::try_join_all(records.iter().map(|record| async move {
+        let mut view = record.view(call.now);
+        if record.credits.is_none() {
+            return Ok(view);
+        }
+        let counts = limits::peek(call.env, record, 0)
+            .await
+            .map_err(|_| Refusal(503, "STORE_UNAVAILABLE", "the key's credits (its Limiter) could not be read".into()))?;
+        if let (Some(remaining), Some(credits)) = (counts.and_then(|c| c.credits_remaining), view.get_mut("credits").and_then(Value::as_object_mut)) {
+            credits.insert("remaining".into(), Value::from(remaining));
+        }
+        Ok(view)
+    })))
 }
 
 /// `POST /api_keys/{id}/credits`: `{"set": N}` or `{"add": N}` on the live count.
@@ -108,18 +123,14 @@ pub(super) async fn credits(req: &mut Request, call: &Call<'_>, id: &str) -> Ans
         None => set.or(add).unwrap_or(0),
         Some(credits) => {
             let change = LimitRequest { credits: Some(credits), set, add, stamp, ..LimitRequest::default() };
-            limits::call(call.env, record.limiter_name(), "credits", &change)
-                .await
-                .map_err(|e| {
-                    if e.contains("\"BAD_REQUEST\"") {
-                        Refusal::bad(format!("add: would take the credits past 2^53 ({MAX_CREDITS})"))
-                    } else {
-                        Refusal(503, "STORE_UNAVAILABLE", "the key's credits (its Limiter) could not be reached".into())
-                    }
-                })?
-                .get("remaining")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| Refusal(503, "STORE_UNAVAILABLE", "the key's Limiter gave no count".into()))?
+            let answer = limits::call(call.env, record.limiter_name(), "credits", change.encode()).await.map_err(|e| {
+                if e.contains("BAD_REQUEST") {
+                    Refusal::bad(format!("add: would take the credits past 2^53 ({MAX_CREDITS})"))
+                } else {
+                    Refusal(503, "STORE_UNAVAILABLE", "the key's credits (its Limiter) could not be reached".into())
+                }
+            })?;
+            answer.trim().parse::<u64>().map_err(|_| Refusal(503, "STORE_UNAVAILABLE", "the key's Limiter gave no count".into()))?
         }
     };
     let mut next = record.clone();

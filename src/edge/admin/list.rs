@@ -58,7 +58,7 @@ pub(super) async fn list(req: &Request, call: &Call<'_>) -> Answer {
     let end = start.saturating_add(records.len());
     let next = (end < total).then(|| records.last().map(|r| encode_token(&r.id))).flatten();
     // Keys with credits show their live count, read from their Limiters at once.
-    let views: Vec<Value> = futures_util::future::try_join_all(records.iter().map(|r| super::keys::live_view(call, r))).await?;
+    let views: Vec<Value> = super::keys::live_views(call, &records).await?;
     let mut extra = Map::new();
     // The page asked for, even past the last one (an empty page, never moved to the last); for
     // a page_token (never given with page), the page the token's position falls in.
