@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::code::Code;
@@ -26,7 +26,7 @@ pub const MAX_COST: u64 = 1_000_000;
 pub const DEFAULT_COST: u64 = 1;
 
 /// At most `limit` allowed requests in any rolling `period_seconds`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RateLimit {
     pub limit: u64,
     pub period_seconds: u64,
@@ -38,7 +38,7 @@ impl RateLimit {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RefillInterval {
     Daily,
@@ -66,23 +66,22 @@ impl RefillInterval {
 
 /// On each UTC day or month boundary, `remaining` becomes `amount` (it is set, not added to, as
 /// Unkey does: unspent credits do not pile up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Refill {
     pub amount: u64,
     pub interval: RefillInterval,
 }
 
-/// A key's credits as its record holds them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A key's credits as its record holds them (read back by [`parse_credits`], not by serde).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Credits {
     /// The credits left when they were last written; the Limiter holds the live count.
     pub remaining: u64,
-    #[serde(default)]
     pub refill: Option<Refill>,
     /// When `remaining` was last written through the management API (Unix ms). The Limiter takes
     /// `remaining` from a record whose stamp is newer than the one it holds, and otherwise keeps
     /// its own count: a record read late (a stale KV copy) never undoes spending.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub set_at_ms: i64,
 }
 
@@ -241,7 +240,7 @@ impl SlidingLog {
 }
 
 /// The live credits of a key, as the Limiter holds them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CreditState {
     pub remaining: u64,
     /// The last refill boundary applied (or when the credits were set).

@@ -86,16 +86,27 @@ pub struct KeyRecord {
     #[serde(default)]
     pub key_preview: Option<String>,
     /// At most so many allowed requests per rolling period (contract section 8); none: unlimited.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Read back through the same validator as the API (and serde's derive would weigh on the wasm).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "stored_ratelimit")]
     pub ratelimit: Option<RateLimit>,
     /// Credits each allowed request spends from; none: unmetered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "stored_credits")]
     pub credits: Option<Credits>,
     /// The name of the Limiter Durable Object holding this key's window and live credits: the
     /// key's own id, or, for a key made by rolling another, the rolled key's Limiter (a roll
     /// replaces the secret, not the quota). Not part of the API view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limiter: Option<String>,
+}
+
+fn stored_ratelimit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
+    parse_ratelimit(&Value::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn stored_credits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Credits>, D::Error> {
+    let mut value = Value::deserialize(d)?;
+    let set_at_ms = value.as_object_mut().and_then(|m| m.remove("set_at_ms")).and_then(|v| v.as_i64()).unwrap_or(0);
+    Ok(parse_credits(&value).map_err(serde::de::Error::custom)?.map(|c| Credits { set_at_ms, ..c }))
 }
 
 /// A bad attribute: which one, and what is wrong with it, in words.
@@ -638,6 +649,23 @@ mod tests {
         let stored = serde_json::to_string(&record).unwrap();
         let read: KeyRecord = serde_json::from_str(&stored).unwrap();
         assert_eq!(read, record);
+    }
+
+    #[test]
+    fn limits_and_credits_survive_store_and_read() {
+        let mut record = blank()
+            .with_attributes(
+                &attrs(json!({"name": "k", "ratelimit": {"limit": 5, "period_seconds": 10},
+                    "credits": {"remaining": 9_007_199_254_740_992u64, "refill": {"amount": 3, "interval": "daily"}}})),
+                WriteMode::Create,
+            )
+            .unwrap();
+        record.stamp_credits(None, 1_700_000_000_000);
+        let stored = serde_json::to_string(&record).unwrap();
+        let read: KeyRecord = serde_json::from_str(&stored).unwrap();
+        assert_eq!(read, record);
+        assert_eq!(read.credits.unwrap().set_at_ms, 1_700_000_000_000);
+        assert!(serde_json::from_str::<KeyRecord>(&stored.replace("\"limit\":5", "\"limit\":0")).is_err());
     }
 
     /// Found with the record fuzz target's oracle (on a hand-made input; the fuzzer had not reached
