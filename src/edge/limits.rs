@@ -61,26 +61,29 @@ pub async fn peek(env: &Env, record: &KeyRecord, cost: u64) -> std::result::Resu
     }
 }
 
+/// A refusal by the limit checks: its code (for usage counting) and the answer.
+pub type Refused = (Code, Response);
+
 /// Checks and spends for an allowed request: `Ok(None)` to forward it (with the credits left set
-/// on `forwarded`), `Ok(Some(answer))` to refuse it. A Limiter that cannot be reached refuses
-/// (fail closed): limits and credits are promises, not hints.
-pub async fn admit(env: &Env, record: &KeyRecord, cost: u64, forwarded: &Headers) -> Result<Option<Response>> {
+/// on `forwarded`), `Ok(Some((code, answer)))` to refuse it. A Limiter that cannot be reached
+/// refuses (fail closed): limits and credits are promises, not hints.
+pub async fn admit(env: &Env, record: &KeyRecord, cost: u64, forwarded: &Headers) -> Result<Option<Refused>> {
     let Some(request) = limit_request(record, cost) else {
         return Ok(None);
     };
     // Boxed: the gate's own future stays as small as it was for keys without limits.
-    let limited: Pin<Box<dyn Future<Output = Result<Option<Response>>> + '_>> = Box::pin(admit_limited(env, record, request, forwarded));
+    let limited: Pin<Box<dyn Future<Output = Result<Option<Refused>>> + '_>> = Box::pin(admit_limited(env, record, request, forwarded));
     limited.await
 }
 
-async fn admit_limited(env: &Env, record: &KeyRecord, request: LimitRequest, forwarded: &Headers) -> Result<Option<Response>> {
+async fn admit_limited(env: &Env, record: &KeyRecord, request: LimitRequest, forwarded: &Headers) -> Result<Option<Refused>> {
     let answer = call(env, record.limiter_name(), "check", request.encode()).await;
     let admission = match answer.and_then(|a| Admission::decode(&a).ok_or_else(|| "the limiter's answer was not understood".into())) {
         Ok(a) => a,
         Err(e) => {
             worker::console_error!("keyward: the limiter of {} could not be reached: {}", record.id, e);
             let message = "the rate limit and credit store (Limiter) could not be reached; the request was not forwarded";
-            return Ok(Some(reply::error(503, Code::StoreUnavailable.as_str(), message)?));
+            return Ok(Some((Code::StoreUnavailable, reply::error(503, Code::StoreUnavailable.as_str(), message)?)));
         }
     };
     if admission.code == Code::Valid {
@@ -98,5 +101,5 @@ async fn admit_limited(env: &Env, record: &KeyRecord, request: LimitRequest, for
             response.headers().set(name, &value)?;
         }
     }
-    Ok(Some(response))
+    Ok(Some((admission.code, response)))
 }
