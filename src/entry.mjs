@@ -13,8 +13,8 @@ const {
 } = Complete.prototype;
 
 // Durable Object classes exported by the crate (build/index.js) must be exported from here too.
-// Add each new one to this line (e.g. `Limiter`) and to wrangler.toml.
-export { ControlPlane } from '../build/index.js';
+// Add each new one to this line and to wrangler.toml.
+export { ControlPlane, Limiter } from '../build/index.js';
 
 // The answer word of gate_check / gate_load / gate_failed (src/edge/fast.rs).
 const COMPLETE = 0;
