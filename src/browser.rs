@@ -69,6 +69,12 @@ fn decide_inner(record: JsValue, policy: JsValue, request: JsValue, now_ms: f64)
         },
         now,
     );
+    // The limit and credit checks on counts the page gives: `recent` requests in the key's window
+    // (default 0) and the record's own `credits.remaining`.
+    let recent = request.get("recent").and_then(crate::core::limits::whole_number).unwrap_or(0);
+    let counts = crate::core::limits::LimitCounts { recent, credits_remaining: None };
+    let cost = crate::core::limits::cost_of(&policy, decision.rule);
+    let decision = crate::core::limits::decide_limits(decision, &key.record, cost, &counts);
     let rule = decision.rule.and_then(|i| policy.doc().rules.get(i)).and_then(|r| serde_json::to_value(r).ok());
     Ok(json!({"type": "success", "decision": decision, "matched_rule": rule}))
 }

@@ -13,8 +13,8 @@ const {
 } = Complete.prototype;
 
 // Durable Object classes exported by the crate (build/index.js) must be exported from here too.
-// Add each new one to this line (e.g. `Limiter`) and to wrangler.toml.
-export { ControlPlane } from '../build/index.js';
+// Add each new one to this line and to wrangler.toml.
+export { ControlPlane, Limiter } from '../build/index.js';
 
 // The answer word of gate_check / gate_load / gate_failed (src/edge/fast.rs).
 const COMPLETE = 0;
@@ -223,6 +223,8 @@ export default {
     forwarded.set('x-keyward-key-type', type);
     if (profile !== undefined) forwarded.set('x-keyward-profile-id', profile);
     else forwarded.delete('x-keyward-profile-id');
+    // Set only by the complete path, for keys with credits (which never come this way).
+    forwarded.delete('x-keyward-credits-remaining');
     const init = { method, headers: forwarded, redirect: 'manual' };
     if (method !== 'GET' && method !== 'HEAD') {
       if (body !== undefined) init.body = body;

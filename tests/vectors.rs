@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use keyward::core::limits;
 use keyward::core::record::{CompiledKey, KeyRecord};
 use keyward::core::time::parse_rfc3339;
 use keyward::core::{decide, GateRequest, RoutePolicy};
@@ -57,6 +58,11 @@ fn known_answer_vectors() {
                 },
                 now,
             );
+            // Last, the limit and credit checks on the case's counts: `recent` requests already
+            // in the key's window (the edge test makes them for real) and the record's credits.
+            let recent = request.get("recent").and_then(Value::as_u64).unwrap_or(0);
+            let cost = limits::cost_of(&policy, decision.rule);
+            let decision = limits::decide_limits(decision, &key.record, cost, &limits::LimitCounts { recent, credits_remaining: None });
             let expect = &case["expect"];
             let mut wrong = Vec::new();
             if Some(decision.valid) != expect["valid"].as_bool() {

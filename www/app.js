@@ -265,7 +265,7 @@ function clearErrors() {
 /** Shows an API error next to its field ("ip_allowlist[1]: ..." belongs to ip_allowlist). */
 function showError(body, status) {
   const message = body?.error_message ?? `The request failed (${status}).`;
-  const field = /^([a-z_]+)(\[\d+\])?:/.exec(message)?.[1];
+  const field = /^([a-z_]+)(\[\d+\]|\.[a-z_.]+)?:/.exec(message)?.[1];
   const slot = field && $(`#view-edit .field-error[data-field="${field}"]`);
   if (slot) {
     slot.textContent = message;
@@ -318,6 +318,7 @@ function openEditor(record) {
   $('#f-attrs').disabled = !$('#f-attr-on').checked;
   $('#f-expires').value = toLocalInput(r.expires_at);
   $('#f-metadata').value = JSON.stringify(r.metadata ?? {}, null, 1);
+  fillLimits(r);
   // Lifecycle: what each state allows.
   const lifecycle = $('#lifecycle');
   lifecycle.hidden = isNew;
@@ -342,6 +343,7 @@ function openEditor(record) {
       if (!el.closest('#matrix') && el.id !== 'f-attrs') el.removeAttribute('disabled');
     }
   }
+  if (record?.status !== 'revoked') syncLimits();
   openHistory(record?.id ?? null, signedOut);
   openUsage(record, signedOut);
 }
@@ -358,6 +360,61 @@ async function loadEditor(id) {
 
 $('#f-type').addEventListener('change', () => { $('#profile-field').hidden = $('#f-type').value !== 'profile'; });
 $('#f-attr-on').addEventListener('change', () => { $('#f-attrs').disabled = !$('#f-attr-on').checked; });
+
+/** The rate limit and credit fields from a record, and the credits card for a saved key. */
+function fillLimits(r) {
+  $('#f-rl-on').checked = Boolean(r.ratelimit);
+  $('#f-rl-limit').value = r.ratelimit?.limit ?? 100;
+  $('#f-rl-period').value = r.ratelimit?.period_seconds ?? 60;
+  $('#f-cr-on').checked = Boolean(r.credits);
+  $('#f-cr-remaining').value = r.credits?.remaining ?? 1000;
+  $('#f-cr-interval').value = r.credits?.refill?.interval ?? '';
+  $('#f-cr-amount').value = r.credits?.refill?.amount ?? 1000;
+  syncLimits();
+  // What the credit fields said when the key was opened: a save sends credits only when they
+  // changed, since sending them sets the live count (spending since then would be undone).
+  loadedCredits = JSON.stringify(formCredits());
+  const card = $('#credits-card');
+  card.hidden = !r.id || !r.credits || r.status === 'revoked';
+  if (!card.hidden) {
+    $('#credits-left').textContent = String(r.credits.remaining);
+    $('#credits-refill').textContent = r.credits.refill ? `(refilled to ${r.credits.refill.amount} ${r.credits.refill.interval === 'daily' ? 'each UTC day' : 'each UTC month'})` : '';
+  }
+}
+
+let loadedCredits = 'null';
+
+function syncLimits() {
+  for (const id of ['#f-rl-limit', '#f-rl-period']) $(id).disabled = !$('#f-rl-on').checked;
+  for (const id of ['#f-cr-remaining', '#f-cr-interval', '#f-cr-amount']) $(id).disabled = !$('#f-cr-on').checked;
+  if ($('#f-cr-on').checked) $('#f-cr-amount').disabled = !$('#f-cr-interval').value;
+}
+for (const id of ['#f-rl-on', '#f-cr-on', '#f-cr-interval']) $(id).addEventListener('change', syncLimits);
+
+function formCredits() {
+  if (!$('#f-cr-on').checked) return null;
+  const interval = $('#f-cr-interval').value;
+  return {
+    remaining: Number($('#f-cr-remaining').value),
+    refill: interval ? { amount: Number($('#f-cr-amount').value), interval } : null,
+  };
+}
+
+async function topUp(op) {
+  clearErrors();
+  const amount = Number($('#topup-amount').value);
+  const r = await api('POST', `/api_keys/${encodeURIComponent(editing.id)}/credits`, { [op]: amount });
+  if (!r.body?.success) {
+    const slot = $('.field-error[data-field="topup"]');
+    slot.textContent = r.body?.error_message ?? `The request failed (${r.status}).`;
+    slot.closest('.card').querySelector('[data-field-container]').classList.add('invalid');
+    return;
+  }
+  openEditor(r.body.data);
+  flash(`Credits: ${r.body.data.credits.remaining} left.`);
+}
+$('#topup-add').addEventListener('click', () => topUp('add'));
+$('#topup-set').addEventListener('click', () => topUp('set'));
 
 /** The attributes the form describes; metadata that is not JSON is reported like an API error. */
 function formAttributes() {
@@ -384,7 +441,10 @@ function formAttributes() {
     attribute_allowlist: $('#f-attr-on').checked ? lines($('#f-attrs').value) : null,
     expires_at: expires ? new Date(expires).toISOString() : null,
     metadata,
+    ratelimit: $('#f-rl-on').checked ? { limit: Number($('#f-rl-limit').value), period_seconds: Number($('#f-rl-period').value) } : null,
   };
+  const credits = formCredits();
+  if (!editing || JSON.stringify(credits) !== loadedCredits) attributes.credits = credits;
   return { attributes };
 }
 
@@ -526,6 +586,7 @@ function playRequest() {
     basic_workspace: $('#p-workspace').value.trim() || null,
     origin: $('#p-origin').value.trim() || null,
     referer: $('#p-referer').value.trim() || null,
+    recent: Math.max(0, Math.floor(Number($('#p-recent').value) || 0)),
   };
 }
 
@@ -589,7 +650,7 @@ function compare() {
   agree.textContent = same ? '✓ The page and the edge agree.' : '✗ The page and the edge disagree (is the record the one stored for this key?).';
 }
 
-for (const id of ['#p-record', '#p-method', '#p-path', '#p-ip', '#p-body', '#p-workspace', '#p-origin', '#p-referer']) {
+for (const id of ['#p-record', '#p-method', '#p-path', '#p-ip', '#p-body', '#p-workspace', '#p-origin', '#p-referer', '#p-recent']) {
   $(id).addEventListener('input', () => { lastEdge = null; $('#p-edge').hidden = true; $('#p-agree').hidden = true; decideHere(); });
 }
 $('#p-key').addEventListener('change', async () => {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use keyward::core::record::{CompiledKey, KeyRecord};
 use keyward::core::time::parse_rfc3339;
+use keyward::core::limits;
 use keyward::core::{decide, GateRequest, RoutePolicy};
 use serde_json::{json, Value};
 
@@ -111,6 +112,11 @@ pub fn run_vectors(policy: &RoutePolicy, files: &[(String, String)]) -> Result<(
                 },
                 now,
             );
+            // Last, the key's rate limit and credits on the case's counts (`recent` requests just
+            // allowed, each spending its cost from the record's credits), as the gate decides.
+            let recent = request.get("recent").and_then(Value::as_u64).unwrap_or(0);
+            let cost = limits::cost_of(policy, decision.rule);
+            let decision = limits::decide_limits(decision, &record.record, cost, &limits::LimitCounts { recent, credits_remaining: None });
             let expect = case.get("expect").cloned().unwrap_or(Value::Null);
             let mut agrees = Some(decision.valid) == expect.get("valid").and_then(Value::as_bool)
                 && Some(decision.code.as_str()) == expect.get("code").and_then(Value::as_str);

@@ -25,11 +25,14 @@ pub enum Code {
     StoreUnavailable,
     OriginUnavailable,
     OriginTimeout,
+    /// The key's credits cannot pay for the request (contract section 8). Last in the list so
+    /// that the earlier codes keep their positions in `ALL`.
+    UsageExceeded,
 }
 
 impl Code {
     /// Every code, in declaration order (`Code::ALL[code as usize] == code`).
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 20] = [
         Code::Valid,
         Code::BadRequest,
         Code::MissingKey,
@@ -49,6 +52,7 @@ impl Code {
         Code::StoreUnavailable,
         Code::OriginUnavailable,
         Code::OriginTimeout,
+        Code::UsageExceeded,
     ];
 
     /// The HTTP status the gate answers with for this code.
@@ -69,7 +73,7 @@ impl Code {
             | Code::ProfileMismatch
             | Code::RouteNotAllowed
             | Code::OriginNotAllowed => 403,
-            Code::RateLimited => 429,
+            Code::RateLimited | Code::UsageExceeded => 429,
             Code::StoreUnavailable => 503,
             Code::OriginUnavailable => 502,
             Code::OriginTimeout => 504,
@@ -97,6 +101,7 @@ impl Code {
             Code::StoreUnavailable => "STORE_UNAVAILABLE",
             Code::OriginUnavailable => "ORIGIN_UNAVAILABLE",
             Code::OriginTimeout => "ORIGIN_TIMEOUT",
+            Code::UsageExceeded => "USAGE_EXCEEDED",
         }
     }
 }
@@ -130,5 +135,7 @@ mod tests {
         assert_eq!(Code::StoreUnavailable.status(), 503);
         assert_eq!(Code::OriginUnavailable.status(), 502);
         assert_eq!(Code::OriginTimeout.status(), 504);
+        assert_eq!(Code::RateLimited.status(), 429);
+        assert_eq!(Code::UsageExceeded.status(), 429);
     }
 }

@@ -16,6 +16,8 @@
 //! 9. `PROFILE_MISMATCH`
 //! 10. `BAD_REQUEST` (no readable event), then `EVENT_NOT_ALLOWED`
 //! 11. `BAD_REQUEST` (unreadable body), then `ATTRIBUTE_NOT_ALLOWED`
+//! 12. `RATE_LIMITED`, then `USAGE_EXCEEDED`: last, on the key's counts, in [`super::limits`]
+//!     (the edge's Limiter Durable Object holds them), so that a refused request spends nothing
 //!
 //! Before any of these the gate itself answers `BAD_REQUEST` (two different keys),
 //! `MISSING_KEY`, `MALFORMED_KEY` (no KV read) and `UNKNOWN_KEY`; and a CORS preflight, which
@@ -397,6 +399,7 @@ pub fn decide_permission(key: &CompiledKey, permission: Option<&str>, request: &
                 event: None,
                 profile: None,
                 attribute_check: false,
+                cost: None,
             }],
             ..Default::default()
         }),

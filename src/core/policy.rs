@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::method::MethodOverride;
 use super::cors::{CorsDoc, CorsPolicy};
+use super::limits::{whole_number, DEFAULT_COST, MAX_COST};
 use super::record::{is_concrete_permission, FieldError};
 
 pub const MAX_RULES: usize = 10_000;
@@ -29,6 +30,9 @@ pub struct RuleDoc {
     pub profile: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub attribute_check: bool,
+    /// Credits an allowed request on this route spends from a key that has credits (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -68,6 +72,8 @@ pub struct RouteRule {
     pub event: Option<EventSource>,
     pub profile: Option<String>,
     pub attribute_check: bool,
+    /// Credits an allowed request spends ([`super::limits::DEFAULT_COST`] unless the rule says).
+    pub cost: u64,
     segments: Vec<Segment>,
 }
 
@@ -153,6 +159,12 @@ impl RoutePolicy {
         }
         let mut docs = Vec::with_capacity(rules.len());
         for (i, rule) in rules.iter().enumerate() {
+            // Checked before serde so that the error names the field, not the rule.
+            if let Some(cost) = rule.get("cost") {
+                if whole_number(cost).filter(|c| *c <= MAX_COST).is_none() {
+                    return Err(FieldError::new(format!("rules[{i}].cost"), format!("must be an integer from 0 to {MAX_COST}")));
+                }
+            }
             let doc: RuleDoc = serde_json::from_value(rule.clone()).map_err(|e| {
                 FieldError::new(format!("rules[{i}]"), e.to_string())
             })?;
@@ -323,6 +335,11 @@ fn compile_rule(index: usize, rule: &RuleDoc) -> Result<RouteRule, FieldError> {
         event,
         profile: rule.profile.clone(),
         attribute_check: rule.attribute_check,
+        cost: match rule.cost {
+            None => DEFAULT_COST,
+            Some(c) if c <= MAX_COST => c,
+            Some(_) => return Err(FieldError::new(at("cost"), format!("must be an integer from 0 to {MAX_COST}"))),
+        },
         segments,
     })
 }
@@ -488,6 +505,9 @@ mod tests {
             (json!({"rules": [{"method": "GET", "path": "/a", "permission": "a:*"}]}), "rules[0].permission"),
             (json!({"rules": [{"method": "GET", "path": "/a", "permission": "a:read", "event": "path:e"}]}), "rules[0].event"),
             (json!({"rules": [{"method": "GET", "path": "/a", "permission": "a:read", "event": "query:e"}]}), "rules[0].event"),
+            (json!({"rules": [{"method": "GET", "path": "/a", "permission": "a:read", "cost": -1}]}), "rules[0].cost"),
+            (json!({"rules": [{"method": "GET", "path": "/a", "permission": "a:read", "cost": 1_000_001}]}), "rules[0].cost"),
+            (json!({"rules": [{"method": "GET", "path": "/a", "permission": "a:read", "cost": "2"}]}), "rules[0].cost"),
             (json!({"rules": [{"method": "GET", "path": "/a", "permission": "a:read", "profile": "p"}]}), "rules[0].profile"),
         ];
         for (input, field) in cases {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ip::IpAllowlist;
+use super::limits::{parse_credits, parse_ratelimit, Credits, RateLimit};
 use super::origin::OriginList;
 use super::time::{format_rfc3339, parse_rfc3339};
 
@@ -84,6 +85,28 @@ pub struct KeyRecord {
     pub updated_at: String,
     #[serde(default)]
     pub key_preview: Option<String>,
+    /// At most so many allowed requests per rolling period (contract section 8); none: unlimited.
+    /// Read back through the same validator as the API (and serde's derive would weigh on the wasm).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "stored_ratelimit")]
+    pub ratelimit: Option<RateLimit>,
+    /// Credits each allowed request spends from; none: unmetered.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "stored_credits")]
+    pub credits: Option<Credits>,
+    /// The name of the Limiter Durable Object holding this key's window and live credits: the
+    /// key's own id, or, for a key made by rolling another, the rolled key's Limiter (a roll
+    /// replaces the secret, not the quota). Not part of the API view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limiter: Option<String>,
+}
+
+fn stored_ratelimit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
+    parse_ratelimit(&Value::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn stored_credits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Credits>, D::Error> {
+    let mut value = Value::deserialize(d)?;
+    let set_at_ms = value.as_object_mut().and_then(|m| m.remove("set_at_ms")).and_then(|v| v.as_i64()).unwrap_or(0);
+    Ok(parse_credits(&value).map_err(serde::de::Error::custom)?.map(|c| Credits { set_at_ms, ..c }))
 }
 
 /// A bad attribute: which one, and what is wrong with it, in words.
@@ -145,6 +168,30 @@ impl KeyRecord {
             created_at: now.clone(),
             updated_at: now,
             key_preview: None,
+            ratelimit: None,
+            credits: None,
+            limiter: None,
+        }
+    }
+
+    /// The name of this key's Limiter Durable Object.
+    pub fn limiter_name(&self) -> &str {
+        self.limiter.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Whether the gate must consult the Limiter for this key.
+    pub fn is_limited(&self) -> bool {
+        self.ratelimit.is_some() || self.credits.is_some()
+    }
+
+    /// Stamps credits written by this change (their stamp is 0) with `now`, later than any stamp
+    /// `previous` held, so that the Limiter takes them over its own count.
+    pub fn stamp_credits(&mut self, previous: Option<&KeyRecord>, now: i64) {
+        let floor = previous.and_then(|p| p.credits).map_or(0, |c| c.set_at_ms.saturating_add(1));
+        if let Some(credits) = self.credits.as_mut() {
+            if credits.set_at_ms == 0 {
+                credits.set_at_ms = now.max(floor).max(1);
+            }
         }
     }
 
@@ -302,6 +349,8 @@ impl KeyRecord {
                         _ => return Err(FieldError::new(field, "must be a JSON object")),
                     };
                 }
+                "ratelimit" => next.ratelimit = parse_ratelimit(value)?,
+                "credits" => next.credits = parse_credits(value)?,
                 "version" if mode == WriteMode::Push => {
                     // 7 and 7.0 are the same JSON number.
                     let whole = value.as_u64().or_else(|| {
@@ -399,6 +448,8 @@ impl KeyRecord {
         map.insert("created_at".into(), Value::String(self.created_at.clone()));
         map.insert("updated_at".into(), Value::String(self.updated_at.clone()));
         map.insert("key_preview".into(), opt(&self.key_preview));
+        map.insert("ratelimit".into(), self.ratelimit.map_or(Value::Null, |r| serde_json::json!(r)));
+        map.insert("credits".into(), self.credits.map_or(Value::Null, |c| c.view(c.remaining)));
         Value::Object(map)
     }
 }
@@ -600,6 +651,23 @@ mod tests {
         assert_eq!(read, record);
     }
 
+    #[test]
+    fn limits_and_credits_survive_store_and_read() {
+        let mut record = blank()
+            .with_attributes(
+                &attrs(json!({"name": "k", "ratelimit": {"limit": 5, "period_seconds": 10},
+                    "credits": {"remaining": 9_007_199_254_740_992u64, "refill": {"amount": 3, "interval": "daily"}}})),
+                WriteMode::Create,
+            )
+            .unwrap();
+        record.stamp_credits(None, 1_700_000_000_000);
+        let stored = serde_json::to_string(&record).unwrap();
+        let read: KeyRecord = serde_json::from_str(&stored).unwrap();
+        assert_eq!(read, record);
+        assert_eq!(read.credits.unwrap().set_at_ms, 1_700_000_000_000);
+        assert!(serde_json::from_str::<KeyRecord>(&stored.replace("\"limit\":5", "\"limit\":0")).is_err());
+    }
+
     /// Found with the record fuzz target's oracle (on a hand-made input; the fuzzer had not reached
     /// it in 30 s): an offset carried the expiry out of the
     /// years RFC 3339 can write, so the record stored did not compile for the gate.
@@ -664,6 +732,10 @@ mod tests {
             (json!({"name": "a", "id": "key_2"}), "id"),
             (json!({"name": "a", "status": "active"}), "status"),
             (json!({"name": "a", "colour": "red"}), "colour"),
+            (json!({"name": "a", "ratelimit": {"limit": 0, "period_seconds": 10}}), "ratelimit.limit"),
+            (json!({"name": "a", "ratelimit": {"limit": 5, "period_seconds": 86_401}}), "ratelimit.period_seconds"),
+            (json!({"name": "a", "credits": {"remaining": 9_007_199_254_740_993u64}}), "credits.remaining"),
+            (json!({"name": "a", "credits": {"remaining": 1, "refill": {"amount": 1, "interval": "hourly"}}}), "credits.refill.interval"),
         ];
         for (input, field) in cases {
             let e = err(input.clone(), WriteMode::Create);
@@ -719,7 +791,8 @@ mod tests {
             .with_attributes(
                 &attrs(json!({"name": "a", "type": "profile", "profile_id": "p1", "permissions": ["x:y"],
                     "attribute_allowlist": ["email"], "ip_allowlist": ["10.0.0.0/8"],
-                    "origin_allowlist": ["https://*.example.com"]})),
+                    "origin_allowlist": ["https://*.example.com"], "ratelimit": {"limit": 5, "period_seconds": 10},
+                    "credits": {"remaining": 7, "refill": {"amount": 9, "interval": "monthly"}}})),
                 WriteMode::Create,
             )
             .unwrap();

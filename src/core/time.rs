@@ -83,6 +83,18 @@ pub fn format_rfc3339(millis: i64) -> String {
     )
 }
 
+/// The instant the UTC day holding `millis` began.
+pub fn start_of_utc_day(millis: i64) -> i64 {
+    millis.div_euclid(86_400_000).saturating_mul(86_400_000)
+}
+
+/// The instant the UTC month holding `millis` began.
+pub fn start_of_utc_month(millis: i64) -> i64 {
+    let days = millis.div_euclid(86_400_000);
+    let (year, month, _) = civil_from_days(days);
+    days_from_civil(year, month, 1).saturating_mul(86_400_000)
+}
+
 fn digits(b: &[u8], start: usize, len: usize) -> Option<i64> {
     let slice = b.get(start..start + len)?;
     let mut value = 0i64;

@@ -124,10 +124,10 @@ pub(crate) async fn count_unknown_read(env: &Env, ip: Option<&str>) {
 /// Whether a known key's requests may be answered by the fast path (`super::fast`). Anything
 /// that needs more than the isolate's memory and the request's plain facts goes to the complete
 /// path: an `origin_allowlist` (decided on `Origin`/`Referer`, which the fast path does not read).
-/// HOOK (limits, issue 13): a record with `ratelimit` or `credits` needs a Durable Object call per
-/// request, so add `|| key.record.ratelimit.is_some() || key.record.credits.is_some()` here.
+/// A key with a `ratelimit` or `credits` needs its Limiter (a Durable Object call) on every
+/// allowed request: the complete path's last check ([`super::limits::admit`]).
 pub(crate) fn fast_path_eligible(key: &CompiledKey) -> bool {
-    key.origin_allowlist.is_empty()
+    key.origin_allowlist.is_empty() && !key.record.is_limited()
 }
 
 /// Every answer to a request that names a known key, allowed or refused, on either path, passes
@@ -261,11 +261,6 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
     if !decision.valid {
         return settled(&key, deny(decision.code, &decision.message), decision.code, env, ctx, now);
     }
-    if settle(&key, Code::Valid, now) {
-        let env = env.clone();
-        ctx.wait_until(async move { background(&env).await });
-    }
-
     // The copy of the client's headers made above (one JavaScript call), less what must go:
     // the credential, the Host of this Worker and any X-Keyward-* the client made up.
     let forwarded = headers;
@@ -286,6 +281,14 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
     if let Some(profile) = &key.record.profile_id {
         forwarded.set("x-keyward-profile-id", profile)?;
     }
+    // Last: the key's rate limit and credits (no call at all for a key with neither).
+    if let Some((code, refused)) = super::limits::admit(env, &key.record, super::limits::cost(&policy, decision.rule), &forwarded).await? {
+        return settled(&key, Ok(refused), code, env, ctx, now);
+    }
+    if settle(&key, Code::Valid, now) {
+        let env = env.clone();
+        ctx.wait_until(async move { background(&env).await });
+    }
     let strip = (credential.has(CredentialSource::Query), resolved.as_ref().is_some_and(|r| r.strip_param));
     forward(&req, method, &url, env, forwarded, strip, body).await
 }
@@ -293,7 +296,7 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
 /// The Host of this Worker and any X-Keyward-* the client made up never reach the origin.
 fn drop_client_identity(headers: &Headers) -> Result<()> {
     headers.delete("host")?;
-    for name in ["x-keyward-key-id", "x-keyward-key-type", "x-keyward-profile-id"] {
+    for name in ["x-keyward-key-id", "x-keyward-key-type", "x-keyward-profile-id", super::limits::CREDITS_HEADER] {
         headers.delete(name)?;
     }
     Ok(())

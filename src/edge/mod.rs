@@ -6,6 +6,8 @@ mod control;
 mod fast;
 mod gate;
 mod ledger;
+mod limiter;
+mod limits;
 mod reply;
 mod store;
 mod usage;
@@ -55,6 +57,10 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
         }
         if let Some(rest) = path.strip_prefix("/_keyward/v1/") {
             return management(req, &env, rest).await;
+        }
+        // Tests only: production never sets KEYWARD_TEST_NOW_MS, so this is a 404 there.
+        if path == "/_keyward/debug/clock" && env.var("KEYWARD_TEST_NOW_MS").is_ok() {
+            return limiter_clock(&url, &env).await;
         }
         // Test harnesses only: production never sets KEYWARD_DEBUG, so this is a 404 there.
         if path == "/_keyward/debug/stats" && env.var("KEYWARD_DEBUG").is_ok() {
@@ -113,6 +119,18 @@ async fn management(req: web_sys::Request, env: &Env, rest: &str) -> Result<Resp
         let _ = store::sync(env, true).await;
     }
     Ok(response)
+}
+
+/// Sets the test clock of one Limiter (`?limiter=<key id>&now_ms=<Unix ms>`).
+async fn limiter_clock(url: &worker::Url, env: &Env) -> Result<Response> {
+    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.to_string());
+    let (Some(name), Some(now)) = (param("limiter"), param("now_ms").and_then(|v| v.parse::<i64>().ok())) else {
+        return reply::error(400, "BAD_REQUEST", "limiter and now_ms are required");
+    };
+    match limits::call(env, &name, "clock", now.to_string()).await {
+        Ok(_) => reply::success(200, serde_json::json!({"now_ms": now})),
+        Err(e) => reply::error(503, "STORE_UNAVAILABLE", &e),
+    }
 }
 
 fn is_json(response: &Response) -> bool {

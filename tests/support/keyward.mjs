@@ -122,7 +122,8 @@ export function secondLocationConfig() {
     .replace(/^main = "(.*)"$/m, (_, m) => `main = "${path.join(ROOT, m)}"`)
     .replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`)
     .replace('class_name = "ControlPlane" }', 'class_name = "ControlPlane", script_name = "keyward" }')
-    .replace(/\[\[migrations\]\][^[]*/m, '');
+    .replace('class_name = "Limiter" }', 'class_name = "Limiter", script_name = "keyward" }')
+    .replace(/\[\[migrations\]\][^[]*/gm, '');
   if (!toml.includes('script_name = "keyward"')) throw new Error('wrangler.toml: the CONTROL binding was not found');
   mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
   const file = path.join(mkdtempSync(path.join(ROOT, 'test-output', 'loc-')), 'wrangler.toml');

@@ -1,10 +1,16 @@
 //! Keys made and managed at the edge: create, get, update (expire, reactivate), revoke, roll, delete.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use serde_json::{json, Value};
 use worker::{Env, Request};
 
 use super::{attributes, check_id, load, no_query, read_json, shown, whole_number, Answer, Call, Refusal};
 use crate::core::digest::key_digest;
+use crate::core::limits::{Credits, MAX_CREDITS};
+use crate::edge::limiter::LimitRequest;
+use crate::edge::limits;
 use crate::core::key::{generate_key, key_preview, new_key_id, RANDOM_BYTES_FOR_KEY};
 use crate::core::record::{KeyRecord, KeyStatus, WriteMode};
 use crate::core::time::format_rfc3339;
@@ -48,14 +54,96 @@ pub(super) async fn create(req: &mut Request, call: &Call<'_>) -> Answer {
         .map_err(Refusal::field)?;
     record.version = 1;
     record.key_preview = Some(key_preview(&key));
+    record.stamp_credits(None, call.now);
     call.ledger.put(&record, None, &call.actor, "create", call.now)?;
     Ok(reply::success(201, with_plaintext(shown(call, &record)?, &key))?)
 }
 
-pub(super) fn get(req: &Request, call: &Call<'_>, id: &str) -> Answer {
+pub(super) async fn get(req: &Request, call: &Call<'_>, id: &str) -> Answer {
     no_query(req)?;
     let record = load(call, id)?;
-    Ok(reply::success(200, shown(call, &record)?)?)
+    Ok(reply::success(200, live_view(call, &record).await?)?)
+}
+
+/// The key's view with its live credits, which its Limiter holds (the record's count is the one
+/// last written through the API).
+pub(super) async fn live_view(call: &Call<'_>, record: &KeyRecord) -> std::result::Result<Value, Refusal> {
+    let views = live_views(call, std::slice::from_ref(record)).await?;
+    views.into_iter().next().ok_or_else(|| Refusal(500, "INTERNAL", "internal error: no view".into()))
+}
+
+/// The views of `records`, each with its live credits, read from the Limiters at once. Boxed, so
+/// that the one compiled copy serves every call that shows keys.
+pub(super) fn live_views<'a>(
+    call: &'a Call<'_>,
+    records: &'a [KeyRecord],
+) -> Pin<Box<dyn Future<Output = std::result::Result<Vec<Value>, Refusal>> + 'a>> {
+    Box::pin(async move {
+        // The views as every call shows them (with last_used_at), then the live credits.
+        let views = super::shown_all(call, records)?;
+        futures_util::future::try_join_all(records.iter().zip(views).map(|(record, mut view)| async move {
+        if record.credits.is_none() {
+            return Ok(view);
+        }
+        let counts = limits::peek(call.env, record, 0)
+            .await
+            .map_err(|_| Refusal(503, "STORE_UNAVAILABLE", "the key's credits (its Limiter) could not be read".into()))?;
+        if let (Some(remaining), Some(credits)) = (counts.and_then(|c| c.credits_remaining), view.get_mut("credits").and_then(Value::as_object_mut)) {
+            credits.insert("remaining".into(), Value::from(remaining));
+        }
+        Ok(view)
+    }))
+    .await
+    })
+}
+
+/// `POST /api_keys/{id}/credits`: `{"set": N}` or `{"add": N}` on the live count.
+pub(super) async fn credits(req: &mut Request, call: &Call<'_>, id: &str) -> Answer {
+    no_query(req)?;
+    check_id(id)?;
+    let body = read_json(req).await?;
+    let object = body.as_object().ok_or_else(|| Refusal::bad("body: must be a JSON object"))?;
+    if let Some(other) = object.keys().find(|k| !matches!(k.as_str(), "set" | "add")) {
+        return Err(Refusal::bad(format!("{other}: is not a credits field (expected \"set\" or \"add\")")));
+    }
+    let amount = |field: &str| -> std::result::Result<Option<u64>, Refusal> {
+        object
+            .get(field)
+            .map(|v| whole_number(v).filter(|n| *n <= MAX_CREDITS))
+            .map(|n| n.ok_or_else(|| Refusal::bad(format!("{field}: must be an integer from 0 to 2^53 ({MAX_CREDITS})"))))
+            .transpose()
+    };
+    let (set, add) = (amount("set")?, amount("add")?);
+    if set.is_some() == add.is_some() {
+        return Err(Refusal::bad("set: give exactly one of \"set\" and \"add\""));
+    }
+    let record = load(call, id)?;
+    if record.is_revoked() {
+        return Err(Refusal(409, "KEY_REVOKED", "the key is revoked, which is final: it cannot be changed".into()));
+    }
+    let stamp = record.credits.map_or(0, |c| c.set_at_ms.saturating_add(1)).max(call.now);
+    let remaining = match record.credits {
+        // A key without credits gets them, with no refill.
+        None => set.or(add).unwrap_or(0),
+        Some(credits) => {
+            let change = LimitRequest { credits: Some(credits), set, add, stamp, ..LimitRequest::default() };
+            let answer = limits::call(call.env, record.limiter_name(), "credits", change.encode()).await.map_err(|e| {
+                if e.contains("BAD_REQUEST") {
+                    Refusal::bad(format!("add: would take the credits past 2^53 ({MAX_CREDITS})"))
+                } else {
+                    Refusal(503, "STORE_UNAVAILABLE", "the key's credits (its Limiter) could not be reached".into())
+                }
+            })?;
+            answer.trim().parse::<u64>().map_err(|_| Refusal(503, "STORE_UNAVAILABLE", "the key's Limiter gave no count".into()))?
+        }
+    };
+    let mut next = record.clone();
+    let refill = record.credits.and_then(|c| c.refill);
+    next.credits = Some(Credits { remaining, refill, set_at_ms: stamp });
+    next.version = record.version.saturating_add(1);
+    next.updated_at = format_rfc3339(call.now);
+    call.ledger.put(&next, Some(&record), &call.actor, "credits", call.now)?;
+    Ok(reply::success(200, shown(call, &next)?)?)
 }
 
 /// What a change to `active` is called in the audit log.
@@ -79,8 +167,10 @@ pub(super) async fn update(req: &mut Request, call: &Call<'_>, id: &str) -> Answ
     let mut next = record.with_attributes(attrs, WriteMode::Update).map_err(Refusal::field)?;
     next.version = record.version.saturating_add(1);
     next.updated_at = format_rfc3339(call.now);
+    // Credits given here are set, whatever the Limiter counted: they get a new stamp.
+    next.stamp_credits(Some(&record), call.now);
     call.ledger.put(&next, Some(&record), &call.actor, update_action(&record, &next), call.now)?;
-    Ok(reply::success(200, shown(call, &next)?)?)
+    Ok(reply::success(200, live_view(call, &next).await?)?)
 }
 
 pub(super) fn delete(call: &Call<'_>, id: &str) -> Answer {
@@ -145,6 +235,8 @@ pub(super) async fn roll(req: &mut Request, call: &Call<'_>, id: &str) -> Answer
     let key = new_key(call.env)?;
     let mut fresh = old.clone();
     fresh.id = new_id(now)?;
+    // The new key shares the old one's Limiter: rolling replaces the secret, not the quota.
+    fresh.limiter = Some(old.limiter_name().to_string());
     fresh.digest = key_digest(&key);
     fresh.key_preview = Some(key_preview(&key));
     fresh.version = 1;
@@ -169,7 +261,7 @@ pub(super) async fn roll(req: &mut Request, call: &Call<'_>, id: &str) -> Answer
     }
     call.ledger.put(&fresh, None, &call.actor, "create", now)?;
     call.ledger.put(&retired, Some(&old), &call.actor, "roll", now)?;
-    let mut data = with_plaintext(shown(call, &fresh)?, &key);
+    let mut data = with_plaintext(live_view(call, &fresh).await?, &key);
     if let Some(map) = data.as_object_mut() {
         map.insert("rolled_from".into(), shown(call, &retired)?);
     }

@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 use worker::Request;
 
-use super::{per_page, query_pairs, shown_all, Answer, Call, Refusal};
+use super::{per_page, query_pairs, Answer, Call, Refusal};
 use crate::core::page_token::{decode as decode_token, encode as encode_token};
 use crate::edge::ledger::ListFilter;
 use crate::edge::reply;
@@ -12,7 +12,7 @@ use crate::edge::reply;
 const MAX_PER_PAGE: usize = 500;
 const DEFAULT_PER_PAGE: usize = 100;
 
-pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
+pub(super) async fn list(req: &Request, call: &Call<'_>) -> Answer {
     let mut filter = ListFilter::default();
     let mut page: Option<usize> = None;
     let mut size = DEFAULT_PER_PAGE;
@@ -57,7 +57,8 @@ pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
     };
     let end = start.saturating_add(records.len());
     let next = (end < total).then(|| records.last().map(|r| encode_token(&r.id))).flatten();
-    let views: Vec<Value> = shown_all(call, &records)?;
+    // Keys with credits show their live count, read from their Limiters at once.
+    let views: Vec<Value> = super::keys::live_views(call, &records).await?;
     let mut extra = Map::new();
     // The page asked for, even past the last one (an empty page, never moved to the last); for
     // a page_token (never given with page), the page the token's position falls in.

@@ -58,7 +58,15 @@ fn apply(
         }
         None => KeyRecord::blank(new_id(now)?, digest.to_string(), now),
     };
-    let record = base.with_attributes(attrs, WriteMode::Push).map_err(Refusal::field)?;
+    let mut record = base.with_attributes(attrs, WriteMode::Push).map_err(Refusal::field)?;
+    // A push repeating the credits already stored keeps the live count (an origin pushes whole
+    // records on every change, and must not refill the key each time); other credits are set.
+    if let (Some(new), Some(stored)) = (record.credits, existing.as_ref().and_then(|o| o.credits)) {
+        if new.same_as(&stored) {
+            record.credits = Some(stored);
+        }
+    }
+    record.stamp_credits(existing.as_ref(), now);
     let Some(old) = &existing else {
         call.ledger.put(&record, None, &call.actor, "push", now)?;
         return Ok((Pushed::Created, record));

@@ -9,10 +9,11 @@ use crate::core::credential::find_credential;
 use crate::core::decision::{decide_permission, Decision};
 use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
+use crate::core::limits::{decide_limits, LimitCounts};
 use crate::core::method::{resolve_override, OVERRIDE_HEADERS};
 use crate::core::record::CompiledKey;
 use crate::core::{decide, Code, GateRequest, RoutePolicy};
-use crate::edge::reply;
+use crate::edge::{limits, reply};
 use crate::edge::store::{Store, StoreError};
 
 /// `GET /ping`: the key's id, or the gate's denial.
@@ -160,7 +161,20 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
                                 origin: origin.as_deref(),
                                 referer: referer.as_deref(),
                             };
-                            decide(&key, &policy, &request, now)
+                            let decision = decide(&key, &policy, &request, now);
+                            // Last, as at the gate: the key's counts, read from its Limiter, unchanged.
+                            let cost = limits::cost(&policy, decision.rule);
+                            match decision.valid.then(|| limits::peek(call.env, &key.record, cost)) {
+                                None => decision,
+                                Some(counts) => match counts.await {
+                                    Ok(None) => decision,
+                                    Ok(Some(c)) => {
+                                        let counts = LimitCounts { recent: c.recent, credits_remaining: c.credits_remaining };
+                                        decide_limits(decision, &key.record, cost, &counts)
+                                    }
+                                    Err(_) => Decision::deny(Code::StoreUnavailable, "the key's Limiter could not be reached"),
+                                },
+                            }
                         }
                     }
                 }

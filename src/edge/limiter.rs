@@ -1,0 +1,311 @@
+//! The Limiter: one SQLite-backed Durable Object per key (named by [`KeyRecord::limiter_name`])
+//! holding the key's sliding log of recent requests and its live credits. Each request is decided
+//! by the pure core ([`crate::core::limits::admit`]) inside one event with no await between
+//! reading and writing the state, and a Durable Object runs one event's synchronous code at a
+//! time: concurrency cannot let more requests through than the limit or the credits allow.
+//! Every change is written to the object's SQLite before the answer leaves (output gate), so
+//! neither the window nor the credits are lost when the object is evicted.
+//!
+//! [`KeyRecord::limiter_name`]: crate::core::record::KeyRecord::limiter_name
+
+use std::cell::{Cell, RefCell};
+
+use serde::Deserialize;
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
+
+use super::reply;
+use crate::core::limits::{admit, decode_fields, encode_fields, CreditState, Credits, RateLimit, Refill, RefillInterval, SlidingLog, MAX_CREDITS};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS hits (at INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS credits (
+  one INTEGER PRIMARY KEY CHECK (one = 1),
+  remaining INTEGER NOT NULL,
+  refilled_at INTEGER NOT NULL,
+  set_at INTEGER NOT NULL
+);
+";
+
+/// What the gate, `/verify` and the management API send: the key's attributes as its record
+/// holds them (the record is the authority for the settings, the Limiter for the counts), the
+/// route's cost, and for `/credits` the change (`set` or `add`) with the control plane's stamp.
+/// On the wire: [`encode_fields`], in the order of [`LimitRequest::encode`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LimitRequest {
+    pub ratelimit: Option<RateLimit>,
+    pub credits: Option<Credits>,
+    pub cost: u64,
+    pub set: Option<u64>,
+    pub add: Option<u64>,
+    pub stamp: i64,
+}
+
+impl LimitRequest {
+    /// `limit period remaining set_at refill_amount refill_interval(1 daily, 2 monthly) cost set add stamp`.
+    pub fn encode(&self) -> String {
+        let (rate, credits) = (self.ratelimit, self.credits);
+        let refill = credits.and_then(|c| c.refill);
+        encode_fields(&[
+            rate.map(|r| i64_of(r.limit)),
+            rate.map(|r| i64_of(r.period_seconds)),
+            credits.map(|c| i64_of(c.remaining)),
+            credits.map(|c| c.set_at_ms),
+            refill.map(|r| i64_of(r.amount)),
+            refill.map(|r| if r.interval == RefillInterval::Daily { 1 } else { 2 }),
+            Some(i64_of(self.cost)),
+            self.set.map(i64_of),
+            self.add.map(i64_of),
+            Some(self.stamp),
+        ])
+    }
+
+    pub fn decode(text: &str) -> Option<LimitRequest> {
+        let [limit, period, remaining, set_at, amount, interval, cost, set, add, stamp] = decode_fields::<10>(text)?;
+        let ratelimit = match (limit, period) {
+            (Some(limit), Some(period)) => Some(RateLimit { limit: u64_of(limit).max(1), period_seconds: u64_of(period).max(1) }),
+            _ => None,
+        };
+        let refill = match (amount, interval) {
+            (Some(amount), Some(1)) => Some(Refill { amount: u64_of(amount), interval: RefillInterval::Daily }),
+            (Some(amount), Some(_)) => Some(Refill { amount: u64_of(amount), interval: RefillInterval::Monthly }),
+            _ => None,
+        };
+        let credits = remaining.map(|r| Credits { remaining: u64_of(r), refill, set_at_ms: set_at.unwrap_or(0) });
+        Some(LimitRequest {
+            ratelimit,
+            credits,
+            cost: u64_of(cost?),
+            set: set.map(u64_of),
+            add: add.map(u64_of),
+            stamp: stamp.unwrap_or(0),
+        })
+    }
+}
+
+/// The counts before a request, for `/verify` and the key's view: `recent credits_remaining`.
+#[derive(Debug)]
+pub struct Counts {
+    pub recent: u64,
+    pub credits_remaining: Option<u64>,
+}
+
+impl Counts {
+    pub fn decode(text: &str) -> Option<Counts> {
+        let [recent, credits] = decode_fields::<2>(text)?;
+        Some(Counts { recent: u64_of(recent?), credits_remaining: credits.map(u64_of) })
+    }
+}
+
+#[derive(Deserialize)]
+struct HitRow {
+    at: i64,
+    n: i64,
+}
+
+#[derive(Deserialize)]
+struct CreditRow {
+    remaining: i64,
+    refilled_at: i64,
+    set_at: i64,
+}
+
+struct Held {
+    log: SlidingLog,
+    credits: Option<CreditState>,
+}
+
+#[durable_object]
+pub struct Limiter {
+    sql: SqlStorage,
+    schema_ok: bool,
+    held: RefCell<Option<Held>>,
+    /// Test-only (`KEYWARD_TEST_NOW_MS`, which production never sets): the Limiter's clock, set
+    /// by the test through `/clock` so that windows and refills pass without waiting.
+    test_clock: Option<Cell<i64>>,
+}
+
+fn int(n: i64) -> SqlStorageValue {
+    SqlStorageValue::Integer(n)
+}
+
+fn i64_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn u64_of(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl DurableObject for Limiter {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        let schema_ok = match sql.exec(SCHEMA, None) {
+            Ok(_) => true,
+            Err(e) => {
+                worker::console_error!("keyward: the limiter's schema could not be created: {}", e);
+                false
+            }
+        };
+        let test_clock = env.var("KEYWARD_TEST_NOW_MS").ok().map(|v| {
+            let start = v.to_string().trim().parse::<i64>().unwrap_or_else(|_| super::now_ms());
+            Cell::new(start)
+        });
+        Limiter { sql, schema_ok, held: RefCell::new(None), test_clock }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if !self.schema_ok {
+            return reply::error(503, "STORE_UNAVAILABLE", "the limiter's store is unavailable");
+        }
+        let path = req.path();
+        // Parsed here rather than by the runtime's JSON.parse, whose numbers would lose 2^53.
+        let Ok(body) = req.text().await else {
+            return reply::error(400, "BAD_REQUEST", "body: could not be read");
+        };
+        // From here on nothing awaits: the decision and its writes are one step.
+        let outcome = match path.as_str() {
+            "/check" | "/peek" | "/credits" => match LimitRequest::decode(&body) {
+                Some(r) if path == "/credits" => self.change_credits(&r),
+                Some(r) => self.check(&r, path == "/check"),
+                None => return reply::error(400, "BAD_REQUEST", "body: not a limiter request"),
+            },
+            "/clock" => match (&self.test_clock, body.trim().parse::<i64>().ok()) {
+                (Some(clock), Some(now)) => {
+                    clock.set(now);
+                    Ok(now.to_string())
+                }
+                _ => return reply::error(404, "NOT_FOUND", "no test clock here"),
+            },
+            _ => return reply::error(404, "NOT_FOUND", "no such limiter call"),
+        };
+        match outcome {
+            Ok(text) => Response::ok(text),
+            Err(Refused(status, code, message)) => reply::error(status, code, &message),
+        }
+    }
+}
+
+struct Refused(u16, &'static str, String);
+
+impl From<worker::Error> for Refused {
+    fn from(e: worker::Error) -> Self {
+        Refused(503, "STORE_UNAVAILABLE", format!("the limiter's store failed: {e}"))
+    }
+}
+
+impl Limiter {
+    fn now(&self) -> i64 {
+        self.test_clock.as_ref().map_or_else(super::now_ms, Cell::get)
+    }
+
+    /// The state, read from SQLite the first time this object runs.
+    fn load(&self) -> std::result::Result<(), Refused> {
+        if self.held.borrow().is_some() {
+            return Ok(());
+        }
+        let hits: Vec<HitRow> = self.sql.exec("SELECT at, n FROM hits ORDER BY at", None)?.to_array()?;
+        let credits: Vec<CreditRow> =
+            self.sql.exec("SELECT remaining, refilled_at, set_at FROM credits WHERE one = 1", None)?.to_array()?;
+        let held = Held {
+            log: SlidingLog::from_entries(hits.into_iter().map(|h| (h.at, u64_of(h.n)))),
+            credits: credits.into_iter().next().map(|c| CreditState {
+                remaining: u64_of(c.remaining),
+                refilled_at_ms: c.refilled_at,
+                set_at_ms: c.set_at,
+            }),
+        };
+        *self.held.borrow_mut() = Some(held);
+        Ok(())
+    }
+
+    fn save_credits(&self, state: &CreditState) -> std::result::Result<(), Refused> {
+        self.sql.exec(
+            "INSERT INTO credits (one, remaining, refilled_at, set_at) VALUES (1, ?, ?, ?)
+             ON CONFLICT (one) DO UPDATE SET remaining = excluded.remaining, refilled_at = excluded.refilled_at, set_at = excluded.set_at",
+            vec![int(i64_of(state.remaining)), int(state.refilled_at_ms), int(state.set_at_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// `/check` (decides and, when allowed, counts and spends) or `/peek` (the counts, unchanged).
+    fn check(&self, req: &LimitRequest, commit: bool) -> std::result::Result<String, Refused> {
+        self.load()?;
+        let now = self.now();
+        let mut held = self.held.borrow_mut();
+        let Some(held) = held.as_mut() else {
+            return Err(Refused(503, "STORE_UNAVAILABLE", "the limiter's state could not be read".into()));
+        };
+        let credits_before = held.credits;
+        let mut credits = req.credits.map(|c| CreditState::adopt(held.credits, &c, now));
+        if !commit {
+            let mut log = held.log.clone();
+            let recent = req.ratelimit.map_or(0, |r| {
+                log.forget_expired(r.period_ms(), now);
+                log.total()
+            });
+            if let (Some(state), Some(c)) = (credits.as_mut(), req.credits) {
+                state.refill(c.refill.as_ref(), now);
+            }
+            return Ok(encode_fields(&[Some(i64_of(recent)), credits.map(|c| i64_of(c.remaining))]));
+        }
+        let oldest = held.log.entries().next().copied();
+        if let Some(limit) = &req.ratelimit {
+            let cutoff = held.log.forget_expired(limit.period_ms(), now);
+            if oldest.is_some_and(|(at, _)| at <= cutoff) {
+                self.sql.exec("DELETE FROM hits WHERE at <= ?", vec![int(cutoff)])?;
+            }
+        }
+        let total_before = held.log.total();
+        let admission = admit(
+            req.ratelimit.as_ref().map(|r| (r, &mut held.log)),
+            match (credits.as_mut(), &req.credits) {
+                (Some(state), Some(c)) => Some((state, c.refill.as_ref())),
+                _ => None,
+            },
+            req.cost,
+            now,
+        );
+        if held.log.total() != total_before {
+            if let Some((at, n)) = held.log.newest() {
+                self.sql.exec(
+                    "INSERT INTO hits (at, n) VALUES (?, ?) ON CONFLICT (at) DO UPDATE SET n = excluded.n",
+                    vec![int(at), int(i64_of(n))],
+                )?;
+            }
+        }
+        if let Some(state) = credits.filter(|c| Some(*c) != credits_before) {
+            self.save_credits(&state)?;
+            held.credits = Some(state);
+        }
+        Ok(admission.encode())
+    }
+
+    /// `POST /api_keys/{id}/credits`: sets or adds, on the live count, in one step.
+    fn change_credits(&self, change: &LimitRequest) -> std::result::Result<String, Refused> {
+        let Some(credits) = change.credits else {
+            return Err(Refused(400, "BAD_REQUEST", "credits: the key has none".into()));
+        };
+        self.load()?;
+        let now = self.now();
+        let mut held = self.held.borrow_mut();
+        let Some(held) = held.as_mut() else {
+            return Err(Refused(503, "STORE_UNAVAILABLE", "the limiter's state could not be read".into()));
+        };
+        let mut state = CreditState::adopt(held.credits, &credits, now);
+        state.refill(credits.refill.as_ref(), now);
+        state.remaining = match (change.set, change.add) {
+            (Some(n), None) => n,
+            (None, Some(n)) => match state.remaining.checked_add(n).filter(|r| *r <= MAX_CREDITS) {
+                Some(r) => r,
+                None => {
+                    return Err(Refused(400, "BAD_REQUEST", format!("add: would take the credits ({}) past 2^53", state.remaining)))
+                }
+            },
+            _ => return Err(Refused(400, "BAD_REQUEST", "set: give exactly one of set and add".into())),
+        };
+        state.set_at_ms = state.set_at_ms.max(change.stamp);
+        self.save_credits(&state)?;
+        held.credits = Some(state);
+        Ok(i64_of(state.remaining).to_string())
+    }
+}
