@@ -1,35 +1,21 @@
 // The audit log in the console, in real headless Chromium against the built Worker under
 // `wrangler dev`: a key's history on its page (newest first, old → new, older pages), the Activity
 // view (every key, newest first, links, the action filter, pages) and user data shown as text.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
-import { launch, newPage, shot, signIn } from './support.mjs';
+import { consoleSession, newPage, shot, signIn } from './support.mjs';
 
-let origin;
-let kw;
-let browser;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await kw?.stop();
-  await origin?.stop();
-});
+const session = consoleSession();
 
 const ok = async (call) => {
   const r = await call;
   assert.ok(r.status < 300, `${r.status} ${JSON.stringify(r.body)}`);
   return r.body.data;
 };
-const create = (name, extra = {}) => ok(kw.admin('POST', '/api_keys', { api_key: { name, ...extra } }));
-const update = (id, attributes) => ok(kw.admin('PUT', `/api_keys/${id}`, { api_key: attributes }));
+const create = (name, extra = {}) => ok(session.kw.admin('POST', '/api_keys', { api_key: { name, ...extra } }));
+const update = (id, attributes) => ok(session.kw.admin('PUT', `/api_keys/${id}`, { api_key: attributes }));
 /** Every audit entry the API holds (optionally filtered), newest first. */
-const audit = async (query = '') => (await ok(kw.admin('GET', `/audit?per_page=500${query}`)));
+const audit = async (query = '') => (await ok(session.kw.admin('GET', `/audit?per_page=500${query}`)));
 
 /** The entries shown in a list: id, action and each change line's parts. */
 const shown = (page, list) => page.$$eval(`${list} > li.entry`, (items) => items.map((li) => ({
@@ -49,8 +35,8 @@ const shown = (page, list) => page.$$eval(`${list} > li.entry`, (items) => items
 const count = (page, list, n) => page.waitForFunction(([l, k]) => document.querySelectorAll(`${l} > li.entry`).length === k, [list, n]);
 
 test("a key's history: made, renamed, expired and reactivated in the console, newest first with old → new", async () => {
-  const page = await newPage(browser);
-  await signIn(page, kw);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
   await page.click('#new-key');
   await page.waitForSelector('#view-edit:not([hidden])');
   assert.equal(await page.isHidden('#history'), true, 'no history for a key not made yet');
@@ -113,7 +99,7 @@ test("a key's history: made, renamed, expired and reactivated in the console, ne
 
   // Another key's page shows only its own history.
   const other = await create('history other');
-  await page.goto(`${kw.url}/_keyward/console/#/keys/${other.id}`);
+  await page.goto(`${session.kw.url}/_keyward/console/#/keys/${other.id}`);
   await count(page, '#history-list', 1);
   assert.equal((await shown(page, '#history-list'))[0].action, 'create');
   assert.deepEqual(page.errors, []);
@@ -127,12 +113,12 @@ test('Activity: every key newest first, links to keys that still exist, the acti
   await update(a.id, { name: 'activity A2' });
   await update(b.id, { active: false });
   await update(a.id, { active: false });
-  await ok(kw.admin('DELETE', `/api_keys/${b.id}`));
+  await ok(session.kw.admin('DELETE', `/api_keys/${b.id}`));
   for (let i = 1; i <= 8; i++) await update(a.id, { description: `note ${i}` });
   await update(a.id, { active: true });
 
-  const page = await newPage(browser);
-  await signIn(page, kw);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
   await page.click('[data-nav="activity"]');
   await page.waitForSelector('#view-activity:not([hidden]) #activity-list > li.entry');
   assert.equal(await page.getAttribute('[data-nav="activity"]', 'aria-current'), 'page');
@@ -173,10 +159,10 @@ test('Activity: every key newest first, links to keys that still exist, the acti
   await page.waitForFunction((n) => document.querySelectorAll('#activity-list > li.entry').length > n, expiries.length);
   assert.equal(await page.inputValue('#activity-action'), '');
   // A policy change: what was added, in words; no key.
-  const policy = await ok(kw.admin('GET', '/policy'));
-  await ok(kw.admin('PUT', '/policy', policy));
+  const policy = await ok(session.kw.admin('GET', '/policy'));
+  await ok(session.kw.admin('PUT', '/policy', policy));
   policy.rules.push({ method: 'GET', path: '/api/v2/audited', permission: 'audited:read' });
-  await ok(kw.admin('PUT', '/policy', policy));
+  await ok(session.kw.admin('PUT', '/policy', policy));
   await page.selectOption('#activity-action', 'policy_update');
   await page.waitForFunction(() => document.querySelector('#activity-list > li.entry')?.dataset.action === 'policy_update');
   await count(page, '#activity-list', 2);
@@ -221,10 +207,10 @@ test('Activity: every key newest first, links to keys that still exist, the acti
 
 test('a change made with a management key names that key as who made it, linked to it', async () => {
   const ops = await create('ops robot', { permissions: ['keys:*'] });
-  const made = await ok(kw.admin('POST', '/api_keys', { api_key: { name: 'made by ops' } }, ops.api_key));
-  const page = await newPage(browser);
-  await signIn(page, kw);
-  await page.goto(`${kw.url}/_keyward/console/#/activity`);
+  const made = await ok(session.kw.admin('POST', '/api_keys', { api_key: { name: 'made by ops' } }, ops.api_key));
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
+  await page.goto(`${session.kw.url}/_keyward/console/#/activity`);
   await page.waitForSelector(`#activity-list > li.entry[data-key-id="${made.id}"]`);
   const actor = await page.$eval(`#activity-list > li.entry[data-key-id="${made.id}"] .actor`, (a) => ({
     text: a.textContent, href: a.querySelector('a')?.getAttribute('href'),
@@ -232,7 +218,7 @@ test('a change made with a management key names that key as who made it, linked 
   assert.deepEqual(actor, { text: 'by ops robot', href: `#/keys/${ops.id}` });
   // On the key's own page, the actor is named by id; a time is shown as a date, in full on hover.
   const { expires_at: expiry } = await update(made.id, { expires_at: '2030-01-02T03:04:05Z' });
-  await page.goto(`${kw.url}/_keyward/console/#/keys/${made.id}`);
+  await page.goto(`${session.kw.url}/_keyward/console/#/keys/${made.id}`);
   await count(page, '#history-list', 2);
   const [expiring, creation] = await shown(page, '#history-list');
   assert.equal(creation.actor, `by ${ops.id}`);
@@ -245,10 +231,10 @@ test('a change made with a management key names that key as who made it, linked 
 
 test('names and metadata are shown as text, never as HTML', async () => {
   const evil = '<img src=x onerror=alert(1)>';
-  const page = await newPage(browser);
+  const page = await newPage(session.browser);
   const dialogs = [];
   page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
-  await signIn(page, kw);
+  await signIn(page, session.kw);
   await page.click('#new-key');
   await page.waitForSelector('#view-edit:not([hidden])');
   await page.fill('#f-name', evil);
@@ -265,7 +251,7 @@ test('names and metadata are shown as text, never as HTML', async () => {
   assert.deepEqual([rename.changes.name.old, rename.changes.name.new], [JSON.stringify(evil), JSON.stringify(`${evil} 2`)]);
   assert.equal(made.changes.metadata.new, JSON.stringify({ note: '<script>alert(2)</script>' }));
 
-  await page.goto(`${kw.url}/_keyward/console/#/activity`);
+  await page.goto(`${session.kw.url}/_keyward/console/#/activity`);
   await page.waitForSelector(`#activity-list a.entry-key[href="#/keys/${id}"]`);
   const links = await page.$$eval(`#activity-list a.entry-key[href="#/keys/${id}"]`, (as) => as.map((a) => a.textContent));
   assert.deepEqual(links, [`${evil} 2`, `${evil} 2`]);
@@ -277,9 +263,9 @@ test('names and metadata are shown as text, never as HTML', async () => {
 });
 
 test('a phone-sized screen: the Activity view has no horizontal scroll', async () => {
-  const page = await newPage(browser, { viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
-  await signIn(page, kw);
-  await page.goto(`${kw.url}/_keyward/console/#/activity`);
+  const page = await newPage(session.browser, { viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
+  await signIn(page, session.kw);
+  await page.goto(`${session.kw.url}/_keyward/console/#/activity`);
   await page.waitForSelector('#activity-list > li.entry');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px`);

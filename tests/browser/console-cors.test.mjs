@@ -1,29 +1,15 @@
 // The console's side of browsers as clients, in real Chromium: the policy's CORS settings shown
 // and edited (with errors next to their field), a key's origin_allowlist on the key form, and the
 // playground deciding with an Origin and showing the CORS outcome, in agreement with the edge.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
-import { launch, newPage, shot, signIn } from './support.mjs';
+import { consoleSession, newPage, shot, signIn } from './support.mjs';
 
-let origin;
-let kw;
-let browser;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await kw?.stop();
-  await origin?.stop();
-});
+const session = consoleSession();
 
 test('the policy view shows the rules and edits the CORS settings, errors next to their field', async () => {
-  const page = await newPage(browser);
-  await signIn(page, kw);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
   await page.click('[data-nav="policy"]');
   await page.waitForSelector('#view-policy:not([hidden])');
   await page.waitForFunction(() => document.querySelectorAll('#rules-body tr').length > 10);
@@ -37,7 +23,7 @@ test('the policy view shows the rules and edits the CORS settings, errors next t
   await page.click('#c-save');
   await page.waitForSelector('[data-field-container="allowed_origins"].invalid');
   assert.match(await page.textContent('.field-error[data-field="allowed_origins"]'), /^cors\.allowed_origins\[1\]: /);
-  assert.equal((await kw.admin('GET', '/policy')).body.data.cors, undefined, 'nothing was saved');
+  assert.equal((await session.kw.admin('GET', '/policy')).body.data.cors, undefined, 'nothing was saved');
 
   await page.fill('#c-origins', 'https://app.example.com\nhttps://*.example.org');
   await page.fill('#c-max-age', '90000');
@@ -50,11 +36,11 @@ test('the policy view shows the rules and edits the CORS settings, errors next t
   await page.click('#c-save');
   await page.waitForSelector('#policy-ok:not([hidden])');
   assert.match(await page.textContent('#policy-summary'), /CORS on/);
-  const stored = (await kw.admin('GET', '/policy')).body.data;
+  const stored = (await session.kw.admin('GET', '/policy')).body.data;
   assert.deepEqual(stored.cors, { allowed_origins: ['https://app.example.com', 'https://*.example.org'], expose_headers: ['X-Trace-Id'], max_age: 600 });
   assert.ok(stored.rules.length > 10, 'the rules are kept');
   // What the console saved is what the edge does.
-  const pre = await kw.request('OPTIONS', '/api/v2/projects/1/users', { headers: { origin: 'https://shop.example.org', 'access-control-request-method': 'GET' } });
+  const pre = await session.kw.request('OPTIONS', '/api/v2/projects/1/users', { headers: { origin: 'https://shop.example.org', 'access-control-request-method': 'GET' } });
   assert.equal(pre.status, 204);
   await shot(page, 'policy-cors');
 
@@ -68,11 +54,11 @@ test('the policy view shows the rules and edits the CORS settings, errors next t
 });
 
 test('the key form edits origin_allowlist, and the playground decides with an Origin', async () => {
-  const policy = (await kw.admin('GET', '/policy')).body.data;
+  const policy = (await session.kw.admin('GET', '/policy')).body.data;
   assert.ok(policy.cors, 'the previous test turned CORS on');
-  const page = await newPage(browser);
-  await signIn(page, kw);
-  await page.goto(`${kw.url}/_keyward/console/#/keys/new`);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
+  await page.goto(`${session.kw.url}/_keyward/console/#/keys/new`);
   await page.waitForSelector('#view-edit:not([hidden])');
   await page.fill('#f-name', 'web app key');
   await page.check('[data-permission="users:read"]');
@@ -88,7 +74,7 @@ test('the key form edits origin_allowlist, and the playground decides with an Or
   await page.waitForFunction(() => location.hash.startsWith('#/keys/key_'));
   const id = decodeURIComponent((await page.evaluate(() => location.hash)).split('/')[2]);
   await page.waitForFunction(() => document.querySelector('#f-origins').value.includes('*.example.org'));
-  assert.deepEqual((await kw.admin('GET', `/api_keys/${id}`)).body.data.origin_allowlist, ['https://app.example.com', 'https://*.example.org']);
+  assert.deepEqual((await session.kw.admin('GET', `/api_keys/${id}`)).body.data.origin_allowlist, ['https://app.example.com', 'https://*.example.org']);
 
   await page.click('[data-nav="playground"]');
   await page.waitForSelector('#view-playground:not([hidden])');

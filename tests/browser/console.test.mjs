@@ -1,32 +1,18 @@
 // The console in real headless Chromium against the built Worker under `wrangler dev`: sign in,
 // create (plaintext once), filter, page, edit permissions, field errors, the lifecycle, seen at
 // the gate, and a phone-sized screen.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
-import { launch, newPage, shot, signIn } from './support.mjs';
+import { consoleSession, newPage, shot, signIn } from './support.mjs';
 
-let origin;
-let kw;
-let browser;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await kw?.stop();
-  await origin?.stop();
-});
+const session = consoleSession();
 
 const USERS = '/api/v2/projects/1/users';
-const gate = (key) => kw.request('GET', USERS, { headers: { authorization: `Bearer ${key}` } });
+const gate = (key) => session.kw.request('GET', USERS, { headers: { authorization: `Bearer ${key}` } });
 
 test('sign in: a wrong token is refused with the API message; the right one opens the key list', async () => {
-  const page = await newPage(browser);
-  await page.goto(`${kw.url}/_keyward/console`);
+  const page = await newPage(session.browser);
+  await page.goto(`${session.kw.url}/_keyward/console`);
   assert.match(page.url(), /\/_keyward\/console\/$/);
   await page.waitForSelector('#view-signin:not([hidden])');
   await shot(page, '01-sign-in');
@@ -35,11 +21,11 @@ test('sign in: a wrong token is refused with the API message; the right one open
   await page.waitForSelector('.field-error[data-field="token"]:not(:empty)');
   assert.match(await page.textContent('.field-error[data-field="token"]'), /not valid/);
   assert.equal(await page.isHidden('#view-keys'), true);
-  await page.fill('#token', kw.adminToken);
+  await page.fill('#token', session.kw.adminToken);
   await page.click('#signin-form button[type=submit]');
   await page.waitForSelector('#view-keys:not([hidden])');
   // Kept for the tab only.
-  assert.equal(await page.evaluate(() => sessionStorage.getItem('keyward.token')), kw.adminToken);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('keyward.token')), session.kw.adminToken);
   assert.equal(await page.evaluate(() => localStorage.length), 0);
   await page.click('#sign-out');
   await page.waitForSelector('#view-signin:not([hidden])');
@@ -49,12 +35,12 @@ test('sign in: a wrong token is refused with the API message; the right one open
 });
 
 test('sign in with the keyboard only', async () => {
-  const page = await newPage(browser);
-  await page.goto(`${kw.url}/_keyward/console/`);
+  const page = await newPage(session.browser);
+  await page.goto(`${session.kw.url}/_keyward/console/`);
   await page.waitForSelector('#view-signin:not([hidden])');
   // The token field has focus on arrival; type, press Enter.
   assert.equal(await page.evaluate(() => document.activeElement?.id), 'token');
-  await page.keyboard.type(kw.adminToken);
+  await page.keyboard.type(session.kw.adminToken);
   await page.keyboard.press('Enter');
   await page.waitForSelector('#view-keys:not([hidden])');
   // Tab reaches the "New key" link, and Enter opens the form.
@@ -69,8 +55,8 @@ test('sign in with the keyboard only', async () => {
 });
 
 test('create a key: the plaintext is shown once, with a copy button, and works at the gate', async () => {
-  const page = await newPage(browser);
-  await signIn(page, kw);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
   await page.click('#new-key');
   await page.waitForSelector('#view-edit:not([hidden])');
   await page.fill('#f-name', 'Console created');
@@ -92,7 +78,7 @@ test('create a key: the plaintext is shown once, with a copy button, and works a
   await page.waitForSelector('#view-edit:not([hidden]) #lifecycle:not([hidden])');
   assert.ok(!(await page.content()).includes(key));
   assert.equal((await gate(key)).status, 200);
-  const list = await kw.admin('GET', '/api_keys?name=Console%20created');
+  const list = await session.kw.admin('GET', '/api_keys?name=Console%20created');
   assert.deepEqual(list.body.data[0].permissions.sort(), ['projects:read', 'users:read']);
   assert.deepEqual(page.errors, []);
   await page.context().close();
@@ -101,11 +87,11 @@ test('create a key: the plaintext is shown once, with a copy button, and works a
 test('filter by name and page through the list', async () => {
   const tag = `pager${Date.now()}`;
   for (let i = 0; i < 5; i++) {
-    const r = await kw.admin('POST', '/api_keys', { api_key: { name: `${tag} ${i}` } });
+    const r = await session.kw.admin('POST', '/api_keys', { api_key: { name: `${tag} ${i}` } });
     assert.equal(r.status, 201);
   }
-  const page = await newPage(browser);
-  await signIn(page, kw);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
   await page.selectOption('#per-page', '10');
   await page.fill('#filter', tag);
   await page.waitForFunction((t) => [...document.querySelectorAll('.key-name')].every((a) => a.textContent.startsWith(t))
@@ -136,11 +122,11 @@ test('filter by name and page through the list', async () => {
 });
 
 test('edit permissions in the matrix; a field error is shown next to its field and nothing is saved', async () => {
-  const created = await kw.admin('POST', '/api_keys', { api_key: { name: 'matrix', permissions: ['users:read', 'reports:export'] } });
+  const created = await session.kw.admin('POST', '/api_keys', { api_key: { name: 'matrix', permissions: ['users:read', 'reports:export'] } });
   const { id, api_key: key } = created.body.data;
-  const page = await newPage(browser);
-  await signIn(page, kw);
-  await page.goto(`${kw.url}/_keyward/console/#/keys/${id}`);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
+  await page.goto(`${session.kw.url}/_keyward/console/#/keys/${id}`);
   await page.waitForSelector('#view-edit:not([hidden]) #lifecycle:not([hidden])');
   assert.equal(await page.isChecked('[data-permission="users:read"]'), true);
   assert.equal(await page.inputValue('#f-extra'), 'reports:export', 'permissions outside the matrix are kept');
@@ -152,7 +138,7 @@ test('edit permissions in the matrix; a field error is shown next to its field a
   assert.match(await page.textContent('.field-error[data-field="ip_allowlist"]'), /ip_allowlist\[1\].*10\.0\.0\.0\/33/);
   assert.equal(await page.getAttribute('[data-field-container="ip_allowlist"]', 'class'), 'field invalid');
   await shot(page, '04-edit-field-error');
-  let stored = (await kw.admin('GET', `/api_keys/${id}`)).body.data;
+  let stored = (await session.kw.admin('GET', `/api_keys/${id}`)).body.data;
   assert.deepEqual(stored.ip_allowlist, []);
   assert.deepEqual(stored.permissions, ['users:read', 'reports:export']);
   // Fix it and save: the matrix's module:* replaces the module's single actions.
@@ -160,10 +146,10 @@ test('edit permissions in the matrix; a field error is shown next to its field a
   await page.check('[data-permission="users:delete"]');
   await page.click('#save');
   await page.waitForSelector('#edit-ok:not([hidden])');
-  stored = (await kw.admin('GET', `/api_keys/${id}`)).body.data;
+  stored = (await session.kw.admin('GET', `/api_keys/${id}`)).body.data;
   assert.deepEqual(stored.permissions.sort(), ['projects:*', 'reports:export', 'users:delete', 'users:read']);
   assert.deepEqual(stored.ip_allowlist, ['127.0.0.0/8']);
-  assert.equal((await kw.request('DELETE', '/api/v2/projects/3', { headers: { 'x-api-key': key } })).status, 200);
+  assert.equal((await session.kw.request('DELETE', '/api/v2/projects/3', { headers: { 'x-api-key': key } })).status, 200);
   // Name rules too: an empty name.
   await page.fill('#f-name', '');
   await page.click('#save');
@@ -173,11 +159,11 @@ test('edit permissions in the matrix; a field error is shown next to its field a
 });
 
 test('lifecycle: expire (refused at the gate), reactivate, roll, revoke with a confirmation, delete', async () => {
-  const created = await kw.admin('POST', '/api_keys', { api_key: { name: 'lifecycle', permissions: ['users:read'] } });
+  const created = await session.kw.admin('POST', '/api_keys', { api_key: { name: 'lifecycle', permissions: ['users:read'] } });
   const { id, api_key: key } = created.body.data;
-  const page = await newPage(browser);
-  await signIn(page, kw);
-  await page.goto(`${kw.url}/_keyward/console/#/keys/${id}`);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
+  await page.goto(`${session.kw.url}/_keyward/console/#/keys/${id}`);
   await page.waitForSelector('#lifecycle:not([hidden])');
   assert.equal(await page.isVisible('#act-delete'), false, 'delete is not offered for an active key');
 
@@ -221,20 +207,20 @@ test('lifecycle: expire (refused at the gate), reactivate, roll, revoke with a c
   await page.click('#act-delete');
   await page.click('#confirm-ok');
   await page.waitForSelector('#view-keys:not([hidden])');
-  assert.equal((await kw.admin('GET', `/api_keys/${newId}`)).status, 404);
+  assert.equal((await session.kw.admin('GET', `/api_keys/${newId}`)).status, 404);
   assert.equal((await gate(rolled)).body.error_code, 'KEY_REVOKED', 'deleted, and still revoked');
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
 
 test('a phone-sized screen: the list has no horizontal scroll', async () => {
-  const page = await newPage(browser, { viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
-  await signIn(page, kw);
+  const page = await newPage(session.browser, { viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
+  await signIn(page, session.kw);
   await page.waitForSelector('.key-name');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px`);
   await shot(page, '06-phone-list');
-  await page.goto(`${kw.url}/_keyward/console/#/keys/new`);
+  await page.goto(`${session.kw.url}/_keyward/console/#/keys/new`);
   await page.waitForSelector('#view-edit:not([hidden])');
   const formOverflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(formOverflow <= 0, `the form scrolls sideways by ${formOverflow}px`);

@@ -1,32 +1,18 @@
 // The console's rate limit and credits in real headless Chromium against the built Worker under
 // `wrangler dev`: set both when creating a key, see the live count after traffic, top up (add and
 // set), field errors named by the API, and a save that does not touch credits keeps the live count.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
-import { launch, newPage, shot, signIn } from './support.mjs';
+import { consoleSession, newPage, shot, signIn } from './support.mjs';
 
-let origin;
-let kw;
-let browser;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await kw?.stop();
-  await origin?.stop();
-});
+const session = consoleSession();
 
 const USERS = '/api/v2/projects/1/users';
-const gate = (key) => kw.request('GET', USERS, { headers: { authorization: `Bearer ${key}` } });
+const gate = (key) => session.kw.request('GET', USERS, { headers: { authorization: `Bearer ${key}` } });
 
 test('create a key with a rate limit and credits, watch the credits fall, top them up, edit the limit', async () => {
-  const page = await newPage(browser);
-  await signIn(page, kw);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
   await page.click('#new-key');
   await page.waitForSelector('#view-edit:not([hidden])');
   assert.equal(await page.isDisabled('#f-rl-limit'), true, 'off until asked for');
@@ -46,8 +32,8 @@ test('create a key with a rate limit and credits, watch the credits fall, top th
   await page.waitForSelector('#view-edit:not([hidden]) #credits-card:not([hidden])');
   assert.equal(await page.textContent('#credits-left'), '10');
   assert.match(await page.textContent('#credits-refill'), /500 each UTC month/);
-  const id = (await kw.admin('GET', '/api_keys?name=Metered')).body.data[0].id;
-  const stored = (await kw.admin('GET', `/api_keys/${id}`)).body.data;
+  const id = (await session.kw.admin('GET', '/api_keys?name=Metered')).body.data[0].id;
+  const stored = (await session.kw.admin('GET', `/api_keys/${id}`)).body.data;
   assert.deepEqual(stored.ratelimit, { limit: 3, period_seconds: 60 });
   assert.deepEqual(stored.credits, { remaining: 10, refill: { amount: 500, interval: 'monthly' } });
 
@@ -68,7 +54,7 @@ test('create a key with a rate limit and credits, watch the credits fall, top th
   await page.click('#topup-set');
   await page.waitForFunction(() => document.querySelector('#credits-left').textContent === '5');
   await shot(page, 'limits-01-credits-card');
-  assert.equal((await kw.admin('GET', `/api_keys/${id}`)).body.data.credits.remaining, 5);
+  assert.equal((await session.kw.admin('GET', `/api_keys/${id}`)).body.data.credits.remaining, 5);
   await page.fill('#topup-amount', '-1');
   await page.click('#topup-add');
   await page.waitForSelector('.field-error[data-field="topup"]:not(:empty)');
@@ -80,14 +66,14 @@ test('create a key with a rate limit and credits, watch the credits fall, top th
   await page.waitForSelector('.field-error[data-field="ratelimit"]:not(:empty)');
   assert.match(await page.textContent('.field-error[data-field="ratelimit"]'), /^ratelimit\.limit:/);
   await shot(page, 'limits-02-field-error');
-  assert.deepEqual((await kw.admin('GET', `/api_keys/${id}`)).body.data.ratelimit, { limit: 3, period_seconds: 60 });
+  assert.deepEqual((await session.kw.admin('GET', `/api_keys/${id}`)).body.data.ratelimit, { limit: 3, period_seconds: 60 });
 
   // A save that leaves the credit fields alone keeps the live count, even after more traffic.
   await page.fill('#f-rl-limit', '100');
-  await kw.admin('POST', `/api_keys/${id}/credits`, { set: 4 });
+  await session.kw.admin('POST', `/api_keys/${id}/credits`, { set: 4 });
   await page.click('#save');
   await page.waitForFunction(() => !document.querySelector('#edit-ok').hidden);
-  const after = (await kw.admin('GET', `/api_keys/${id}`)).body.data;
+  const after = (await session.kw.admin('GET', `/api_keys/${id}`)).body.data;
   assert.deepEqual(after.ratelimit, { limit: 100, period_seconds: 60 });
   assert.equal(after.credits.remaining, 4, 'the save did not send the credits it showed');
   assert.equal(await page.textContent('#credits-left'), '4');
@@ -96,7 +82,7 @@ test('create a key with a rate limit and credits, watch the credits fall, top th
   await page.uncheck('#f-cr-on');
   await page.click('#save');
   await page.waitForSelector('#credits-card', { state: 'hidden' });
-  assert.equal((await kw.admin('GET', `/api_keys/${id}`)).body.data.credits, null);
+  assert.equal((await session.kw.admin('GET', `/api_keys/${id}`)).body.data.credits, null);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

@@ -1,34 +1,21 @@
 // The playground and the known-answer vectors in real Chromium: the wasm core in the page must
 // give every vector's expected decision, and agree with what the edge answers through /verify.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward, ROOT } from '../support/keyward.mjs';
-import { launch, newPage, shot, signIn } from './support.mjs';
+import { ROOT } from '../support/keyward.mjs';
+import { consoleSession, newPage, shot, signIn } from './support.mjs';
 
-let origin;
-let kw;
-let browser;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await kw?.stop();
-  await origin?.stop();
-});
+const session = consoleSession();
 
 test('every known-answer vector, through the wasm core in the page', async () => {
   const dir = path.join(ROOT, 'tests/vectors');
   const defaultPolicy = JSON.parse(readFileSync(path.join(ROOT, 'config/default-policy.json'), 'utf8'));
   const files = readdirSync(dir).filter((f) => f.endsWith('.json')).sort()
     .map((f) => ({ file: f, ...JSON.parse(readFileSync(path.join(dir, f), 'utf8')) }));
-  const page = await newPage(browser);
-  await page.goto(`${kw.url}/_keyward/console/`);
+  const page = await newPage(session.browser);
+  await page.goto(`${session.kw.url}/_keyward/console/`);
   const result = await page.evaluate(async ({ files, defaultPolicy }) => {
     const core = await import('./pkg/keyward.js');
     await core.default();
@@ -56,8 +43,8 @@ test('every known-answer vector, through the wasm core in the page', async () =>
 });
 
 test('the wasm core answers bad input as tagged data, never by throwing', async () => {
-  const page = await newPage(browser);
-  await page.goto(`${kw.url}/_keyward/console/`);
+  const page = await newPage(session.browser);
+  await page.goto(`${session.kw.url}/_keyward/console/`);
   const out = await page.evaluate(async () => {
     const core = await import('./pkg/keyward.js');
     await core.default();
@@ -80,10 +67,10 @@ test('the wasm core answers bad input as tagged data, never by throwing', async 
 });
 
 test('the playground decides in the page and agrees with the edge', async () => {
-  const created = await kw.admin('POST', '/api_keys', { api_key: { name: 'playground key', permissions: ['users:read'], ip_allowlist: ['203.0.113.0/24'] } });
+  const created = await session.kw.admin('POST', '/api_keys', { api_key: { name: 'playground key', permissions: ['users:read'], ip_allowlist: ['203.0.113.0/24'] } });
   const { id, api_key: key } = created.body.data;
-  const page = await newPage(browser);
-  await signIn(page, kw);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
   await page.click('[data-nav="playground"]');
   await page.waitForSelector('#view-playground:not([hidden])');
   await page.waitForFunction((id) => [...document.querySelectorAll('#p-key option')].some((o) => o.value === id), id);

@@ -1,30 +1,16 @@
 // The console's Content-Security-Policy in real Chromium: the watch every browser test relies on
 // does see a violation (an inline script and a style attribute are refused and reported), and a
 // page on another origin cannot frame the console.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
-import { launch, newPage, cspViolations } from './support.mjs';
+import { consoleSession, newPage, cspViolations } from './support.mjs';
 
-let origin;
-let kw;
-let browser;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await kw?.stop();
-  await origin?.stop();
-});
+const session = consoleSession();
 
 test('an inline script and a style attribute are refused in the console, and the watch reports both', async () => {
-  const page = await newPage(browser);
-  await page.goto(`${kw.url}/_keyward/console/`);
+  const page = await newPage(session.browser);
+  await page.goto(`${session.kw.url}/_keyward/console/`);
   await page.waitForSelector('#view-signin:not([hidden])');
   assert.deepEqual(cspViolations, [], 'the console itself breaks its CSP');
   const ran = await page.evaluate(async () => {
@@ -55,11 +41,11 @@ test('a page on another origin cannot frame the console', async () => {
   const framing = http.createServer((req, res) => {
     res.writeHead(200, { 'content-type': 'text/html' });
     res.end(`<!doctype html><title>frames</title>
-      <iframe name="console" src="${kw.url}/_keyward/console/"></iframe>
-      <iframe name="control" src="${origin.url}/control"></iframe>`);
+      <iframe name="console" src="${session.kw.url}/_keyward/console/"></iframe>
+      <iframe name="control" src="${session.origin.url}/control"></iframe>`);
   });
   await new Promise((resolve) => framing.listen(0, '127.0.0.1', resolve));
-  const page = await newPage(browser);
+  const page = await newPage(session.browser);
   try {
     await page.goto(`http://127.0.0.1:${framing.address().port}/`);
     await page.waitForLoadState('load');

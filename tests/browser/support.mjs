@@ -5,12 +5,13 @@
 // page this module opens reports each CSP violation it sees, both as the page's
 // `securitypolicyviolation` event and as Chromium's console message about it; a shared afterEach
 // fails the test that caused any.
-import { afterEach } from 'node:test';
+import { afterEach, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { ROOT } from '../support/keyward.mjs';
+import { ROOT, startKeyward } from '../support/keyward.mjs';
+import { startOrigin } from '../support/origin.mjs';
 
 export const SCREENSHOTS = path.join(ROOT, 'test-output', 'screenshots');
 
@@ -22,6 +23,26 @@ export async function launch({ args = [] } = {}) {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync', ...args],
   });
+}
+
+/**
+ * For a test file: a real origin, the built Worker under `wrangler dev` in front of it (with
+ * `vars`) and Chromium, started before the file's tests and stopped after them. The returned
+ * object's `origin`, `kw` and `browser` are set once they are up.
+ */
+export function consoleSession({ vars } = {}) {
+  const session = {};
+  before(async () => {
+    session.origin = await startOrigin();
+    session.kw = await startKeyward({ origin: session.origin.url, vars });
+    session.browser = await launch();
+  });
+  after(async () => {
+    await session.browser?.close();
+    await session.kw?.stop();
+    await session.origin?.stop();
+  });
+  return session;
 }
 
 /** CSP violations seen since the current test began, by every page opened through newPage. */

@@ -2,28 +2,14 @@
 // `wrangler dev`: real requests through the gate (allowed and denied), flushed by the edge, drawn
 // as stacked bars by outcome over 24 h / 7 d / 30 d, with last used on the key's page and in the
 // list. Screenshots: test-output/screenshots/usage-*.png.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
 import path from 'node:path';
-import { launch, newPage, shot, signIn, SCREENSHOTS } from './support.mjs';
+import { consoleSession, newPage, shot, signIn, SCREENSHOTS } from './support.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-let origin;
-let kw;
-let browser;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url, vars: { USAGE_FLUSH_MS: '500' } });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await kw?.stop();
-  await origin?.stop();
-});
+const session = consoleSession({ vars: { USAGE_FLUSH_MS: '500' } });
 
 const ok = async (call) => {
   const r = await call;
@@ -34,7 +20,7 @@ const ok = async (call) => {
 /** Real gate traffic: `n` requests of `path` with `key` (and extra headers), each answering `code`. */
 async function traffic(key, path, n, code, headers = {}) {
   for (let i = 0; i < n; i++) {
-    const r = await kw.request('GET', path, { headers: { 'x-api-key': key, ...headers } });
+    const r = await session.kw.request('GET', path, { headers: { 'x-api-key': key, ...headers } });
     assert.equal(r.body?.error_code ?? 'VALID', code, `${path}: ${r.text.slice(0, 200)}`);
   }
 }
@@ -47,8 +33,8 @@ const drawn = (page) => page.$eval('#usage-chart svg', (svg) => {
 });
 
 test('the usage chart draws real traffic by outcome over 24 h, 7 d and 30 d; last used on the page and in the list', async () => {
-  const used = await ok(kw.admin('POST', '/api_keys', { api_key: { name: 'checkout service', permissions: ['projects:read', 'users:read'] } }));
-  const idle = await ok(kw.admin('POST', '/api_keys', { api_key: { name: 'never used', permissions: ['projects:read'] } }));
+  const used = await ok(session.kw.admin('POST', '/api_keys', { api_key: { name: 'checkout service', permissions: ['projects:read', 'users:read'] } }));
+  const idle = await ok(session.kw.admin('POST', '/api_keys', { api_key: { name: 'never used', permissions: ['projects:read'] } }));
   const want = { VALID: 14, PERMISSION_DENIED: 5, ROUTE_NOT_ALLOWED: 3, BAD_REQUEST: 2 };
   await traffic(used.api_key, '/api/v2/projects', 9, 'VALID');
   await traffic(used.api_key, '/api/v2/projects/7/users', 5, 'VALID');
@@ -57,14 +43,14 @@ test('the usage chart draws real traffic by outcome over 24 h, 7 d and 30 d; las
   await traffic(used.api_key, '/api/v2/projects', 2, 'BAD_REQUEST', { 'x-http-method-override': 'DELETE' });
   // Wait for the edge's flush through the API, as a user would.
   for (let i = 0; ; i++) {
-    const totals = (await ok(kw.admin('GET', `/api_keys/${used.id}/usage`))).totals;
+    const totals = (await ok(session.kw.admin('GET', `/api_keys/${used.id}/usage`))).totals;
     if (JSON.stringify(totals) === JSON.stringify({ ...totals, ...want }) && Object.keys(totals).length === 4) break;
     assert.ok(i < 60, `usage did not arrive: ${JSON.stringify(totals)}`);
     await sleep(250);
   }
 
-  const page = await newPage(browser);
-  await signIn(page, kw);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
   const lastUsed = await page.$$eval('#keys-body tr', (rows) => Object.fromEntries(rows.map((r) => [r.dataset.id, r.querySelector('td.last-used').textContent])));
   assert.equal(lastUsed[used.id], 'just now');
   assert.equal(lastUsed[idle.id], 'never');
@@ -112,7 +98,7 @@ test('the usage chart draws real traffic by outcome over 24 h, 7 d and 30 d; las
   await page.locator('#usage').screenshot({ path: path.join(SCREENSHOTS, 'usage-30d-card.png') });
 
   // A key without traffic: an empty chart, never used.
-  await page.goto(`${kw.url}/_keyward/console/#/keys/${idle.id}`);
+  await page.goto(`${session.kw.url}/_keyward/console/#/keys/${idle.id}`);
   await page.waitForSelector('#usage[data-loaded="24h"]');
   chart = await drawn(page);
   assert.deepEqual(chart.sums, {});
