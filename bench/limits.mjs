@@ -9,8 +9,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import WebSocket from 'ws';
 import { startOrigin } from '../tests/support/origin.mjs';
+import { inspector } from './inspector.mjs';
 import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
 
 const SEQUENTIAL = Number(process.env.BENCH_LIMITS_REQUESTS ?? 400);
@@ -55,23 +55,11 @@ async function latency(base, key) {
 }
 
 async function isolateTime(kw, key) {
-  const targets = await (await fetch(`http://127.0.0.1:${kw.inspectorPort}/json`)).json();
-  const target = targets.find((t) => /keyward/.test(t.title ?? '') || /keyward/.test(t.url ?? '')) ?? targets[0];
-  const ws = new WebSocket(target.webSocketDebuggerUrl);
-  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-  let id = 0;
-  const pending = new Map();
-  ws.on('message', (data) => {
-    const msg = JSON.parse(data);
-    if (msg.id && pending.has(msg.id)) { pending.get(msg.id)(msg); pending.delete(msg.id); }
-  });
-  const send = (method, params = {}) => new Promise((resolve) => { id += 1; pending.set(id, resolve); ws.send(JSON.stringify({ id, method, params })); });
-  await send('Profiler.enable');
-  await send('Profiler.setSamplingInterval', { interval: 100 });
+  const { send, close } = await inspector(kw);
   await send('Profiler.start');
   const run = await wrk(`${kw.url}${PATH}`, key, 4, '4s');
   const { result: { profile } } = await send('Profiler.stop');
-  ws.close();
+  close();
   if (run.non2xx) throw new Error(`${run.non2xx} requests were refused while profiling`);
   const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
   let busy = 0;

@@ -17,11 +17,11 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import WebSocket from 'ws';
 import { startOrigin } from '../tests/support/origin.mjs';
 import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
 import { digest, typo } from '../tests/support/keys.mjs';
 import { median } from './stats.mjs';
+import { inspector } from './inspector.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const DURATION = process.env.BENCH_PROFILE_DURATION ?? '4s';
@@ -77,23 +77,6 @@ function wrk(url, request) {
     });
     child.on('error', reject);
   });
-}
-
-async function inspector(worker) {
-  const targets = await (await fetch(`http://127.0.0.1:${worker.inspectorPort}/json`)).json();
-  const target = targets.find((t) => /keyward/.test(t.title ?? '') || /keyward/.test(t.url ?? '')) ?? targets[0];
-  const ws = new WebSocket(target.webSocketDebuggerUrl);
-  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-  let id = 0;
-  const pending = new Map();
-  ws.on('message', (data) => {
-    const msg = JSON.parse(data);
-    if (msg.id && pending.has(msg.id)) { pending.get(msg.id)(msg); pending.delete(msg.id); }
-  });
-  const send = (method, params = {}) => new Promise((resolve) => { id += 1; pending.set(id, resolve); ws.send(JSON.stringify({ id, method, params })); });
-  await send('Profiler.enable');
-  await send('Profiler.setSamplingInterval', { interval: 100 });
-  return { send, close: () => ws.close() };
 }
 
 /** One profiled run: µs of isolate time per request and the busy time's shares by kind. */
