@@ -224,6 +224,11 @@ impl Ledger {
         Ok(self.sql.exec(query, bindings)?.to_array::<T>()?)
     }
 
+    /// The one number a query answers as `n` (0 when it answers no row).
+    fn number(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<i64, StoreError> {
+        Ok(self.rows::<CountRow>(query, bindings)?.into_iter().next().map_or(0, |r| r.n))
+    }
+
     fn run(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<(), StoreError> {
         self.sql.exec(query, bindings)?;
         Ok(())
@@ -292,11 +297,12 @@ impl Ledger {
     }
 
     fn last_seq(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .rows::<CountRow>("SELECT COALESCE(MAX(seq), 0) AS n FROM changes", vec![])?
-            .into_iter()
-            .next()
-            .map_or(0, |r| r.n))
+        self.number("SELECT COALESCE(MAX(seq), 0) AS n FROM changes", vec![])
+    }
+
+    /// The oldest change the log still holds (0: none).
+    fn oldest_seq(&self) -> Result<i64, StoreError> {
+        self.number("SELECT COALESCE(MIN(seq), 0) AS n FROM changes", vec![])
     }
 
     pub fn audit_entry(&self, actor: &Actor, action: &str, key_id: Option<&str>, changes: &Value, now: i64) -> Result<(), StoreError> {
@@ -306,22 +312,22 @@ impl Ledger {
         )
     }
 
-    /// One page of listed keys by id, and how many match in all. The matching ids come from an
-    /// index alone (a substring filter scans the `(name_lower, id)` index, never the records);
-    /// only the page's records are read, by id. (Joining the page to `keys` instead made SQLite
-    /// scan the whole table: 60 ms at 100 000 keys.)
+    /// One page of listed keys by id, and how many match in all. `name_contains` is answered from
+    /// the in-memory name search; otherwise the matching ids come from an index alone and only the
+    /// page's records are read, by id. (Joining the page to `keys` instead made SQLite scan the
+    /// whole table: 60 ms at 100 000 keys.)
     pub fn list(&self, filter: &ListFilter, after: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<KeyRecord>, usize), StoreError> {
         if let Some(part) = &filter.name_contains {
             let matches = self.with_names(|names| names.search(part, filter.name.as_deref(), after, offset, limit))?;
             return Ok((self.records_by_id(&matches.page)?, matches.total));
         }
-        let (source, clause, mut bindings) = Self::filter_clause(filter);
-        let total = if filter.name.is_none() && filter.name_contains.is_none() {
+        let (clause, mut bindings) = Self::name_clause(filter);
+        let total = if filter.name.is_none() {
             self.listed_count()?
         } else {
-            self.count(source, &clause, bindings.clone())?
+            self.count(&clause, bindings.clone())?
         };
-        let mut query = format!("SELECT id FROM keys {source} WHERE {clause}");
+        let mut query = format!("SELECT id FROM keys WHERE {clause}");
         if let Some(after) = after {
             query.push_str(" AND id > ?");
             bindings.push(text(after));
@@ -339,11 +345,7 @@ impl Ledger {
 
     /// How many keys are listed, from the trigger-kept counter.
     fn listed_count(&self) -> Result<usize, StoreError> {
-        let n = self
-            .rows::<CountRow>("SELECT n FROM key_count WHERE one = 1", vec![])?
-            .into_iter()
-            .next()
-            .map_or(0, |r| r.n);
+        let n = self.number("SELECT n FROM key_count WHERE one = 1", vec![])?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
@@ -368,11 +370,7 @@ impl Ledger {
     /// one string crosses into wasm instead of thousands of row objects.
     fn with_names<T>(&self, f: impl FnOnce(&NameIndex) -> T) -> Result<T, StoreError> {
         let head = self.last_seq()?;
-        let oldest = self
-            .rows::<CountRow>("SELECT COALESCE(MIN(seq), 0) AS n FROM changes", vec![])?
-            .into_iter()
-            .next()
-            .map_or(0, |r| r.n);
+        let oldest = self.oldest_seq()?;
         let mut slot = self.names.borrow_mut();
         let usable = slot.take().filter(|names| names.seq().saturating_add(1) >= oldest);
         let names = match usable {
@@ -426,35 +424,23 @@ impl Ledger {
         if let Some(part) = &filter.name_contains {
             return self.with_names(|names| names.position(part, filter.name.as_deref(), id));
         }
-        let (source, clause, mut bindings) = Self::filter_clause(filter);
+        let (clause, mut bindings) = Self::name_clause(filter);
         bindings.push(text(id));
-        self.count(source, &format!("{clause} AND id <= ?"), bindings)
+        self.count(&format!("{clause} AND id <= ?"), bindings)
     }
 
-    fn count(&self, source: &str, clause: &str, bindings: Vec<SqlStorageValue>) -> Result<usize, StoreError> {
-        let n = self
-            .rows::<CountRow>(&format!("SELECT COUNT(*) AS n FROM keys {source} WHERE {clause}"), bindings)?
-            .into_iter()
-            .next()
-            .map_or(0, |r| r.n);
+    fn count(&self, clause: &str, bindings: Vec<SqlStorageValue>) -> Result<usize, StoreError> {
+        let n = self.number(&format!("SELECT COUNT(*) AS n FROM keys WHERE {clause}"), bindings)?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    /// The table source (with the index a substring filter must scan) and the WHERE clause.
-    fn filter_clause(filter: &ListFilter) -> (&'static str, String, Vec<SqlStorageValue>) {
-        let mut clause = String::from("1 = 1");
-        let mut bindings = Vec::new();
-        let mut source = "";
-        if let Some(name) = &filter.name {
-            clause.push_str(" AND name_lower = ?");
-            bindings.push(text(name));
+    /// The WHERE clause of a list without `name_contains` (that one is answered from memory by
+    /// `with_names`): the exact name, through the `(name_lower, id)` index.
+    fn name_clause(filter: &ListFilter) -> (String, Vec<SqlStorageValue>) {
+        match &filter.name {
+            Some(name) => ("name_lower = ?".to_string(), vec![text(name)]),
+            None => ("1 = 1".to_string(), Vec::new()),
         }
-        if let Some(part) = &filter.name_contains {
-            clause.push_str(" AND instr(name_lower, ?) > 0");
-            bindings.push(text(part));
-            source = "INDEXED BY keys_by_name";
-        }
-        (source, clause, bindings)
     }
 
     /// The stored policy document and its change-log position, if one was ever stored.
@@ -485,10 +471,7 @@ impl Ledger {
     /// [`RECENT_WINDOW_MS`]), newest version per key, with the policy if it moved past `policy_seq`.
     pub fn feed(&self, after: i64, policy_seq: i64, now: i64) -> Result<Feed, StoreError> {
         let kv_pending_from = self
-            .rows::<CountRow>("SELECT COALESCE(MIN(seq), 0) AS n FROM outbox", vec![])?
-            .into_iter()
-            .next()
-            .map_or(0, |r| r.n);
+            .number("SELECT COALESCE(MIN(seq), 0) AS n FROM outbox", vec![])?;
         let rows: Vec<FeedRow> = if after < 0 {
             // What KV may not show yet: the recent changes, and any whose KV write is still owed.
             let pending = if kv_pending_from > 0 { kv_pending_from } else { i64::MAX };
@@ -502,11 +485,7 @@ impl Ledger {
                 vec![int(after), int(FEED_PAGE + 1)],
             )?
         };
-        let oldest = self
-            .rows::<CountRow>("SELECT COALESCE(MIN(seq), 0) AS n FROM changes", vec![])?
-            .into_iter()
-            .next()
-            .map_or(0, |r| r.n);
+        let oldest = self.oldest_seq()?;
         let reset = after >= 0 && oldest > after.saturating_add(1);
         let more = rows.len() > usize::try_from(FEED_PAGE).unwrap_or(usize::MAX);
         let page: Vec<FeedRow> = rows.into_iter().take(usize::try_from(FEED_PAGE).unwrap_or(usize::MAX)).collect();
@@ -581,7 +560,7 @@ impl Ledger {
     }
 
     pub fn outbox_len(&self) -> Result<usize, StoreError> {
-        let n = self.rows::<CountRow>("SELECT COUNT(*) AS n FROM outbox", vec![])?.into_iter().next().map_or(0, |r| r.n);
+        let n = self.number("SELECT COUNT(*) AS n FROM outbox", vec![])?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
