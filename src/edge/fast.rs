@@ -194,12 +194,12 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64) -> u
     }
     let credential = match find_credential(authorization, x_api_key, query) {
         Err(e) => return deny(Code::BadRequest, &e.message, flags),
-        Ok(None) => return deny(Code::MissingKey, "no API key was sent (use Authorization: Bearer <key>)", flags),
+        Ok(None) => return deny(Code::MissingKey, gate::NO_KEY, flags),
         Ok(Some(c)) if c.has(CredentialSource::Query) => return ANSWER_COMPLETE,
         Ok(Some(c)) => c,
     };
     if let Err(e) = parse_key(&credential.key) {
-        return deny(Code::MalformedKey, &format!("the API key is malformed: {e}"), flags);
+        return deny(Code::MalformedKey, &gate::malformed_key(e), flags);
     }
     let digest = key_digest(&credential.key);
     let loaded = LOADED.with(|l| l.borrow().as_ref().filter(|(d, at, _)| *d == digest && *at == now).map(|(_, _, key)| key.clone()));
@@ -215,12 +215,12 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64) -> u
         Held::Miss => {
             if let Some(seconds) = cache::unknown_read_retry_after(client_ip, now) {
                 LAST.with(|l| l.borrow_mut().retry_after = Some(seconds));
-                return deny(Code::RateLimited, "too many unknown API keys from this address; retry later", flags);
+                return deny(Code::RateLimited, gate::TOO_MANY_UNKNOWN_KEYS, flags);
             }
             LAST.with(|l| l.borrow_mut().digest = digest);
             return ANSWER_NEED_RECORD | flags;
         }
-        Held::Ready(None) => return deny(Code::UnknownKey, "the API key is not known", flags),
+        Held::Ready(None) => return deny(Code::UnknownKey, gate::UNKNOWN_KEY, flags),
         Held::Ready(Some(key)) => key,
     };
     if !gate::fast_path_eligible(&key) {
@@ -339,7 +339,7 @@ pub fn gate_load(digest: &str, text: Option<String>, client_ip: Option<String>, 
         Err(_) => deny(Code::StoreUnavailable, "the key store is unavailable", 0),
         Ok(Held::Ready(None)) => {
             cache::charge_unknown_read(client_ip.as_deref(), now);
-            deny(Code::UnknownKey, "the API key is not known", FLAG_UNKNOWN_READ)
+            deny(Code::UnknownKey, gate::UNKNOWN_KEY, FLAG_UNKNOWN_READ)
         }
         Ok(Held::Ready(Some(key))) => {
             LOADED.with(|l| *l.borrow_mut() = Some((digest.to_string(), now, key)));

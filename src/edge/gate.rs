@@ -160,12 +160,12 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         url.query(),
     ) {
         Err(e) => return deny(Code::BadRequest, &e.message),
-        Ok(None) => return deny(Code::MissingKey, "no API key was sent (use Authorization: Bearer <key>)"),
+        Ok(None) => return deny(Code::MissingKey, NO_KEY),
         Ok(Some(c)) => c,
     };
     // The checksum turns away typos and garbage before any KV read.
     if let Err(e) = parse_key(&credential.key) {
-        return deny(Code::MalformedKey, &format!("the API key is malformed: {e}"));
+        return deny(Code::MalformedKey, &malformed_key(e));
     }
     let digest = key_digest(&credential.key);
     let store = match Store::open(env) {
@@ -178,7 +178,7 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
     let miss = matches!(store.cached_key(&digest, now), Lookup::Miss);
     if miss {
         if let Some(seconds) = cache::unknown_read_retry_after(client_ip.as_deref(), now) {
-            let response = deny(Code::RateLimited, "too many unknown API keys from this address; retry later")?;
+            let response = deny(Code::RateLimited, TOO_MANY_UNKNOWN_KEYS)?;
             response.headers().set("retry-after", &seconds.to_string())?;
             return Ok(response);
         }
@@ -192,7 +192,7 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
                 let ip = client_ip.clone();
                 ctx.wait_until(async move { count_unknown_read(&env, ip.as_deref()).await });
             }
-            return deny(Code::UnknownKey, "the API key is not known");
+            return deny(Code::UnknownKey, UNKNOWN_KEY);
         }
         Ok(Some(key)) => key,
     };
@@ -456,6 +456,13 @@ fn settled(key: &CompiledKey, answer: Result<Response>, code: Code, env: &Env, c
     answer
 }
 
+/// The refusals both paths give in the same words (`super::fast` answers them too).
+pub(crate) const NO_KEY: &str = "no API key was sent (use Authorization: Bearer <key>)";
+pub(crate) const UNKNOWN_KEY: &str = "the API key is not known";
+pub(crate) const TOO_MANY_UNKNOWN_KEYS: &str = "too many unknown API keys from this address; retry later";
+pub(crate) fn malformed_key(error: impl std::fmt::Display) -> String {
+    format!("the API key is malformed: {error}")
+}
 pub(crate) const UNREADABLE_BODY: &str = "the request body could not be read";
 pub(crate) const TOO_LARGE_BODY: &str = "the request body is larger than 256 KiB and cannot be inspected";
 
