@@ -15,7 +15,7 @@
 // request missing the cache (CACHE_TTL_SECONDS=0 for keyward and the JS check alike).
 // Prints one JSON object: per case and Worker, µs per request, and the profile by kind.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startOrigin } from '../tests/support/origin.mjs';
 import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
@@ -28,12 +28,16 @@ const DURATION = process.env.BENCH_PROFILE_DURATION ?? '4s';
 const ONLY = process.env.BENCH_WORKERS?.split(',');
 const tmp = mkdtempSync(path.join(ROOT, 'test-output', 'profile-'));
 
-// Another build of keyward (its entry module), with the rest of wrangler.toml unchanged.
-function keywardConfig(main) {
-  if (!main) return undefined;
-  const toml = readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')
-    .replace(/^main = "(.*)"$/m, `main = "${path.resolve(main)}"`)
+// Another build of keyward (its entry module), with the rest of wrangler.toml unchanged; or,
+// `withoutAssets`, the same Worker without the console's static assets: then no assets router
+// runs in front of it (wrangler dev runs that router as another Worker in the same workerd
+// process, so it shows in that process's CPU time; it is not the gate's own work).
+function keywardConfig(main, { withoutAssets = false } = {}) {
+  if (!main && !withoutAssets) return undefined;
+  let toml = readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')
+    .replace(/^main = "(.*)"$/m, (_, m) => `main = "${path.resolve(main ?? path.join(ROOT, m))}"`)
     .replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`);
+  if (withoutAssets) toml = toml.replace(/^\[assets\]\n(?:[^[\n].*\n|#.*\n)*/m, '');
   const file = path.join(mkdtempSync(path.join(tmp, 'config-')), 'wrangler.toml');
   writeFileSync(file, toml);
   return file;
@@ -79,10 +83,37 @@ function wrk(url, request) {
   });
 }
 
+/**
+ * CPU time (user + system, µs, all threads) of the workerd process that runs the Worker itself:
+ * `wrangler dev` starts two, its proxy and the Worker's runtime (the one with the inspector).
+ * Unlike the profile's timeDeltas, CPU time does not count the time the isolate waits.
+ */
+function workerdCpu(group) {
+  let ticks = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat;
+    let cmdline;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch { continue; }
+    const close = stat.lastIndexOf(')');
+    const comm = stat.slice(stat.indexOf('(') + 1, close);
+    const fields = stat.slice(close + 2).split(' ');
+    // fields[2] is the process group; utime and stime are fields 14 and 15 of stat (1-based).
+    if (comm === 'workerd' && Number(fields[2]) === group && cmdline.includes('--inspector-addr')) ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks * 1e6 / CLOCK_TICKS;
+}
+const CLOCK_TICKS = 100;
+
 /** One profiled run: µs of isolate time per request and the busy time's shares by kind. */
 async function profileOnce(worker, request) {
   await worker.inspector.send('Profiler.start');
+  const cpuBefore = workerdCpu(worker.group);
   const run = await wrk(worker.url, request);
+  const cpu = workerdCpu(worker.group) - cpuBefore;
   const { result: { profile } } = await worker.inspector.send('Profiler.stop');
   // wrk counts answers that are not 2xx: all of them for a refusal, none for an allowed request.
   // A few (at most 2%) may be otherwise on this loaded machine (a 503 while the change feed could
@@ -93,20 +124,46 @@ async function profileOnce(worker, request) {
     throw new Error(`${worker.name} ${request.path}: ${unexpected} of ${run.requests} answers were not ${request.status}`);
   }
   const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
+  // Two readings of one profile. `busy`: the sum of the non-idle samples' timeDeltas (the issue's
+  // method). `samples`: how many non-idle samples there were; workerd takes them at a steady tick
+  // only while the isolate runs, and a sample after a wait carries the whole wait in its
+  // timeDelta, so the count times the tick is the time the isolate ran (README, Benchmarks).
+  // Kinds and functions are weighed by samples for the same reason.
   let busy = 0;
+  let samples = 0;
   const kinds = {};
   const frames = {};
   profile.samples.forEach((nodeId, i) => {
     const frame = byNode.get(nodeId).callFrame;
     if (frame.functionName === '(idle)') return;
-    const us = profile.timeDeltas?.[i] ?? 0;
-    busy += us;
+    busy += profile.timeDeltas?.[i] ?? 0;
+    samples += 1;
     const k = kindOf(frame);
-    kinds[k] = (kinds[k] ?? 0) + us;
+    kinds[k] = (kinds[k] ?? 0) + 1;
     const name = `${frame.functionName || '(anonymous)'}${frame.url ? ` ${frame.url.split('/').pop()}:${frame.lineNumber}:${frame.columnNumber}` : ''}`;
-    frames[name] = (frames[name] ?? 0) + us;
+    frames[name] = (frames[name] ?? 0) + 1;
   });
-  return { us: busy / run.requests, requests: run.requests, unexpected, kinds, frames, busy };
+  // The tick: the median gap between samples taken while the isolate kept running (under 1 ms).
+  const ticks = (profile.timeDeltas ?? []).filter((d) => d > 0 && d < 1000).sort((a, b) => a - b);
+  const tick = ticks.length ? ticks[ticks.length >> 1] : 0;
+  // BENCH_STACKS=<regex>: the callers of the matching frames, samples per 1000 requests by call chain.
+  const stacks = {};
+  if (process.env.BENCH_STACKS) {
+    const wanted = new RegExp(process.env.BENCH_STACKS);
+    const parent = new Map();
+    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+    profile.samples.forEach((nodeId, i) => {
+      if (!wanted.test(byNode.get(nodeId).callFrame.functionName)) return;
+      const chain = [];
+      for (let id = nodeId; id !== undefined && chain.length < 12; id = parent.get(id)) chain.push(byNode.get(id).callFrame.functionName.replace(/::h[0-9a-f]{16}$/, '').slice(0, 90));
+      const k = chain.join(' < ');
+      stacks[k] = (stacks[k] ?? 0) + 1 / run.requests;
+    });
+  }
+  return {
+    us: busy / run.requests, sampled_us: (samples * tick) / run.requests, cpu_us: cpu / run.requests, tick,
+    requests: run.requests, unexpected, kinds, frames, samples, stacks,
+  };
 }
 
 async function verify(worker, request) {
@@ -117,29 +174,39 @@ async function verify(worker, request) {
 
 const origin = await startOrigin();
 const started = [];
-const result = { method: `isolate time per request = sum of the inspector profile's timeDeltas over non-idle samples ÷ requests completed by wrk -t1 -c4 -d${DURATION}; median of ${ROUNDS} rounds, Workers in turn`, cases: {} };
+const result = {
+  method: `wrk -t1 -c4 -d${DURATION} per Worker and case, median of ${ROUNDS} rounds, Workers in turn${process.env.BENCH_TOGETHER === '1' ? ' (BENCH_TOGETHER: at the same time)' : ''}. `
+    + 'Per request: isolate_us = non-idle profile samples × the sampling tick (the time the isolate ran); '
+    + 'us = the sum of the non-idle samples\' timeDeltas (which also holds the time the isolate waited before each sample); '
+    + 'workerd_cpu_us = user + system CPU time (/proc) of the workerd process that runs the Worker (with wrangler dev\'s assets router for keyward).',
+  cases: {},
+};
 try {
   const start = async (name, options) => {
     const w = await startKeyward({ origin: origin.url, ...options });
     started.push(w);
     return Object.assign(w, { name });
   };
-  const kwConfig = keywardConfig(process.env.BENCH_KEYWARD_MAIN);
-  const beforeConfig = keywardConfig(process.env.BENCH_KEYWARD_BEFORE);
+  const kwConfig = process.env.BENCH_KEYWARD_CONFIG ?? keywardConfig(process.env.BENCH_KEYWARD_MAIN);
+  const beforeConfig = process.env.BENCH_BEFORE_CONFIG ?? keywardConfig(process.env.BENCH_KEYWARD_BEFORE);
+  const aloneConfig = keywardConfig(process.env.BENCH_KEYWARD_MAIN, { withoutAssets: true });
   const workers = {
-    keyward: await start('keyward', { config: kwConfig }),
+    // BENCH_KEYWARD_VARS='{"NAME":"value"}': vars for "keyward" only (e.g. to see what a setting costs).
+    keyward: await start('keyward', { config: kwConfig, vars: JSON.parse(process.env.BENCH_KEYWARD_VARS ?? '{}') }),
     keyward_cold: await start('keyward (cache miss)', { config: kwConfig, vars: { CACHE_TTL_SECONDS: '0' } }),
     ...(beforeConfig ? {
       before: await start('keyward before', { config: beforeConfig }),
       before_cold: await start('keyward before (cache miss)', { config: beforeConfig, vars: { CACHE_TTL_SECONDS: '0' } }),
     } : {}),
+    alone: await start('keyward without assets', { config: aloneConfig }),
+    alone_cold: await start('keyward without assets (cache miss)', { config: aloneConfig, vars: { CACHE_TTL_SECONDS: '0' } }),
     js: await start('js-gate', { config: path.join(ROOT, 'bench/js-gate/wrangler.toml') }),
     js_cold: await start('js-gate (cache miss)', { config: path.join(ROOT, 'bench/js-gate/wrangler.toml'), vars: { CACHE_TTL_SECONDS: '0' } }),
     pass: await start('pass-through', { config: path.join(ROOT, 'bench/passthrough/wrangler.toml') }),
   };
   const policy = JSON.parse(readFileSync(path.join(ROOT, 'config/default-policy.json'), 'utf8'));
   const keys = {};
-  for (const [kw, js] of [['keyward', 'js'], ['keyward_cold', 'js_cold'], ...(beforeConfig ? [['before', null], ['before_cold', null]] : [])]) {
+  for (const [kw, js] of [['keyward', 'js'], ['keyward_cold', 'js_cold'], ['alone', null], ['alone_cold', null], ...(beforeConfig ? [['before', null], ['before_cold', null]] : [])]) {
     // The policy stored, as in production (then it comes with the change feed, not from KV).
     const put = await workers[kw].admin('PUT', '/policy', policy);
     if (put.status !== 200) throw new Error(`PUT /policy: ${put.status} ${put.text}`);
@@ -155,7 +222,7 @@ try {
     { name: 'PERMISSION_DENIED', pair: ['keyward', 'js'], request: (key) => ({ method: 'GET', path: '/api/v2/projects/1', headers: bearer(key), status: 403 }) },
     { name: 'allowed, inspected JSON body', pair: ['keyward', 'js'], request: (key) => ({ method: 'POST', path: '/v4/events', headers: { ...bearer(key), 'content-type': 'application/json' }, body: '{"action":"signup","user":"u-1"}', status: 200 }) },
     { name: 'allowed, cache miss', pair: ['keyward_cold', 'js_cold'], request: (key) => ({ method: 'GET', path: '/api/v2/projects/1/users', headers: bearer(key), status: 200 }) },
-  ];
+  ].filter((c) => !process.env.BENCH_CASES || new RegExp(process.env.BENCH_CASES).test(c.name));
   for (const w of Object.values(workers)) w.inspector = await inspector(w);
   const runs = [];
   for (const c of cases) {
@@ -163,10 +230,11 @@ try {
     const key = keys[kw];
     const request = c.request(key);
     const before = kw === 'keyward' ? 'before' : 'before_cold';
+    const alone = kw === 'keyward' ? 'alone' : 'alone_cold';
     const passRequest = { ...request, headers: { ...request.headers }, status: 200 };
     // The pass-through forwards whatever it gets: measured once for a GET and once for the POST.
     const passes = c.name === 'allowed, warm key' || request.method !== 'GET';
-    c.targets = [[workers[kw], request], ...(workers[before] ? [[workers[before], c.request(keys[before])]] : []), [workers[js], request], ...(passes ? [[workers.pass, passRequest]] : [])]
+    c.targets = [[workers[kw], request], [workers[alone], c.request(keys[alone])], ...(workers[before] ? [[workers[before], c.request(keys[before])]] : []), [workers[js], request], ...(passes ? [[workers.pass, passRequest]] : [])]
       .filter(([w]) => !ONLY || ONLY.some((o) => w.name.startsWith(o)));
     for (const [w, r] of c.targets) {
       await verify(w, r);
@@ -175,37 +243,57 @@ try {
   }
   for (let round = 0; round < ROUNDS; round++) {
     for (const c of cases) {
-      for (const [w, r] of c.targets) {
-        const p = await profileOnce(w, r);
+      // BENCH_TOGETHER=1: the case's Workers run at the same time, so that a busy spell of the
+      // machine falls on all of them alike (for comparing builds on a shared machine).
+      const together = process.env.BENCH_TOGETHER === '1';
+      const measured = together ? await Promise.all(c.targets.map(([w, r]) => profileOnce(w, r))) : [];
+      for (const [i, [w, r]] of c.targets.entries()) {
+        const p = together ? measured[i] : await profileOnce(w, r);
         runs.push({ case: c.name, worker: w.name.replace(/ \(cache miss\)$/, ''), ...p });
-        console.error(`bench: profile round ${round + 1}: ${c.name}: ${w.name}: ${p.us.toFixed(0)} µs per request (${p.requests} requests)`);
+        console.error(`bench: profile round ${round + 1}: ${c.name}: ${w.name}: per request ${p.us.toFixed(0)} µs of timeDeltas, isolate ${p.sampled_us.toFixed(0)} µs (${p.samples} samples, tick ${p.tick} µs), workerd CPU ${p.cpu_us.toFixed(0)} µs (${p.requests} requests)`);
       }
     }
   }
   for (const c of cases) {
     const row = {};
-    for (const w of ['keyward', 'keyward before', 'js-gate', 'pass-through']) {
+    for (const w of ['keyward', 'keyward without assets', 'keyward before', 'js-gate', 'pass-through']) {
       let rs = runs.filter((r) => r.case === c.name && r.worker === w);
       if (!rs.length && w === 'pass-through') rs = runs.filter((r) => r.case === 'allowed, warm key' && r.worker === w);
       if (!rs.length) continue;
-      const busy = rs.reduce((s, r) => s + r.busy, 0);
+      const samples = rs.reduce((s, r) => s + r.samples, 0);
       const kinds = {};
-      for (const r of rs) for (const [k, us] of Object.entries(r.kinds)) kinds[k] = (kinds[k] ?? 0) + us;
+      for (const r of rs) for (const [k, n] of Object.entries(r.kinds)) kinds[k] = (kinds[k] ?? 0) + n;
       const frames = {};
-      for (const r of rs) for (const [k, us] of Object.entries(r.frames)) frames[k] = (frames[k] ?? 0) + us;
+      for (const r of rs) for (const [k, n] of Object.entries(r.frames)) frames[k] = (frames[k] ?? 0) + n;
       const requests = rs.reduce((s, r) => s + r.requests, 0);
+      const tick = median(rs.map((r) => r.tick));
       row[w] = {
+        // The issue's figure: the non-idle samples' timeDeltas, which hold the waits too.
         us_per_request: Math.round(median(rs.map((r) => r.us))),
+        // The time the isolate ran: non-idle samples × the tick.
+        isolate_us_per_request: Math.round(median(rs.map((r) => r.sampled_us))),
+        // The CPU time (user + system, /proc) of the workerd process running the Worker.
+        workerd_cpu_us_per_request: Math.round(median(rs.map((r) => r.cpu_us))),
         us_each_round: rs.map((r) => Math.round(r.us)),
+        isolate_us_each_round: rs.map((r) => Math.round(r.sampled_us)),
+        workerd_cpu_us_each_round: rs.map((r) => Math.round(r.cpu_us)),
         requests_each_round: rs.map((r) => r.requests),
+        tick_us: tick,
         unexpected_answers: rs.reduce((s, r) => s + r.unexpected, 0),
-        by_kind: Object.fromEntries(Object.entries(kinds).sort((a, b) => b[1] - a[1]).map(([k, us]) => [k, +(us / busy).toFixed(3)])),
-        // The functions that took most of the time, in µs per request (self time).
-        top: Object.fromEntries(Object.entries(frames).sort((a, b) => b[1] - a[1]).slice(0, 12).map(([k, us]) => [k, Math.round(us / requests)])),
+        by_kind: Object.fromEntries(Object.entries(kinds).sort((a, b) => b[1] - a[1]).map(([k, n]) => [k, +(n / samples).toFixed(3)])),
+        ...(process.env.BENCH_STACKS ? { stacks: Object.fromEntries(Object.entries(rs.reduce((a, r) => { for (const [k, v] of Object.entries(r.stacks)) a[k] = (a[k] ?? 0) + v / rs.length; return a; }, {})).sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, v]) => [k, Math.round(v * 1000)])) } : {}),
+        // The functions the isolate ran most, in µs per request (self time: samples × tick).
+        top: Object.fromEntries(Object.entries(frames).sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.BENCH_TOP ?? 12)).map(([k, n]) => [k, +((n * tick) / requests).toFixed(1)])),
       };
     }
-    if (row.keyward && row['js-gate']) row.keyward_over_js = +(row.keyward.us_per_request / row['js-gate'].us_per_request).toFixed(2);
-    if (row['keyward before'] && row['js-gate']) row.before_over_js = +(row['keyward before'].us_per_request / row['js-gate'].us_per_request).toFixed(2);
+    const ratio = (a, b, field) => (row[a] && row[b] ? +(row[a][field] / row[b][field]).toFixed(2) : undefined);
+    row.keyward_over_js = {
+      isolate: ratio('keyward', 'js-gate', 'isolate_us_per_request'),
+      timedeltas: ratio('keyward', 'js-gate', 'us_per_request'),
+      workerd_cpu: ratio('keyward', 'js-gate', 'workerd_cpu_us_per_request'),
+      workerd_cpu_without_assets: ratio('keyward without assets', 'js-gate', 'workerd_cpu_us_per_request'),
+    };
+    if (row['keyward before']) row.keyward_over_before = { isolate: ratio('keyward', 'keyward before', 'isolate_us_per_request'), workerd_cpu: ratio('keyward', 'keyward before', 'workerd_cpu_us_per_request') };
     result.cases[c.name] = row;
   }
   for (const w of Object.values(workers)) w.inspector.close();

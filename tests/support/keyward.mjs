@@ -101,6 +101,8 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
   };
   return {
     url, directUrl, port, inspectorPort, persist, adminToken, log: () => log, stop,
+    /** The process group of wrangler and its workerd (bench/profile.mjs reads workerd's CPU time). */
+    group: child.pid,
     /** A management call with the admin token (or `token`); returns {status, body, headers}. */
     admin: (method, p, body, token = adminToken) => call(url, method, `/_keyward/v1${p}`, body, { authorization: `Bearer ${token}` }),
     /** Any request; returns {status, body (parsed JSON when it is), headers}. */
