@@ -246,15 +246,24 @@ async function memory() {
     }
   }
   const heap = (await inspect('Runtime.getHeapUsage')).result;
-  // What the isolate caches (bounded: README Security): the wasm memory grows with it up to its caps.
+  // What the isolate holds (all bounded: README Security), from the debug-only stats: the cached
+  // records (known and unknown keys), the usage tally not yet flushed (keys and buckets) and the
+  // feed's recent versions. The wasm memory grows with these up to their caps and never shrinks.
   const stats = (await send('GET', '/_keyward/debug/stats')).json?.data;
   const cached = stats ? stats.cached_known + stats.cached_unknown : null;
-  return { heapUsed: heap?.usedSize ?? null, heapTotal: heap?.totalSize ?? null, wasm, cached };
+  return {
+    heapUsed: heap?.usedSize ?? null, heapTotal: heap?.totalSize ?? null, wasm, cached,
+    known: stats?.cached_known ?? null, unknown: stats?.cached_unknown ?? null,
+    tallyKeys: stats?.usage?.keys ?? null, tallyBuckets: stats?.usage?.buckets ?? null,
+    recent: stats?.feed_recent ?? null,
+  };
 }
 
-const MiB = (b) => (b == null ? '?' : (b / 1048576).toFixed(1));
+const MiB = (b) => (b == null ? '?' : (b / 1048576).toFixed(2));
+// Keys that exist now (the churn's and the fixed ones): what the control plane holds.
+const liveCount = () => staticIds.length + [...expected.values()].filter((w) => w !== 'deleted').length;
 const rows = [];
-const header = 'min  requests   req/s  statuses                                  p50 ms  p99 ms  5xx  unexpected  heap MiB  wasm MiB  cached';
+const header = 'min  requests   req/s  statuses                                  p50 ms  p99 ms  5xx  unexpected  heap MiB  wasm MiB  cached (known+unknown)  tally  recent  live';
 console.log(`soak: ${MINUTES} min, ${CONNECTIONS} connections, keyward at ${kw.url}`);
 console.log(header);
 const loops = [...Array.from({ length: CONNECTIONS }, trafficLoop), churnLoop()];
@@ -265,10 +274,10 @@ try {
     const done = minute;
     minute = { requests: 0, statuses: {}, latencies: [], unexpected: {}, fivexx: 0 };
     const mem = await memory();
-    const row = { minute: m, requests: done.requests, statuses: done.statuses, p50: pct(done.latencies, 0.5), p99: pct(done.latencies, 0.99), fivexx: done.fivexx, unexpected: Object.values(done.unexpected).reduce((a, b) => a + b, 0), ...mem };
+    const row = { minute: m, live: liveCount(), requests: done.requests, statuses: done.statuses, p50: pct(done.latencies, 0.5), p99: pct(done.latencies, 0.99), fivexx: done.fivexx, unexpected: Object.values(done.unexpected).reduce((a, b) => a + b, 0), ...mem };
     rows.push(row);
     const statuses = Object.entries(done.statuses).map(([s, n]) => `${s}:${n}`).join(' ');
-    console.log(`${String(m).padStart(3)}  ${String(done.requests).padStart(8)}  ${(done.requests / 60).toFixed(1).padStart(6)}  ${statuses.padEnd(40)}  ${(row.p50 ?? 0).toFixed(1).padStart(6)}  ${(row.p99 ?? 0).toFixed(1).padStart(6)}  ${String(row.fivexx).padStart(3)}  ${String(row.unexpected).padStart(10)}  ${MiB(mem.heapUsed).padStart(8)}  ${MiB(mem.wasm).padStart(8)}  ${String(mem.cached ?? '?').padStart(6)}`);
+    console.log(`${String(m).padStart(3)}  ${String(done.requests).padStart(8)}  ${(done.requests / 60).toFixed(1).padStart(6)}  ${statuses.padEnd(40)}  ${(row.p50 ?? 0).toFixed(1).padStart(6)}  ${(row.p99 ?? 0).toFixed(1).padStart(6)}  ${String(row.fivexx).padStart(3)}  ${String(row.unexpected).padStart(10)}  ${MiB(mem.heapUsed).padStart(8)}  ${MiB(mem.wasm).padStart(8)}  ${`${mem.cached ?? '?'} (${mem.known ?? '?'}+${mem.unknown ?? '?'})`.padStart(21)}  ${`${mem.tallyKeys ?? '?'}/${mem.tallyBuckets ?? '?'}`.padStart(5)}  ${String(mem.recent ?? '?').padStart(6)}  ${String(liveCount()).padStart(4)}`);
   }
 } finally {
   stop = true;

@@ -3,7 +3,11 @@
 //! Anyone can make well-formed keys (the checksum is public CRC-32), so the answers for unknown
 //! keys live in their own small map: a flood of them churns that map only, and the known keys stay
 //! in theirs. Both maps are bounded and evict by CLOCK (second chance), which keeps the keys that
-//! are used and costs O(1) per operation. Time comes in as an argument; nothing here reads a clock.
+//! are used and costs O(1) per operation. Entries past the TTL can never be answered from, so
+//! each insertion also looks at a few slots and drops those gone stale: the maps hold about the
+//! keys used within the last TTL, not every key ever used, and the isolate's memory (which never
+//! shrinks) levels off with the traffic instead of creeping up to the caps. Time comes in as an
+//! argument; nothing here reads a clock.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -16,6 +20,8 @@ pub struct ClockMap<K, V> {
     index: HashMap<K, usize>,
     slots: Vec<Slot<K, V>>,
     hand: usize,
+    /// Where [`ClockMap::reap`] looks next.
+    reaper: usize,
     capacity: usize,
 }
 
@@ -31,7 +37,7 @@ impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
     /// A map holding at most `capacity` entries (at least one).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        ClockMap { index: HashMap::new(), slots: Vec::new(), hand: 0, capacity }
+        ClockMap { index: HashMap::new(), slots: Vec::new(), hand: 0, reaper: 0, capacity }
     }
 
     pub fn len(&self) -> usize {
@@ -106,19 +112,54 @@ impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let i = self.index.remove(key)?;
+        let i = *self.index.get(key)?;
+        self.remove_at(i)
+    }
+
+    /// Removes the entry in slot `i`; the last slot moves into its place.
+    fn remove_at(&mut self, i: usize) -> Option<V> {
         if i >= self.slots.len() {
             return None;
         }
         let removed = self.slots.swap_remove(i);
+        self.index.remove(&removed.key);
         // The last slot moved into the hole: point its index entry at its new place.
         if let Some(moved) = self.slots.get(i) {
-            self.index.insert(moved.key.clone(), i);
+            if let Some(at) = self.index.get_mut(&moved.key) {
+                *at = i;
+            }
         }
         if self.hand >= self.slots.len() {
             self.hand = 0;
         }
+        if self.reaper > self.slots.len() {
+            self.reaper = 0;
+        }
         Some(removed.value)
+    }
+
+    /// Looks at up to `steps` slots from where the last call stopped, removing each entry stored
+    /// `ttl_ms` or more before `now_ms` (one [`KeyCache::get`] would no longer answer from);
+    /// returns how many it removed. O(`steps`): a full turn over the map takes `len / steps`
+    /// calls, so with calls at rate r and entries stored at rate s the map holds at most about
+    /// `s * ttl + len * s / (r * steps)` entries, `2 * s * ttl` with one call per store and
+    /// `steps = 2`, whatever the capacity.
+    pub fn reap(&mut self, now_ms: i64, ttl_ms: i64, steps: usize) -> usize {
+        let mut removed = 0;
+        for _ in 0..steps {
+            if self.reaper >= self.slots.len() {
+                self.reaper = 0;
+            }
+            let Some(slot) = self.slots.get(self.reaper) else { break };
+            if now_ms.saturating_sub(slot.stamp_ms) >= ttl_ms {
+                // The last slot moves here: it is looked at next.
+                self.remove_at(self.reaper);
+                removed += 1;
+            } else {
+                self.reaper += 1;
+            }
+        }
+        removed
     }
 
     /// Advances the hand to the slot to evict; at most two turns (the first clears every bit).
@@ -138,6 +179,10 @@ impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
         0
     }
 }
+
+/// Slots of each map looked at for stale entries per insertion: two, so that the reaper goes
+/// round faster than entries arrive (see [`ClockMap::reap`]).
+const REAP_STEPS: usize = 2;
 
 /// What the cache knows about a key digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,14 +219,25 @@ impl<V: Clone> KeyCache<V> {
         }
     }
 
-    pub fn insert_known(&mut self, digest: &str, value: V, now_ms: i64) {
+    /// Caches the record found for `digest`; entries older than `ttl_ms` seen on the way go.
+    pub fn insert_known(&mut self, digest: &str, value: V, now_ms: i64, ttl_ms: i64) {
+        self.reap(now_ms, ttl_ms);
         self.unknown.remove(digest);
         self.known.insert(digest.to_string(), value, now_ms);
     }
 
-    pub fn insert_unknown(&mut self, digest: &str, now_ms: i64) {
+    /// Caches that the store has no record for `digest`; entries older than `ttl_ms` seen on the
+    /// way go.
+    pub fn insert_unknown(&mut self, digest: &str, now_ms: i64, ttl_ms: i64) {
+        self.reap(now_ms, ttl_ms);
         self.known.remove(digest);
         self.unknown.insert(digest.to_string(), (), now_ms);
+    }
+
+    /// A few slots of each map, for entries past the TTL (see [`ClockMap::reap`]).
+    fn reap(&mut self, now_ms: i64, ttl_ms: i64) {
+        self.known.reap(now_ms, ttl_ms, REAP_STEPS);
+        self.unknown.reap(now_ms, ttl_ms, REAP_STEPS);
     }
 
     /// Drops whatever is cached for `digest` (after a write), so the next lookup reads the store.
@@ -212,12 +268,12 @@ mod tests {
     fn unknown_keys_never_evict_known_ones() {
         let mut cache: KeyCache<u32> = KeyCache::new(100, 16);
         for i in 0..100 {
-            cache.insert_known(&format!("known-{i}"), i, 0);
+            cache.insert_known(&format!("known-{i}"), i, 0, 1000);
         }
         for i in 0..100_000 {
             let digest = format!("flood-{i}");
             assert_eq!(cache.get(&digest, 1, 1000), Lookup::Miss);
-            cache.insert_unknown(&digest, 1);
+            cache.insert_unknown(&digest, 1, 1000);
         }
         for i in 0..100 {
             assert_eq!(cache.get(&format!("known-{i}"), 2, 1000), Lookup::Known(i));
@@ -229,8 +285,8 @@ mod tests {
     #[test]
     fn entries_go_stale_after_the_ttl() {
         let mut cache: KeyCache<u32> = KeyCache::new(4, 4);
-        cache.insert_known("a", 1, 1000);
-        cache.insert_unknown("b", 1000);
+        cache.insert_known("a", 1, 1000, 1000);
+        cache.insert_unknown("b", 1000, 1000);
         assert_eq!(cache.get("a", 1999, 1000), Lookup::Known(1));
         assert_eq!(cache.get("a", 2000, 1000), Lookup::Miss);
         assert_eq!(cache.get("b", 1999, 1000), Lookup::Unknown);
@@ -241,18 +297,18 @@ mod tests {
     #[test]
     fn a_key_is_known_or_unknown_never_both() {
         let mut cache: KeyCache<u32> = KeyCache::new(4, 4);
-        cache.insert_unknown("a", 0);
-        cache.insert_known("a", 7, 0);
+        cache.insert_unknown("a", 0, 10);
+        cache.insert_known("a", 7, 0, 10);
         assert_eq!(cache.get("a", 0, 10), Lookup::Known(7));
         assert_eq!(cache.sizes(), (1, 0));
-        cache.insert_unknown("a", 0);
+        cache.insert_unknown("a", 0, 10);
         assert_eq!(cache.get("a", 0, 10), Lookup::Unknown);
         assert_eq!(cache.sizes(), (0, 1));
         cache.forget("a");
         assert_eq!(cache.get("a", 0, 10), Lookup::Miss);
         assert_eq!(cache.sizes(), (0, 0));
-        cache.insert_known("b", 1, 0);
-        cache.insert_unknown("c", 0);
+        cache.insert_known("b", 1, 0, 10);
+        cache.insert_unknown("c", 0, 10);
         cache.clear();
         assert_eq!(cache.sizes(), (0, 0));
         assert_eq!(cache.get("b", 0, 10), Lookup::Miss);
@@ -285,6 +341,71 @@ mod tests {
         assert!(map.contains(&0));
     }
 
+    #[test]
+    fn stale_entries_go_as_new_ones_arrive_so_the_maps_level_off() {
+        // A new key every ms, each used once, a TTL of 100 ms, room for 10 000: without reaping
+        // the map would fill to its capacity; with it, it holds about the last TTL's keys.
+        let mut cache: KeyCache<u32> = KeyCache::new(10_000, 1_024);
+        let mut largest = (0, 0);
+        for t in 0..100_000i64 {
+            cache.insert_known(&format!("k{t}"), 0, t, 100);
+            cache.insert_unknown(&format!("u{t}"), t, 100);
+            let (known, unknown) = cache.sizes();
+            largest = (largest.0.max(known), largest.1.max(unknown));
+        }
+        assert!(largest.0 <= 2 * 100 + 2 && largest.1 <= 2 * 100 + 2, "largest {largest:?}");
+        assert!(cache.known.slots.capacity() <= 512 && cache.unknown.slots.capacity() <= 512);
+        // Every key stored within the TTL is still answered.
+        for t in 99_901..100_000i64 {
+            assert_eq!(cache.get(&format!("k{t}"), 100_000, 100), Lookup::Known(0));
+            assert_eq!(cache.get(&format!("u{t}"), 100_000, 100), Lookup::Unknown);
+        }
+    }
+
+    #[test]
+    fn reaping_keeps_fresh_entries_and_the_index_whole() {
+        let mut map: ClockMap<u32, u32> = ClockMap::new(8);
+        for k in 0..8 {
+            map.insert(k, k, if k % 2 == 0 { 0 } else { 50 });
+        }
+        // At 60 with a TTL of 30, the entries stored at 0 are stale and those at 50 are not.
+        let mut removed = 0;
+        for _ in 0..8 {
+            removed += map.reap(60, 30, 2);
+        }
+        assert_eq!(removed, 4);
+        assert_eq!(map.len(), 4);
+        for k in 0..8 {
+            assert_eq!(map.contains(&k), k % 2 == 1, "key {k}");
+            if k % 2 == 1 {
+                assert_eq!(map.get(&k), Some((&k, 50)));
+            }
+        }
+        assert_eq!(map.reap(60, 30, 100), 0, "nothing fresh is removed, however far it looks");
+        assert_eq!(map.reap(80, 30, 100), 4);
+        assert!(map.is_empty());
+        assert_eq!(map.reap(80, 30, 3), 0, "an empty map is a no-op");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Timed {
+        Known(u8, u32),
+        Unknown(u8),
+        Forget(u8),
+        Get(u8),
+        Wait(u8),
+    }
+
+    fn timed() -> impl Strategy<Value = Timed> {
+        prop_oneof![
+            (any::<u8>(), any::<u32>()).prop_map(|(k, v)| Timed::Known(k, v)),
+            any::<u8>().prop_map(Timed::Unknown),
+            any::<u8>().prop_map(Timed::Forget),
+            any::<u8>().prop_map(Timed::Get),
+            any::<u8>().prop_map(Timed::Wait),
+        ]
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Known(u8, u32),
@@ -311,8 +432,8 @@ mod tests {
             let mut model: HashMap<String, Option<u32>> = HashMap::new();
             for op in ops {
                 match op {
-                    Op::Known(k, v) => { cache.insert_known(&k.to_string(), v, 0); model.insert(k.to_string(), Some(v)); }
-                    Op::Unknown(k) => { cache.insert_unknown(&k.to_string(), 0); model.insert(k.to_string(), None); }
+                    Op::Known(k, v) => { cache.insert_known(&k.to_string(), v, 0, 10); model.insert(k.to_string(), Some(v)); }
+                    Op::Unknown(k) => { cache.insert_unknown(&k.to_string(), 0, 10); model.insert(k.to_string(), None); }
                     Op::Forget(k) => { cache.forget(&k.to_string()); model.remove(&k.to_string()); }
                     Op::Get(k) => {
                         let k = k.to_string();
@@ -336,18 +457,58 @@ mod tests {
             }
         }
 
+        /// With time passing and the TTL reaping: with room for every key, a fresh entry is
+        /// always answered with the last value stored (reaping never removes one), a stale one
+        /// never; with less room, an answer is never wrong. The index always agrees with the slots.
+        #[test]
+        fn reaping_agrees_with_a_timed_model(ops in proptest::collection::vec(timed(), 0..400), ttl in 0i64..300, small in any::<bool>()) {
+            let (known_cap, unknown_cap) = if small { (8, 4) } else { (256, 256) };
+            let mut cache: KeyCache<u32> = KeyCache::new(known_cap, unknown_cap);
+            let mut model: HashMap<String, (Option<u32>, i64)> = HashMap::new();
+            let mut now = 0i64;
+            for op in ops {
+                match op {
+                    Timed::Known(k, v) => { cache.insert_known(&k.to_string(), v, now, ttl); model.insert(k.to_string(), (Some(v), now)); }
+                    Timed::Unknown(k) => { cache.insert_unknown(&k.to_string(), now, ttl); model.insert(k.to_string(), (None, now)); }
+                    Timed::Forget(k) => { cache.forget(&k.to_string()); model.remove(&k.to_string()); }
+                    Timed::Wait(ms) => now += i64::from(ms),
+                    Timed::Get(k) => {
+                        let k = k.to_string();
+                        let want = model.get(&k).filter(|(_, at)| now - at < ttl).map(|(v, _)| *v);
+                        match (cache.get(&k, now, ttl), want) {
+                            (Lookup::Known(v), Some(Some(w))) => prop_assert_eq!(v, w),
+                            (Lookup::Unknown, Some(None)) => {}
+                            (Lookup::Miss, Some(_)) => prop_assert!(small, "a fresh entry was lost with room to spare"),
+                            (Lookup::Miss, None) => {}
+                            (got, want) => prop_assert!(false, "answered {:?}, the model says {:?}", got, want),
+                        }
+                    }
+                }
+                for (key, &i) in cache.known.index.iter() {
+                    prop_assert_eq!(&cache.known.slots[i].key, key);
+                }
+                for (key, &i) in cache.unknown.index.iter() {
+                    prop_assert_eq!(&cache.unknown.slots[i].key, key);
+                }
+                prop_assert_eq!(cache.known.index.len(), cache.known.slots.len());
+                prop_assert_eq!(cache.unknown.index.len(), cache.unknown.slots.len());
+                let (known, unknown) = cache.sizes();
+                prop_assert!(known <= known_cap && unknown <= unknown_cap);
+            }
+        }
+
         /// However unknown digests are interleaved, every known key inserted (within capacity)
         /// is still there afterwards.
         #[test]
         fn no_unknown_flood_evicts_a_known_key(flood in proptest::collection::vec(any::<u16>(), 0..2000)) {
             let mut cache: KeyCache<u8> = KeyCache::new(8, 4);
             for k in 0..8u8 {
-                cache.insert_known(&format!("k{k}"), k, 0);
+                cache.insert_known(&format!("k{k}"), k, 0, 10);
             }
             for d in flood {
                 let d = format!("u{d}");
                 if cache.get(&d, 0, 10) == Lookup::Miss {
-                    cache.insert_unknown(&d, 0);
+                    cache.insert_unknown(&d, 0, 10);
                 }
             }
             for k in 0..8u8 {

@@ -28,12 +28,14 @@ pub fn get(digest: &str, now_ms: i64, ttl_ms: i64) -> Lookup<Rc<CompiledKey>> {
     KEYS.with(|c| c.borrow_mut().get(digest, now_ms, ttl_ms))
 }
 
-pub fn insert_known(digest: &str, key: Rc<CompiledKey>, now_ms: i64) {
-    KEYS.with(|c| c.borrow_mut().insert_known(digest, key, now_ms));
+/// Caches `key` for `digest`; a few entries past `ttl_ms` are dropped on the way (`core::cache`).
+pub fn insert_known(digest: &str, key: Rc<CompiledKey>, now_ms: i64, ttl_ms: i64) {
+    KEYS.with(|c| c.borrow_mut().insert_known(digest, key, now_ms, ttl_ms));
 }
 
-pub fn insert_unknown(digest: &str, now_ms: i64) {
-    KEYS.with(|c| c.borrow_mut().insert_unknown(digest, now_ms));
+/// Caches that no record exists for `digest` (in the small unknown-key map).
+pub fn insert_unknown(digest: &str, now_ms: i64, ttl_ms: i64) {
+    KEYS.with(|c| c.borrow_mut().insert_unknown(digest, now_ms, ttl_ms));
 }
 
 pub fn forget(digest: &str) {
@@ -93,6 +95,7 @@ pub fn stats() -> Value {
         "cached_known_capacity": KNOWN_KEYS,
         "cached_unknown_capacity": UNKNOWN_KEYS,
         "budget_clients": BUDGET.with(|b| b.borrow().clients()),
+        "feed_recent": super::store::recent_count(),
         "wasm_memory_bytes": memory,
         "fast_path_answers": super::fast::answered(),
     })

@@ -278,7 +278,7 @@ impl Store {
             Lookup::Unknown => None,
             Lookup::Miss => {
                 let value = compile(self.kv_record(digest).await?)?;
-                remember(digest, value.clone(), now_ms);
+                remember(digest, value.clone(), now_ms, self.ttl_ms);
                 value
             }
         };
@@ -286,7 +286,7 @@ impl Store {
             return Ok(value);
         }
         let value = compile(self.authoritative(digest).await?)?;
-        remember(digest, value.clone(), now_ms);
+        remember(digest, value.clone(), now_ms, self.ttl_ms);
         Ok(value)
     }
 
@@ -371,6 +371,11 @@ fn older_than_feed(digest: &str, value: Option<&Rc<CompiledKey>>) -> bool {
     }
 }
 
+/// How many keys' recent versions the isolate keeps from the feed (the debug stats).
+pub fn recent_count() -> usize {
+    FRESH.with(|f| f.borrow().len())
+}
+
 /// What the isolate holds for `digest` without any I/O, for the gate's fast path.
 pub enum Held {
     /// The cache's answer, which the feed does not contradict: the key, or `None` (no such key).
@@ -402,7 +407,7 @@ pub fn loaded(digest: &str, text: Option<&str>, now_ms: i64) -> Result<Held, Sto
         Some(text) => Some(serde_json::from_str(text)?),
     };
     let value = compile(record)?;
-    remember(digest, value.clone(), now_ms);
+    remember(digest, value.clone(), now_ms, TTL_MS.with(std::cell::Cell::get).unwrap_or(i64::MAX));
     Ok(if older_than_feed(digest, value.as_ref()) { Held::Stale } else { Held::Ready(value) })
 }
 
@@ -442,9 +447,9 @@ fn compile(record: Option<KeyRecord>) -> Result<Option<Rc<CompiledKey>>, StoreEr
     }
 }
 
-fn remember(digest: &str, value: Option<Rc<CompiledKey>>, now_ms: i64) {
+fn remember(digest: &str, value: Option<Rc<CompiledKey>>, now_ms: i64, ttl_ms: i64) {
     match value {
-        Some(key) => cache::insert_known(digest, key, now_ms),
-        None => cache::insert_unknown(digest, now_ms),
+        Some(key) => cache::insert_known(digest, key, now_ms, ttl_ms),
+        None => cache::insert_unknown(digest, now_ms, ttl_ms),
     }
 }
