@@ -40,8 +40,26 @@ impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
         ClockMap { index: HashMap::new(), slots: Vec::new(), hand: 0, reaper: 0, capacity }
     }
 
+    /// Like [`ClockMap::new`], with the room for every entry allocated at once: the map's memory
+    /// never grows afterwards.
+    pub fn with_room(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        // The index is a hashbrown table: under churn its tombstones make it grow to hold twice
+        // its entries before it settles on rehashing in place, so that is allocated at once.
+        let index = HashMap::with_capacity(capacity.saturating_mul(2).saturating_add(2));
+        ClockMap { index, slots: Vec::with_capacity(capacity), hand: 0, reaper: 0, capacity }
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Removes every entry, keeping the room allocated.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.hand = 0;
+        self.reaper = 0;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -195,25 +213,54 @@ pub enum Lookup<V> {
     Miss,
 }
 
-/// Known keys and unknown ones, each in its own bounded map.
+/// A key digest (64 lower-case hex digits, as `core::digest::key_digest` writes it) as its 32
+/// bytes: a map key of fixed size, with no allocation of its own.
+pub type DigestBytes = [u8; 32];
+
+/// The bytes of `digest`; `None` for anything but 64 lower-case hex digits (so that two
+/// different strings never share an entry).
+pub fn digest_bytes(digest: &str) -> Option<DigestBytes> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let text = digest.as_bytes();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let (&hi, &lo) = (pair.first()?, pair.get(1)?);
+        *byte = (nibble(hi)? << 4) | nibble(lo)?;
+    }
+    Some(out)
+}
+
+/// Known keys and unknown ones, each in its own bounded map, by digest. The unknown map is the
+/// negative area: small, and allocated whole when the cache is made, so that a flood of unknown
+/// keys never grows the isolate's memory. A string that is not a digest is never cached.
 #[derive(Debug, Clone)]
 pub struct KeyCache<V> {
-    known: ClockMap<String, V>,
-    unknown: ClockMap<String, ()>,
+    known: ClockMap<DigestBytes, V>,
+    unknown: ClockMap<DigestBytes, ()>,
 }
 
 impl<V: Clone> KeyCache<V> {
     pub fn new(known_capacity: usize, unknown_capacity: usize) -> Self {
-        KeyCache { known: ClockMap::new(known_capacity), unknown: ClockMap::new(unknown_capacity) }
+        KeyCache { known: ClockMap::new(known_capacity), unknown: ClockMap::with_room(unknown_capacity) }
     }
 
     /// What is cached for `digest`, if it was stored less than `ttl_ms` before `now_ms`.
     pub fn get(&mut self, digest: &str, now_ms: i64, ttl_ms: i64) -> Lookup<V> {
+        let Some(digest) = digest_bytes(digest) else { return Lookup::Miss };
         let fresh = |stamp: i64| now_ms.saturating_sub(stamp) < ttl_ms;
-        if let Some((value, stamp)) = self.known.get(digest) {
+        if let Some((value, stamp)) = self.known.get(&digest) {
             return if fresh(stamp) { Lookup::Known(value.clone()) } else { Lookup::Miss };
         }
-        match self.unknown.get(digest) {
+        match self.unknown.get(&digest) {
             Some((_, stamp)) if fresh(stamp) => Lookup::Unknown,
             _ => Lookup::Miss,
         }
@@ -222,16 +269,18 @@ impl<V: Clone> KeyCache<V> {
     /// Caches the record found for `digest`; entries older than `ttl_ms` seen on the way go.
     pub fn insert_known(&mut self, digest: &str, value: V, now_ms: i64, ttl_ms: i64) {
         self.reap(now_ms, ttl_ms);
-        self.unknown.remove(digest);
-        self.known.insert(digest.to_string(), value, now_ms);
+        let Some(digest) = digest_bytes(digest) else { return };
+        self.unknown.remove(&digest);
+        self.known.insert(digest, value, now_ms);
     }
 
     /// Caches that the store has no record for `digest`; entries older than `ttl_ms` seen on the
     /// way go.
     pub fn insert_unknown(&mut self, digest: &str, now_ms: i64, ttl_ms: i64) {
         self.reap(now_ms, ttl_ms);
-        self.known.remove(digest);
-        self.unknown.insert(digest.to_string(), (), now_ms);
+        let Some(digest) = digest_bytes(digest) else { return };
+        self.known.remove(&digest);
+        self.unknown.insert(digest, (), now_ms);
     }
 
     /// A few slots of each map, for entries past the TTL (see [`ClockMap::reap`]).
@@ -242,14 +291,15 @@ impl<V: Clone> KeyCache<V> {
 
     /// Drops whatever is cached for `digest` (after a write), so the next lookup reads the store.
     pub fn forget(&mut self, digest: &str) {
-        self.known.remove(digest);
-        self.unknown.remove(digest);
+        let Some(digest) = digest_bytes(digest) else { return };
+        self.known.remove(&digest);
+        self.unknown.remove(&digest);
     }
 
-    /// Forgets everything.
+    /// Forgets everything (keeping the maps' room).
     pub fn clear(&mut self) {
-        self.known = ClockMap::new(self.known.capacity());
-        self.unknown = ClockMap::new(self.unknown.capacity());
+        self.known.clear();
+        self.unknown.clear();
     }
 
     /// How many known and unknown entries are held.
@@ -264,54 +314,59 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A digest as the gate makes one (64 lower-case hex digits), for a label.
+    fn d(label: &str) -> String {
+        crate::core::digest::key_digest(label)
+    }
+
     #[test]
     fn unknown_keys_never_evict_known_ones() {
         let mut cache: KeyCache<u32> = KeyCache::new(100, 16);
         for i in 0..100 {
-            cache.insert_known(&format!("known-{i}"), i, 0, 1000);
+            cache.insert_known(&d(&format!("known-{i}")), i, 0, 1000);
         }
         for i in 0..100_000 {
-            let digest = format!("flood-{i}");
+            let digest = d(&format!("flood-{i}"));
             assert_eq!(cache.get(&digest, 1, 1000), Lookup::Miss);
             cache.insert_unknown(&digest, 1, 1000);
         }
         for i in 0..100 {
-            assert_eq!(cache.get(&format!("known-{i}"), 2, 1000), Lookup::Known(i));
+            assert_eq!(cache.get(&d(&format!("known-{i}")), 2, 1000), Lookup::Known(i));
         }
         assert_eq!(cache.sizes(), (100, 16));
-        assert_eq!(cache.get("flood-99999", 2, 1000), Lookup::Unknown);
+        assert_eq!(cache.get(&d("flood-99999"), 2, 1000), Lookup::Unknown);
     }
 
     #[test]
     fn entries_go_stale_after_the_ttl() {
         let mut cache: KeyCache<u32> = KeyCache::new(4, 4);
-        cache.insert_known("a", 1, 1000, 1000);
-        cache.insert_unknown("b", 1000, 1000);
-        assert_eq!(cache.get("a", 1999, 1000), Lookup::Known(1));
-        assert_eq!(cache.get("a", 2000, 1000), Lookup::Miss);
-        assert_eq!(cache.get("b", 1999, 1000), Lookup::Unknown);
-        assert_eq!(cache.get("b", 2000, 1000), Lookup::Miss);
-        assert_eq!(cache.get("a", 1000, 0), Lookup::Miss, "a TTL of 0 caches nothing");
+        cache.insert_known(&d("a"), 1, 1000, 1000);
+        cache.insert_unknown(&d("b"), 1000, 1000);
+        assert_eq!(cache.get(&d("a"), 1999, 1000), Lookup::Known(1));
+        assert_eq!(cache.get(&d("a"), 2000, 1000), Lookup::Miss);
+        assert_eq!(cache.get(&d("b"), 1999, 1000), Lookup::Unknown);
+        assert_eq!(cache.get(&d("b"), 2000, 1000), Lookup::Miss);
+        assert_eq!(cache.get(&d("a"), 1000, 0), Lookup::Miss, "a TTL of 0 caches nothing");
     }
 
     #[test]
     fn a_key_is_known_or_unknown_never_both() {
         let mut cache: KeyCache<u32> = KeyCache::new(4, 4);
-        cache.insert_unknown("a", 0, 10);
-        cache.insert_known("a", 7, 0, 10);
-        assert_eq!(cache.get("a", 0, 10), Lookup::Known(7));
+        cache.insert_unknown(&d("a"), 0, 10);
+        cache.insert_known(&d("a"), 7, 0, 10);
+        assert_eq!(cache.get(&d("a"), 0, 10), Lookup::Known(7));
         assert_eq!(cache.sizes(), (1, 0));
-        cache.insert_unknown("a", 0, 10);
-        assert_eq!(cache.get("a", 0, 10), Lookup::Unknown);
+        cache.insert_unknown(&d("a"), 0, 10);
+        assert_eq!(cache.get(&d("a"), 0, 10), Lookup::Unknown);
         assert_eq!(cache.sizes(), (0, 1));
-        cache.forget("a");
-        assert_eq!(cache.get("a", 0, 10), Lookup::Miss);
+        cache.forget(&d("a"));
+        assert_eq!(cache.get(&d("a"), 0, 10), Lookup::Miss);
         assert_eq!(cache.sizes(), (0, 0));
-        cache.insert_known("b", 1, 0, 10);
-        cache.insert_unknown("c", 0, 10);
+        cache.insert_known(&d("b"), 1, 0, 10);
+        cache.insert_unknown(&d("c"), 0, 10);
         cache.clear();
         assert_eq!(cache.sizes(), (0, 0));
-        assert_eq!(cache.get("b", 0, 10), Lookup::Miss);
+        assert_eq!(cache.get(&d("b"), 0, 10), Lookup::Miss);
     }
 
     #[test]
@@ -342,23 +397,56 @@ mod tests {
     }
 
     #[test]
+    fn only_digests_are_cached_each_under_its_own_bytes() {
+        let mut cache: KeyCache<u32> = KeyCache::new(4, 4);
+        let upper = d("a").to_uppercase();
+        for not_a_digest in ["", "a", &upper, &d("a")[1..], &format!("{}0", d("a")), &d("a").replacen('0', "g", 1)] {
+            assert_eq!(digest_bytes(not_a_digest), None, "{not_a_digest:?}");
+            cache.insert_known(not_a_digest, 1, 0, 10);
+            cache.insert_unknown(not_a_digest, 0, 10);
+            assert_eq!(cache.get(not_a_digest, 0, 10), Lookup::Miss);
+        }
+        assert_eq!(cache.sizes(), (0, 0));
+        let bytes = digest_bytes(&d("a")).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, d("a"), "the bytes print back as the digest");
+        assert_eq!(digest_bytes(&"f".repeat(64)), Some([0xff; 32]));
+    }
+
+    #[test]
+    fn the_unknown_map_is_allocated_whole_and_clear_keeps_the_room() {
+        let mut cache: KeyCache<u32> = KeyCache::new(100, 64);
+        let room = (cache.unknown.slots.capacity(), cache.unknown.index.capacity());
+        assert!(room.0 >= 64 && room.1 >= 64);
+        // A flood: the map full and churning (evictions) for long, then stale and reaped.
+        for i in 0..5000 {
+            cache.insert_unknown(&d(&i.to_string()), i / 10, 10);
+            assert_eq!((cache.unknown.slots.capacity(), cache.unknown.index.capacity()), room, "at {i}");
+        }
+        cache.clear();
+        assert_eq!(cache.sizes(), (0, 0));
+        assert_eq!((cache.unknown.slots.capacity(), cache.unknown.index.capacity()), room);
+    }
+
+    #[test]
     fn stale_entries_go_as_new_ones_arrive_so_the_maps_level_off() {
         // A new key every ms, each used once, a TTL of 100 ms, room for 10 000: without reaping
         // the map would fill to its capacity; with it, it holds about the last TTL's keys.
         let mut cache: KeyCache<u32> = KeyCache::new(10_000, 1_024);
         let mut largest = (0, 0);
         for t in 0..100_000i64 {
-            cache.insert_known(&format!("k{t}"), 0, t, 100);
-            cache.insert_unknown(&format!("u{t}"), t, 100);
+            cache.insert_known(&d(&format!("k{t}")), 0, t, 100);
+            cache.insert_unknown(&d(&format!("u{t}")), t, 100);
             let (known, unknown) = cache.sizes();
             largest = (largest.0.max(known), largest.1.max(unknown));
         }
         assert!(largest.0 <= 2 * 100 + 2 && largest.1 <= 2 * 100 + 2, "largest {largest:?}");
-        assert!(cache.known.slots.capacity() <= 512 && cache.unknown.slots.capacity() <= 512);
+        assert!(cache.known.slots.capacity() <= 512 && cache.known.index.capacity() <= 1024);
+        assert_eq!(cache.unknown.slots.capacity(), 1_024, "the unknown map never grew past its room");
         // Every key stored within the TTL is still answered.
         for t in 99_901..100_000i64 {
-            assert_eq!(cache.get(&format!("k{t}"), 100_000, 100), Lookup::Known(0));
-            assert_eq!(cache.get(&format!("u{t}"), 100_000, 100), Lookup::Unknown);
+            assert_eq!(cache.get(&d(&format!("k{t}")), 100_000, 100), Lookup::Known(0));
+            assert_eq!(cache.get(&d(&format!("u{t}")), 100_000, 100), Lookup::Unknown);
         }
     }
 
@@ -432,11 +520,11 @@ mod tests {
             let mut model: HashMap<String, Option<u32>> = HashMap::new();
             for op in ops {
                 match op {
-                    Op::Known(k, v) => { cache.insert_known(&k.to_string(), v, 0, 10); model.insert(k.to_string(), Some(v)); }
-                    Op::Unknown(k) => { cache.insert_unknown(&k.to_string(), 0, 10); model.insert(k.to_string(), None); }
-                    Op::Forget(k) => { cache.forget(&k.to_string()); model.remove(&k.to_string()); }
+                    Op::Known(k, v) => { cache.insert_known(&d(&k.to_string()), v, 0, 10); model.insert(d(&k.to_string()), Some(v)); }
+                    Op::Unknown(k) => { cache.insert_unknown(&d(&k.to_string()), 0, 10); model.insert(d(&k.to_string()), None); }
+                    Op::Forget(k) => { cache.forget(&d(&k.to_string())); model.remove(&d(&k.to_string())); }
                     Op::Get(k) => {
-                        let k = k.to_string();
+                        let k = d(&k.to_string());
                         match cache.get(&k, 0, 10) {
                             Lookup::Known(v) => prop_assert_eq!(model.get(&k), Some(&Some(v))),
                             Lookup::Unknown => prop_assert_eq!(model.get(&k), Some(&None)),
@@ -468,12 +556,12 @@ mod tests {
             let mut now = 0i64;
             for op in ops {
                 match op {
-                    Timed::Known(k, v) => { cache.insert_known(&k.to_string(), v, now, ttl); model.insert(k.to_string(), (Some(v), now)); }
-                    Timed::Unknown(k) => { cache.insert_unknown(&k.to_string(), now, ttl); model.insert(k.to_string(), (None, now)); }
-                    Timed::Forget(k) => { cache.forget(&k.to_string()); model.remove(&k.to_string()); }
+                    Timed::Known(k, v) => { cache.insert_known(&d(&k.to_string()), v, now, ttl); model.insert(d(&k.to_string()), (Some(v), now)); }
+                    Timed::Unknown(k) => { cache.insert_unknown(&d(&k.to_string()), now, ttl); model.insert(d(&k.to_string()), (None, now)); }
+                    Timed::Forget(k) => { cache.forget(&d(&k.to_string())); model.remove(&d(&k.to_string())); }
                     Timed::Wait(ms) => now += i64::from(ms),
                     Timed::Get(k) => {
-                        let k = k.to_string();
+                        let k = d(&k.to_string());
                         let want = model.get(&k).filter(|(_, at)| now - at < ttl).map(|(v, _)| *v);
                         match (cache.get(&k, now, ttl), want) {
                             (Lookup::Known(v), Some(Some(w))) => prop_assert_eq!(v, w),
@@ -503,16 +591,16 @@ mod tests {
         fn no_unknown_flood_evicts_a_known_key(flood in proptest::collection::vec(any::<u16>(), 0..2000)) {
             let mut cache: KeyCache<u8> = KeyCache::new(8, 4);
             for k in 0..8u8 {
-                cache.insert_known(&format!("k{k}"), k, 0, 10);
+                cache.insert_known(&d(&format!("k{k}")), k, 0, 10);
             }
-            for d in flood {
-                let d = format!("u{d}");
-                if cache.get(&d, 0, 10) == Lookup::Miss {
-                    cache.insert_unknown(&d, 0, 10);
+            for n in flood {
+                let digest = d(&format!("u{n}"));
+                if cache.get(&digest, 0, 10) == Lookup::Miss {
+                    cache.insert_unknown(&digest, 0, 10);
                 }
             }
             for k in 0..8u8 {
-                prop_assert_eq!(cache.get(&format!("k{k}"), 0, 10), Lookup::Known(k));
+                prop_assert_eq!(cache.get(&d(&format!("k{k}")), 0, 10), Lookup::Known(k));
             }
         }
     }
