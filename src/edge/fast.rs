@@ -16,7 +16,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
@@ -81,7 +81,7 @@ thread_local! {
     /// The record [`gate_load`] compiled, by digest and the request's `now`: the check that
     /// follows uses it even when the cache keeps nothing (`CACHE_TTL_SECONDS=0`), as `Store::key` does.
     /// Which record each forward slot describes to the entry (see `check`).
-    static FORWARD: RefCell<HashMap<u8, Rc<CompiledKey>>> = RefCell::new(HashMap::new());
+    static FORWARD: RefCell<HashMap<u8, Weak<CompiledKey>>> = RefCell::new(HashMap::new());
     /// Which refusal (code and message) each refusal slot holds for the entry (see `deny`).
     static REFUSALS: RefCell<HashMap<u8, (Code, String)>> = RefCell::new(HashMap::new());
     static LOADED: RefCell<Option<(String, i64, Rc<CompiledKey>)>> = const { RefCell::new(None) };
@@ -277,9 +277,9 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64) -> u
     let current = FORWARD.with(|f| {
         let mut f = f.borrow_mut();
         match f.get(&slot) {
-            Some(held) if Rc::ptr_eq(held, &key) => true,
+            Some(held) if std::ptr::eq(held.as_ptr(), Rc::as_ptr(&key)) => true,
             _ => {
-                f.insert(slot, key.clone());
+                f.insert(slot, Rc::downgrade(&key));
                 false
             }
         }

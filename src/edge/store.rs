@@ -17,7 +17,7 @@ use worker::{kv::KvStore, Env, Stub};
 
 use super::cache;
 use super::ledger::RECENT_WINDOW_MS;
-use crate::core::cache::Lookup;
+use crate::core::cache::{digest_bytes, DigestBytes, Lookup};
 use crate::core::record::{CompiledKey, KeyRecord};
 use crate::core::RoutePolicy;
 
@@ -64,7 +64,8 @@ struct FeedState {
 }
 
 thread_local! {
-    static FRESH: RefCell<HashMap<String, Fresh>> = RefCell::new(HashMap::new());
+    /// By the digest's bytes (`core::cache::digest_bytes`): a fixed-size key, no string each.
+    static FRESH: RefCell<HashMap<DigestBytes, Fresh>> = RefCell::new(HashMap::new());
     static POLICY: RefCell<Option<CachedPolicy>> = const { RefCell::new(None) };
     static FEED: RefCell<FeedState> = RefCell::new(FeedState { cursor: -1, ..FeedState::default() });
     static SETTINGS: std::cell::Cell<Option<SyncSettings>> = const { std::cell::Cell::new(None) };
@@ -225,12 +226,14 @@ fn apply(answer: FeedAnswer, now: i64) -> Result<(), StoreError> {
         let mut fresh = fresh.borrow_mut();
         for change in answer.changes {
             cache::forget(&change.digest);
+            // Digests are what the control plane stored for records it validated.
+            let Some(digest) = digest_bytes(&change.digest) else { continue };
             let entry = Fresh { seq: change.seq, version: change.version, present: change.present != 0, kv_written_ms: None };
-            match fresh.get_mut(&change.digest) {
+            match fresh.get_mut(&digest) {
                 Some(known) if known.seq >= change.seq => {}
                 Some(known) => *known = entry,
                 None => {
-                    fresh.insert(change.digest, entry);
+                    fresh.insert(digest, entry);
                 }
             }
         }
@@ -362,7 +365,7 @@ fn ttl_ms(env: &Env) -> i64 {
 /// Whether the feed knows a newer version of `digest` than `value` (the cached or KV copy): then
 /// only the control plane's answer is trusted.
 fn older_than_feed(digest: &str, value: Option<&Rc<CompiledKey>>) -> bool {
-    let Some(fresh) = FRESH.with(|f| f.borrow().get(digest).copied()) else { return false };
+    let Some(fresh) = digest_bytes(digest).and_then(|d| FRESH.with(|f| f.borrow().get(&d).copied())) else { return false };
     let have = value.map_or(-1, |k| i64::try_from(k.record.version).unwrap_or(i64::MAX));
     if fresh.present {
         have < fresh.version
