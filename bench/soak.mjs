@@ -3,8 +3,10 @@
 // denial, inspected bodies, 10% well-formed unknown keys) while a management loop churns keys
 // (create, update, expire, reactivate, roll, revoke, delete) and replaces the route policy.
 // Prints one line per minute (requests, statuses, p50/p99, the isolate's JS heap and wasm
-// memory through the inspector), then checks that nothing was lost and that no request started
-// after a revocation (or an expiry) was answered got through. Exits 1 if a check fails.
+// memory through the inspector, and what the isolate holds from the debug-only stats), then
+// checks that nothing was lost, that no request started after a revocation (or an expiry) was
+// answered got through, and that the wasm memory stayed within 20% of the first minute's.
+// Exits 1 if a check fails.
 //
 //   node bench/soak.mjs [MINUTES]      (scripts/soak.sh; SOAK_CONNECTIONS, default 4)
 import http from 'node:http';
@@ -335,9 +337,13 @@ if (afterDelete) problems.push(`${afterDelete} requests started after their key'
 const first = rows[0];
 const last = rows[rows.length - 1];
 const growth = (a, b) => (a && b ? `${(((b - a) / a) * 100).toFixed(1)}%` : '?');
+// The target (issue 12): the isolate's memory within 20% of the first minute, every minute.
+const peakWasm = Math.max(...rows.map((r) => r.wasm ?? 0));
+const memoryMet = first?.wasm != null && peakWasm <= first.wasm * 1.2;
+if (rows.length >= 2 && !memoryMet) problems.push(`wasm memory reached ${MiB(peakWasm)} MiB, more than 20% over the first minute's ${MiB(first?.wasm)} MiB`);
 console.log(`\nsoak: ${totalRequests} gate requests; ${mgmt.ok} management changes (${Object.entries(mgmt.byKind).map(([k, n]) => `${k} ${n}`).join(', ')}); `
   + `${log.length} requests with churned keys (${revokedAt.size} revoked, ${deletedAt.size} deleted during the run)`);
-console.log(`soak: memory from minute 1 to ${rows.length}: JS heap ${growth(first?.heapUsed, last?.heapUsed)}, wasm ${growth(first?.wasm, last?.wasm)}`
+console.log(`soak: memory from minute 1 to ${rows.length}: JS heap ${growth(first?.heapUsed, last?.heapUsed)}, wasm ${growth(first?.wasm, last?.wasm)} (peak ${growth(first?.wasm, peakWasm)}: ${memoryMet ? 'within' : 'NOT within'} 20% of minute 1); live keys ${first?.live} -> ${last?.live}`
   + (first?.cached != null && last?.cached > first.cached
     ? `; cached records ${first.cached} -> ${last.cached} (${Math.round((last.wasm - first.wasm) / (last.cached - first.cached))} B of wasm memory per cached record)`
     : ''));
@@ -351,4 +357,4 @@ if (problems.length) {
   console.log(`soak: FAILED\n  ${problems.slice(0, 50).join('\n  ')}`);
   process.exit(1);
 }
-console.log('soak: passed: nothing lost, nothing allowed after it was revoked, no 5xx');
+console.log('soak: passed: nothing lost, nothing allowed after it was revoked, no 5xx, memory within 20% of minute 1');
