@@ -13,6 +13,8 @@ pub const DAY_MS: i64 = 24 * HOUR_MS;
 pub const MAX_TALLY_KEYS: usize = 10_000;
 /// (key, hour, outcome) buckets a tally holds at most, all keys together.
 pub const MAX_TALLY_BUCKETS: usize = 50_000;
+/// Keys a flushed tally keeps room for (more is given back; see [`UsageTally::settle`]).
+const TALLY_ROOM: usize = 64;
 /// Buckets sent in one flush; the rest go in the next.
 pub const MAX_BATCH_BUCKETS: usize = 5_000;
 /// 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z: RFC 3339 writes the instants from the first
@@ -135,6 +137,12 @@ impl UsageTally {
             }
         }
         self.keys.retain(|_, t| !t.buckets.is_empty() || t.last_valid_ms != 0);
+        // A burst of keys leaves the map's table at its peak size: once flushed, the room goes
+        // back to the allocator (for the cache and the rest), keeping some for the next flush.
+        let keep = self.keys.len().max(TALLY_ROOM);
+        if self.keys.capacity() > 4 * keep {
+            self.keys.shrink_to(keep);
+        }
     }
 }
 
@@ -357,6 +365,27 @@ mod tests {
         assert_eq!(t.dropped(), 5);
         let batch = t.batch(100);
         assert_eq!(batch.counts.len(), 100);
+    }
+
+    #[test]
+    fn a_flushed_tally_frees_its_keys_and_gives_back_a_burst_s_room() {
+        let mut t = UsageTally::default();
+        for i in 0..5_000 {
+            t.add(&format!("key_{i}"), Code::Valid, T0);
+        }
+        assert!(t.keys.capacity() >= 5_000);
+        while !t.is_empty() {
+            let batch = t.batch(MAX_BATCH_BUCKETS);
+            t.settle(&batch);
+        }
+        assert_eq!((t.key_count(), t.bucket_count()), (0, 0));
+        assert!(t.keys.capacity() <= 4 * TALLY_ROOM, "room kept: {}", t.keys.capacity());
+        // A tally of a few keys keeps its room from flush to flush.
+        t.add("key_a", Code::Valid, T0);
+        let room = t.keys.capacity();
+        let batch = t.batch(MAX_BATCH_BUCKETS);
+        t.settle(&batch);
+        assert_eq!(t.keys.capacity(), room);
     }
 
     #[test]
