@@ -87,6 +87,17 @@ impl ClientBudget {
         Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX))
     }
 
+    /// A bucket refilled to the brim is the same as none: before a bucket is added, a couple of
+    /// the table's are looked at and the full ones go, so the table holds the clients seen
+    /// within a refill, not every client since the isolate started (up to `max_clients`).
+    fn reap_full(&mut self, now_ms: i64) {
+        let (capacity, refill) = (self.capacity(), i64::from(self.limits.refill_per_second));
+        self.buckets.reap_where(2, |bucket, _| {
+            let elapsed = now_ms.saturating_sub(bucket.updated_ms).max(0);
+            bucket.milli_tokens.saturating_add(elapsed.saturating_mul(refill)) >= capacity
+        });
+    }
+
     /// Spends one token of `client`'s bucket (a store read found no key).
     pub fn charge(&mut self, client: u128, now_ms: i64) {
         let capacity = self.capacity();
@@ -100,7 +111,10 @@ impl ClientBudget {
         let bucket = Bucket { milli_tokens: level.saturating_sub(1000).max(0), updated_ms: now_ms };
         match self.buckets.get_mut(&client) {
             Some(existing) => *existing = bucket,
-            None => self.buckets.insert(client, bucket, now_ms),
+            None => {
+                self.reap_full(now_ms);
+                self.buckets.insert(client, bucket, now_ms);
+            }
         }
     }
 
@@ -112,7 +126,10 @@ impl ClientBudget {
         let bucket = Bucket { milli_tokens: 1000i64.saturating_sub(for_ms.max(0).saturating_mul(refill)), updated_ms: now_ms };
         match self.buckets.get_mut(&client) {
             Some(existing) => *existing = bucket,
-            None => self.buckets.insert(client, bucket, now_ms),
+            None => {
+                self.reap_full(now_ms);
+                self.buckets.insert(client, bucket, now_ms);
+            }
         }
     }
 
@@ -184,6 +201,32 @@ mod tests {
             budget.charge(u128::from(i) + 1, 0);
         }
         assert!(budget.clients() <= 4);
+    }
+
+    #[test]
+    fn full_buckets_go_so_the_table_holds_the_clients_seen_within_a_refill() {
+        // One unknown-key read each, from a new client every 10 ms: a bucket is full again 500 ms
+        // after its read, the same as none, so the table holds about the last 500 ms's clients.
+        let limits = BudgetLimits { max_clients: 10_000, ..SMALL };
+        let mut budget = ClientBudget::new(limits);
+        let mut largest = 0;
+        for i in 0..5_000u32 {
+            let now = i64::from(i) * 10;
+            assert_eq!(budget.retry_after(u128::from(i), now), None);
+            budget.charge(u128::from(i), now);
+            largest = largest.max(budget.clients());
+        }
+        assert!(largest <= 3 * 50, "largest {largest}");
+        // A client whose bucket is not full is kept, and still counted.
+        let mut budget = ClientBudget::new(limits);
+        let a = client_of(Some("192.0.2.1"));
+        for _ in 0..3 {
+            budget.charge(a, 0);
+        }
+        for i in 0..100u32 {
+            budget.charge(u128::from(i) + 7, 100 + i64::from(i));
+        }
+        assert_eq!(budget.retry_after(a, 200), Some(1), "the spent bucket survived the reaping");
     }
 
     proptest::proptest! {

@@ -93,8 +93,8 @@ test('cache entries past CACHE_TTL_SECONDS are dropped as new keys arrive, so th
     for (let i = 0; i < 30; i++) first.push(await createKey(kw, `first ${i}`));
     for (const k of first) await expectCode(kw, k.key, 200);
     assert.ok((await stats(kw)).cached_known >= 30);
-    // Past the TTL they can no longer be answered from; each new entry looks at two slots of
-    // each map and drops the stale ones, so 20 unknown keys clear all 30.
+    // Past the TTL they can no longer be answered from; each new entry looks at a few slots of
+    // each map (four) and drops the stale ones, so 20 unknown keys clear all 30.
     await sleep(1200);
     for (let i = 0; i < 20; i++) await expectCode(kw, makeKey('kw_live'), 401, 'UNKNOWN_KEY');
     const reaped = await stats(kw);
