@@ -272,7 +272,8 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64) -> u
         flags |= FLAG_STRIP_X_API_KEY;
     }
     // The forward's headers: the entry keeps them per slot, and fetches them only when the slot
-    // describes another record than this one (the slot holds that record, so `ptr_eq` is sound).
+    // describes another record than this one (the slot's `Weak` keeps that record's allocation, so no
+    // other record can be given its address while the slot holds it: comparing addresses is sound).
     let slot = digest.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0);
     let current = FORWARD.with(|f| {
         let mut f = f.borrow_mut();
