@@ -366,6 +366,7 @@ function fillLimits(r) {
   $('#f-rl-on').checked = Boolean(r.ratelimit);
   $('#f-rl-limit').value = r.ratelimit?.limit ?? 100;
   $('#f-rl-period').value = r.ratelimit?.period_seconds ?? 60;
+  $('#f-rl-mode').value = r.ratelimit?.mode ?? 'exact';
   $('#f-cr-on').checked = Boolean(r.credits);
   $('#f-cr-remaining').value = r.credits?.remaining ?? 1000;
   $('#f-cr-interval').value = r.credits?.refill?.interval ?? '';
@@ -385,11 +386,20 @@ function fillLimits(r) {
 let loadedCredits = 'null';
 
 function syncLimits() {
-  for (const id of ['#f-rl-limit', '#f-rl-period']) $(id).disabled = !$('#f-rl-on').checked;
+  for (const id of ['#f-rl-limit', '#f-rl-period', '#f-rl-mode']) $(id).disabled = !$('#f-rl-on').checked;
+  const local = $('#f-rl-mode').value === 'local';
+  $('#f-rl-hint-exact').hidden = local;
+  $('#f-rl-hint-local').hidden = !local;
   for (const id of ['#f-cr-remaining', '#f-cr-interval', '#f-cr-amount']) $(id).disabled = !$('#f-cr-on').checked;
   if ($('#f-cr-on').checked) $('#f-cr-amount').disabled = !$('#f-cr-interval').value;
 }
-for (const id of ['#f-rl-on', '#f-cr-on', '#f-cr-interval']) $(id).addEventListener('change', syncLimits);
+for (const id of ['#f-rl-on', '#f-rl-mode', '#f-cr-on', '#f-cr-interval']) $(id).addEventListener('change', syncLimits);
+
+/** The rate limit fields; `mode` only when it is not the default (exact). */
+function formRateLimit() {
+  const limit = { limit: Number($('#f-rl-limit').value), period_seconds: Number($('#f-rl-period').value) };
+  return $('#f-rl-mode').value === 'local' ? { ...limit, mode: 'local' } : limit;
+}
 
 function formCredits() {
   if (!$('#f-cr-on').checked) return null;
@@ -441,7 +451,7 @@ function formAttributes() {
     attribute_allowlist: $('#f-attr-on').checked ? lines($('#f-attrs').value) : null,
     expires_at: expires ? new Date(expires).toISOString() : null,
     metadata,
-    ratelimit: $('#f-rl-on').checked ? { limit: Number($('#f-rl-limit').value), period_seconds: Number($('#f-rl-period').value) } : null,
+    ratelimit: $('#f-rl-on').checked ? formRateLimit() : null,
   };
   const credits = formCredits();
   if (!editing || JSON.stringify(credits) !== loadedCredits) attributes.credits = credits;

@@ -30,9 +30,44 @@ pub const DEFAULT_COST: u64 = 1;
 pub struct RateLimit {
     pub limit: u64,
     pub period_seconds: u64,
+    /// Shown only when it is not the default ([`RateMode::Exact`]).
+    #[serde(skip_serializing_if = "RateMode::is_exact")]
+    pub mode: RateMode,
 }
 
+/// Where a key's rate limit is counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateMode {
+    /// Exactly, across all locations, by the key's Limiter Durable Object.
+    #[default]
+    Exact,
+    /// Per location, approximately, by Cloudflare's Rate Limiting binding of the tier
+    /// ([`RateLimit::local_binding`]): no Durable Object call.
+    Local,
+}
+
+impl RateMode {
+    pub fn is_exact(&self) -> bool {
+        *self == RateMode::Exact
+    }
+}
+
+/// The periods a Rate Limiting binding can count over (`simple.period` in wrangler.toml).
+pub const LOCAL_PERIODS: [u64; 2] = [10, 60];
+/// The prefix of a tier's binding name: `RATE_LIMIT_<limit>_PER_<period>`.
+pub const LOCAL_TIER_PREFIX: &str = "RATE_LIMIT_";
+
 impl RateLimit {
+    /// The name of the Rate Limiting binding that counts a `local` limit: `RATE_LIMIT_100_PER_60`.
+    pub fn local_binding(&self) -> String {
+        format!("{LOCAL_TIER_PREFIX}{}_PER_{}", self.limit, self.period_seconds)
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.mode == RateMode::Local
+    }
+
     pub fn period_ms(&self) -> i64 {
         i64::try_from(self.period_seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
@@ -129,15 +164,33 @@ fn object_of<'v>(field: &str, value: &'v Value, allowed: &[&str]) -> Result<&'v 
     Ok(object)
 }
 
-/// `ratelimit`: `{"limit": 1..1000000, "period_seconds": 1..86400}` or null.
+/// `ratelimit`: `{"limit": 1..1000000, "period_seconds": 1..86400, "mode": "exact" (default) |
+/// "local"}` or null. A `local` limit counts over 10 or 60 s (all a Rate Limiting binding can);
+/// whether a binding for its tier is declared is the edge's question, not the record's.
 pub fn parse_ratelimit(value: &Value) -> Result<Option<RateLimit>, FieldError> {
     if value.is_null() {
         return Ok(None);
     }
-    let object = object_of("ratelimit", value, &["limit", "period_seconds"])?;
+    let object = object_of("ratelimit", value, &["limit", "period_seconds", "mode"])?;
     let limit = number_in("ratelimit.limit", object.get("limit"), 1, MAX_LIMIT)?;
     let period_seconds = number_in("ratelimit.period_seconds", object.get("period_seconds"), 1, MAX_PERIOD_SECONDS)?;
-    Ok(Some(RateLimit { limit, period_seconds }))
+    let mode = match object.get("mode") {
+        None | Some(Value::Null) => RateMode::Exact,
+        Some(v) if v == "exact" => RateMode::Exact,
+        Some(v) if v == "local" => RateMode::Local,
+        Some(_) => return Err(FieldError::new("ratelimit.mode", "must be \"exact\" or \"local\"")),
+    };
+    if mode == RateMode::Local && !LOCAL_PERIODS.contains(&period_seconds) {
+        return Err(FieldError::new("ratelimit.period_seconds", "must be 10 or 60 in \"local\" mode (a Rate Limiting binding's periods)"));
+    }
+    Ok(Some(RateLimit { limit, period_seconds, mode }))
+}
+
+/// The tier a binding's name declares (`RATE_LIMIT_100_PER_60` is 100 per 60 s), if it is one.
+pub fn local_tier(name: &str) -> Option<(u64, u64)> {
+    let (limit, period) = name.strip_prefix(LOCAL_TIER_PREFIX)?.split_once("_PER_")?;
+    let (limit, period) = (limit.parse::<u64>().ok()?, period.parse::<u64>().ok()?);
+    ((1..=MAX_LIMIT).contains(&limit) && LOCAL_PERIODS.contains(&period)).then_some((limit, period))
 }
 
 /// `credits`: `{"remaining": 0..2^53, "refill": null | {"amount": 1..2^53, "interval": "daily" | "monthly"}}` or null.
@@ -518,7 +571,26 @@ mod tests {
         for (value, field) in cases {
             assert_eq!(parse_ratelimit(&value).unwrap_err().field, field, "{value}");
         }
-        assert_eq!(parse_ratelimit(&json!({"limit": 5, "period_seconds": 10.0})).unwrap(), Some(RateLimit { limit: 5, period_seconds: 10 }));
+        assert_eq!(
+            parse_ratelimit(&json!({"limit": 5, "period_seconds": 10.0})).unwrap(),
+            Some(RateLimit { limit: 5, period_seconds: 10, mode: RateMode::Exact })
+        );
+        let local = parse_ratelimit(&json!({"limit": 100, "period_seconds": 60, "mode": "local"})).unwrap().unwrap();
+        assert_eq!(local.local_binding(), "RATE_LIMIT_100_PER_60");
+        assert_eq!(serde_json::to_value(local).unwrap(), json!({"limit": 100, "period_seconds": 60, "mode": "local"}));
+        let exact = parse_ratelimit(&json!({"limit": 5, "period_seconds": 7, "mode": "exact"})).unwrap().unwrap();
+        assert_eq!(serde_json::to_value(exact).unwrap(), json!({"limit": 5, "period_seconds": 7}), "the default is not shown");
+        for (value, field) in [
+            (json!({"limit": 5, "period_seconds": 30, "mode": "local"}), "ratelimit.period_seconds"),
+            (json!({"limit": 5, "period_seconds": 10, "mode": "nearby"}), "ratelimit.mode"),
+            (json!({"limit": 5, "period_seconds": 10, "mode": 1}), "ratelimit.mode"),
+        ] {
+            assert_eq!(parse_ratelimit(&value).unwrap_err().field, field, "{value}");
+        }
+        assert_eq!(local_tier("RATE_LIMIT_100_PER_60"), Some((100, 60)));
+        for bad in ["RATE_LIMIT_100_PER_30", "RATE_LIMIT_0_PER_10", "RATE_LIMIT_x_PER_10", "UNKNOWN_KEY_LIMITER", "RATE_LIMIT_10"] {
+            assert_eq!(local_tier(bad), None, "{bad}");
+        }
         assert_eq!(parse_ratelimit(&Value::Null).unwrap(), None);
         let cases = [
             (json!({"remaining": -1}), "credits.remaining"),
@@ -552,7 +624,7 @@ mod tests {
 
     #[test]
     fn five_per_ten_seconds() {
-        let limit = RateLimit { limit: 5, period_seconds: 10 };
+        let limit = RateLimit { limit: 5, period_seconds: 10, mode: RateMode::Exact };
         let mut log = SlidingLog::default();
         let t0 = 1_000_000;
         for i in 0..5 {
@@ -580,7 +652,7 @@ mod tests {
         assert_eq!((a.code, a.retry_after_seconds, a.credits_remaining), (Code::UsageExceeded, 0, Some(1)));
         assert_eq!(admit(None, Some((&mut state, None)), 0, 12).code, Code::Valid, "a free route");
         // A rate-limited request spends no credit.
-        let limit = RateLimit { limit: 1, period_seconds: 60 };
+        let limit = RateLimit { limit: 1, period_seconds: 60, mode: RateMode::Exact };
         let mut log = SlidingLog::from_entries([(12, 1)]);
         assert_eq!(admit(Some((&limit, &mut log)), Some((&mut state, None)), 1, 13).code, Code::RateLimited);
         assert_eq!(state.remaining, 1);
@@ -649,7 +721,7 @@ mod tests {
             period in 1u64..4,
             gaps in proptest::collection::vec(0i64..1500, 1..80),
         ) {
-            let rule = RateLimit { limit, period_seconds: period };
+            let rule = RateLimit { limit, period_seconds: period, mode: RateMode::Exact };
             let mut log = SlidingLog::default();
             let mut now = 0i64;
             let mut allowed = Vec::new();

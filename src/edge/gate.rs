@@ -78,7 +78,7 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
         Preflight::PassThrough => {
             let headers = Headers(req.headers()).clone();
             drop_client_identity(&headers)?;
-            return forward(&req, method, &url, env, headers, (false, false), None).await;
+            return forward(&req, method, &url, env, headers, (false, false), None).await.0;
         }
         Preflight::Answer { status, code, message, headers } => {
             let answer = if status == 204 { Response::empty()?.with_status(204) } else { reply::error(status, code.as_str(), &message)? };
@@ -282,15 +282,23 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         forwarded.set("x-keyward-profile-id", profile)?;
     }
     // Last: the key's rate limit and credits (no call at all for a key with neither).
-    if let Some((code, refused)) = super::limits::admit(env, &key.record, super::limits::cost(&policy, decision.rule), &forwarded).await? {
-        return settled(&key, Ok(refused), code, env, ctx, now);
-    }
-    if settle(&key, Code::Valid, now) {
-        let env = env.clone();
-        ctx.wait_until(async move { background(&env).await });
-    }
+    let fields = match super::limits::admit(env, &key.record, super::limits::cost(&policy, decision.rule), &forwarded).await? {
+        super::limits::Admit::Refuse((code, refused)) => return settled(&key, Ok(refused), code, env, ctx, now),
+        super::limits::Admit::Forward(fields) => fields,
+    };
     let strip = (credential.has(CredentialSource::Query), resolved.as_ref().is_some_and(|r| r.strip_param));
-    forward(&req, method, &url, env, forwarded, strip, body).await
+    let (response, code) = forward(&req, method, &url, env, forwarded, strip, body).await;
+    // Counted under the answer the client got: VALID, or the gate's 502/504 when the origin failed.
+    let response = settled(&key, response, code, env, ctx, now)?;
+    if fields.is_empty() {
+        return Ok(response);
+    }
+    // The key's RateLimit-Policy / RateLimit fields on every answer, added to the origin's own.
+    let headers = response.headers().clone();
+    for (name, value) in &fields {
+        headers.append(name, value)?;
+    }
+    Ok(response.with_headers(headers))
 }
 
 /// The Host of this Worker and any X-Keyward-* the client made up never reach the origin.
@@ -313,7 +321,29 @@ async fn forward(
     forwarded: Headers,
     (key_in_query, strip_override): (bool, bool),
     body: Option<Vec<u8>>,
-) -> Result<Response> {
+) -> (Result<Response>, Code) {
+    let answer = forward_to_origin(req, method, url, env, forwarded, (key_in_query, strip_override), body).await;
+    match answer {
+        Ok(Ok(response)) => (Ok(response), Code::Valid),
+        Ok(Err(Code::OriginTimeout)) => {
+            let message = format!("the origin did not answer within {} ms", origin_timeout_ms(env));
+            (deny(Code::OriginTimeout, &message), Code::OriginTimeout)
+        }
+        Ok(Err(_)) => (deny(Code::OriginUnavailable, "the origin could not be reached"), Code::OriginUnavailable),
+        Err(e) => (Err(e), Code::OriginUnavailable),
+    }
+}
+
+/// The origin's answer, or the code of the gate's own (`ORIGIN_UNREACHABLE`, `ORIGIN_TIMEOUT`).
+async fn forward_to_origin(
+    req: &web_sys::Request,
+    method: Method,
+    url: &worker::Url,
+    env: &Env,
+    forwarded: Headers,
+    (key_in_query, strip_override): (bool, bool),
+    body: Option<Vec<u8>>,
+) -> Result<std::result::Result<Response, Code>> {
     let origin = env.var("ORIGIN_URL")?.to_string();
     let mut target = format!("{}{}", origin.trim_end_matches('/'), url.path());
     if let Some(query) = url.query() {
@@ -358,12 +388,12 @@ async fn forward(
     })
     .await;
     match outcome {
-        Some(Ok(response)) => Ok(response),
-        Some(Err(_)) => deny(Code::OriginUnavailable, "the origin could not be reached"),
+        Some(Ok(response)) => Ok(Ok(response)),
+        Some(Err(_)) => Ok(Err(Code::OriginUnavailable)),
         None => {
             // Only when the wait is over: aborting an answer that arrived would cut its body.
             controller.abort();
-            deny(Code::OriginTimeout, &format!("the origin did not answer within {timeout_ms} ms"))
+            Ok(Err(Code::OriginTimeout))
         }
     }
 }

@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS keys (
   record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS keys_by_name ON keys (name_lower, id);
+-- The keys made by rolling another share its Limiter (record.limiter): found by this index when a
+-- key is deleted, so that a Limiter still in use keeps its rows.
+CREATE INDEX IF NOT EXISTS keys_by_limiter ON keys (json_extract(record, '$.limiter'))
+  WHERE json_extract(record, '$.limiter') IS NOT NULL;
 -- How many keys are listed, kept by triggers so that an unfiltered list never counts the table
 -- (an upsert that updates fires no insert trigger, so the count stays exact).
 CREATE TABLE IF NOT EXISTS key_count (
@@ -267,6 +271,13 @@ impl Ledger {
         )?;
         self.changed(&record.digest, version_of(record), true, now)?;
         self.audit_entry(actor, action, Some(&record.id), &diff(old.map(|o| o.view(now)), Some(record.view(now))), now)
+    }
+
+    /// Whether a key other than the one at `digest` uses the Limiter named `limiter` (its own id,
+    /// or the `limiter` of a key rolled from it).
+    pub fn limiter_in_use(&self, limiter: &str, digest: &str) -> Result<bool, StoreError> {
+        let query = "SELECT COUNT(*) AS n FROM keys WHERE (id = ?1 OR json_extract(record, '$.limiter') = ?1) AND digest != ?2";
+        Ok(self.number(query, vec![text(limiter), text(digest)])? > 0)
     }
 
     /// Removes a key from lists; with a tombstone its digest keeps answering KEY_REVOKED.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
 
 use super::reply;
-use crate::core::limits::{admit, decode_fields, encode_fields, CreditState, Credits, RateLimit, Refill, RefillInterval, SlidingLog, MAX_CREDITS};
+use crate::core::limits::{admit, decode_fields, encode_fields, CreditState, Credits, RateLimit, RateMode, Refill, RefillInterval, SlidingLog, MAX_CREDITS};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS hits (at INTEGER PRIMARY KEY, n INTEGER NOT NULL);
@@ -62,7 +62,7 @@ impl LimitRequest {
     pub fn decode(text: &str) -> Option<LimitRequest> {
         let [limit, period, remaining, set_at, amount, interval, cost, set, add, stamp] = decode_fields::<10>(text)?;
         let ratelimit = match (limit, period) {
-            (Some(limit), Some(period)) => Some(RateLimit { limit: u64_of(limit).max(1), period_seconds: u64_of(period).max(1) }),
+            (Some(limit), Some(period)) => Some(RateLimit { limit: u64_of(limit).max(1), period_seconds: u64_of(period).max(1), mode: RateMode::Exact }),
             _ => None,
         };
         let refill = match (amount, interval) {
@@ -116,8 +116,11 @@ struct Held {
 
 #[durable_object]
 pub struct Limiter {
+    state: State,
     sql: SqlStorage,
-    schema_ok: bool,
+    /// Whether the tables exist: false when they could not be made, and after `/forget` (which
+    /// deletes them with everything else) until the object is asked something again.
+    schema_ok: Cell<bool>,
     held: RefCell<Option<Held>>,
     /// Test-only (`KEYWARD_TEST_NOW_MS`, which production never sets): the Limiter's clock, set
     /// by the test through `/clock` so that windows and refills pass without waiting.
@@ -150,14 +153,24 @@ impl DurableObject for Limiter {
             let start = v.to_string().trim().parse::<i64>().unwrap_or_else(|_| super::now_ms());
             Cell::new(start)
         });
-        Limiter { sql, schema_ok, held: RefCell::new(None), test_clock }
+        Limiter { state, sql, schema_ok: Cell::new(schema_ok), held: RefCell::new(None), test_clock }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        if !self.schema_ok {
-            return reply::error(503, "STORE_UNAVAILABLE", "the limiter's store is unavailable");
-        }
         let path = req.path();
+        if path == "/forget" {
+            // The key was deleted: its window and credits go, and the object's storage with them.
+            *self.held.borrow_mut() = None;
+            self.schema_ok.set(false);
+            self.state.storage().delete_all().await?;
+            return Response::ok("");
+        }
+        if !self.schema_ok.get() {
+            match self.sql.exec(SCHEMA, None) {
+                Ok(_) => self.schema_ok.set(true),
+                Err(_) => return reply::error(503, "STORE_UNAVAILABLE", "the limiter's store is unavailable"),
+            }
+        }
         // Parsed here rather than by the runtime's JSON.parse, whose numbers would lose 2^53.
         let Ok(body) = req.text().await else {
             return reply::error(400, "BAD_REQUEST", "body: could not be read");
@@ -176,6 +189,8 @@ impl DurableObject for Limiter {
                 }
                 _ => return reply::error(404, "NOT_FOUND", "no test clock here"),
             },
+            // Test-only, like `/clock`: how many rows the object holds (`hits credits`).
+            "/rows" if self.test_clock.is_some() => self.rows(),
             _ => return reply::error(404, "NOT_FOUND", "no such limiter call"),
         };
         match outcome {
@@ -194,6 +209,12 @@ impl From<worker::Error> for Refused {
 }
 
 impl Limiter {
+    fn rows(&self) -> std::result::Result<String, Refused> {
+        let query = "SELECT (SELECT COUNT(*) FROM hits) AS at, (SELECT COUNT(*) FROM credits) AS n";
+        let rows: Vec<HitRow> = self.sql.exec(query, None)?.to_array()?;
+        Ok(rows.first().map_or_else(String::new, |r| encode_fields(&[Some(r.at), Some(r.n)])))
+    }
+
     fn now(&self) -> i64 {
         self.test_clock.as_ref().map_or_else(super::now_ms, Cell::get)
     }

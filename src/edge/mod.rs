@@ -59,8 +59,8 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
             return management(req, &env, rest).await;
         }
         // Tests only: production never sets KEYWARD_TEST_NOW_MS, so this is a 404 there.
-        if path == "/_keyward/debug/clock" && env.var("KEYWARD_TEST_NOW_MS").is_ok() {
-            return limiter_clock(&url, &env).await;
+        if (path == "/_keyward/debug/clock" || path == "/_keyward/debug/limiter-rows") && env.var("KEYWARD_TEST_NOW_MS").is_ok() {
+            return limiter_debug(&url, &env).await;
         }
         // Test harnesses only: production never sets KEYWARD_DEBUG, so this is a 404 there.
         if path == "/_keyward/debug/stats" && env.var("KEYWARD_DEBUG").is_ok() {
@@ -121,10 +121,21 @@ async fn management(req: web_sys::Request, env: &Env, rest: &str) -> Result<Resp
     Ok(response)
 }
 
-/// Sets the test clock of one Limiter (`?limiter=<key id>&now_ms=<Unix ms>`).
-async fn limiter_clock(url: &worker::Url, env: &Env) -> Result<Response> {
+/// Sets the test clock of one Limiter (`clock?limiter=<key id>&now_ms=<Unix ms>`), or says how
+/// many rows it holds (`limiter-rows?limiter=<key id>`).
+async fn limiter_debug(url: &worker::Url, env: &Env) -> Result<Response> {
     let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.to_string());
-    let (Some(name), Some(now)) = (param("limiter"), param("now_ms").and_then(|v| v.parse::<i64>().ok())) else {
+    let Some(name) = param("limiter") else {
+        return reply::error(400, "BAD_REQUEST", "limiter is required");
+    };
+    if url.path().ends_with("limiter-rows") {
+        return match limits::call(env, &name, "rows", String::new()).await.map(|t| crate::core::limits::decode_fields::<2>(&t)) {
+            Ok(Some([hits, credits])) => reply::success(200, serde_json::json!({"hits": hits, "credits": credits})),
+            Ok(None) => reply::error(503, "STORE_UNAVAILABLE", "the limiter's rows were not understood"),
+            Err(e) => reply::error(503, "STORE_UNAVAILABLE", &e),
+        };
+    }
+    let Some(now) = param("now_ms").and_then(|v| v.parse::<i64>().ok()) else {
         return reply::error(400, "BAD_REQUEST", "limiter and now_ms are required");
     };
     match limits::call(env, &name, "clock", now.to_string()).await {

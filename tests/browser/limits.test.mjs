@@ -86,3 +86,45 @@ test('create a key with a rate limit and credits, watch the credits fall, top th
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test('the rate limit\'s mode: local takes a declared tier only, and the page shows what was saved', async () => {
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
+  await page.click('#new-key');
+  await page.waitForSelector('#view-edit:not([hidden])');
+  await page.fill('#f-name', 'Local tier');
+  await page.check('[data-permission="users:read"]');
+  await page.check('#f-rl-on');
+  assert.equal(await page.inputValue('#f-rl-mode'), 'exact', 'exact unless chosen');
+  assert.equal(await page.isHidden('#f-rl-hint-local'), true);
+  await page.selectOption('#f-rl-mode', 'local');
+  assert.equal(await page.isVisible('#f-rl-hint-local'), true);
+  await page.fill('#f-rl-limit', '7');
+  await page.fill('#f-rl-period', '10');
+  await page.click('#save');
+  await page.waitForSelector('.field-error[data-field="ratelimit"]:not(:empty)');
+  const error = await page.textContent('.field-error[data-field="ratelimit"]');
+  assert.match(error, /^ratelimit: no Rate Limiting binding RATE_LIMIT_7_PER_10/);
+  assert.match(error, /100\/60s/);
+  await shot(page, 'limits-03-local-tier-error');
+  assert.equal((await session.kw.admin('GET', '/api_keys?name=Local%20tier')).body.data.length, 0, 'nothing saved');
+  await page.fill('#f-rl-limit', '100');
+  await page.fill('#f-rl-period', '60');
+  await page.click('#save');
+  await page.waitForSelector('#secret-dialog[open]');
+  const key = await page.inputValue('#secret-value');
+  await page.click('#secret-done');
+  const id = (await session.kw.admin('GET', '/api_keys?name=Local%20tier')).body.data[0].id;
+  assert.deepEqual((await session.kw.admin('GET', `/api_keys/${id}`)).body.data.ratelimit, { limit: 100, period_seconds: 60, mode: 'local' });
+  assert.equal((await gate(key)).headers['ratelimit-policy'], '"key";q=100;w=60');
+  await page.reload();
+  await page.waitForSelector('#view-edit:not([hidden])');
+  await page.waitForFunction(() => document.querySelector('#f-rl-mode').value === 'local');
+  // Back to exact: the saved record no longer names a mode.
+  await page.selectOption('#f-rl-mode', 'exact');
+  await page.click('#save');
+  await page.waitForFunction(() => !document.querySelector('#edit-ok').hidden);
+  assert.deepEqual((await session.kw.admin('GET', `/api_keys/${id}`)).body.data.ratelimit, { limit: 100, period_seconds: 60 });
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});

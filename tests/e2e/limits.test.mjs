@@ -19,7 +19,7 @@ let kw;
 
 before(async () => {
   origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_TEST_NOW_MS: String(T0) } });
+  kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_TEST_NOW_MS: String(T0), ORIGIN_TIMEOUT_MS: '1500' } });
 });
 after(async () => {
   await kw?.stop();
@@ -32,7 +32,7 @@ async function createKey(attributes = {}) {
   return { key: r.body.data.api_key, id: r.body.data.id, record: r.body.data };
 }
 
-const use = (key, p = USERS, method = 'GET') => kw.request(method, p, { headers: { authorization: `Bearer ${key}` } });
+const use = (key, p = USERS, method = 'GET', headers = {}) => kw.request(method, p, { headers: { authorization: `Bearer ${key}`, ...headers } });
 const reached = (id) => origin.seen.filter((s) => s.headers['x-keyward-key-id'] === id);
 const record = async (id) => (await kw.admin('GET', `/api_keys/${id}`)).body.data;
 
@@ -279,7 +279,7 @@ test('bad limits and credits: 400 naming the field, nothing written', async () =
   assert.ok(policy.body.error_message.startsWith('rules[0].cost:'), policy.body.error_message);
 });
 
-test('two locations spend from one Limiter; a Limiter that cannot be reached fails closed, a key without limits never asks', async () => {
+test('two locations spend from one Limiter; a Limiter that cannot be reached fails closed, a key without limits or with a local one never asks', async () => {
   const env = { WRANGLER_REGISTRY_PATH: mkdtempSync(path.join(ROOT, 'test-output', 'registry-')) };
   const a = await startKeyward({ origin: origin.url, env });
   let b;
@@ -327,9 +327,201 @@ test('two locations spend from one Limiter; a Limiter that cannot be reached fai
     await known(c, plain.body.data.api_key);
     const r = await c.request('GET', USERS, { headers: { authorization: `Bearer ${plain.body.data.api_key}` } });
     assert.equal(r.status, 200, r.text);
+    // Nor for a key with a `local` limit and no credits; and each location counts it on its own.
+    const local = await a.admin('POST', '/api_keys', { api_key: { name: 'local', permissions: ['users:read'], ratelimit: LOCAL } });
+    assert.equal(local.status, 201, local.text);
+    const localKey = local.body.data.api_key;
+    await known(b, localKey);
+    await known(c, localKey);
+    const send = (loc) => loc.request('GET', USERS, { headers: { authorization: `Bearer ${localKey}` } });
+    await startOfWindow(10_000);
+    const perLocation = await Promise.all([c, b].map(async (loc) => {
+      const statuses = [];
+      for (let i = 0; i < 11; i++) statuses.push((await send(loc)).status);
+      return statuses;
+    }));
+    const tenThen429 = [...Array(10).fill(200), 429];
+    assert.deepEqual(perLocation[0], tenThen429, 'the location whose Limiter is unreachable: no Durable Object call');
+    assert.deepEqual(perLocation[1], tenThen429, 'another location has its own count: approximate across locations');
   } finally {
     await c?.stop();
     await b?.stop();
     await a.stop();
   }
+});
+
+// The `local` mode's Rate Limiting bindings count in fixed windows of their period (wrangler dev
+// aligns them to the epoch; Cloudflare does not say how it does): start just after a boundary.
+async function startOfWindow(periodMs) {
+  const wait = periodMs - (Date.now() % periodMs) + 150;
+  await new Promise((r) => setTimeout(r, wait));
+}
+
+const LOCAL = { limit: 10, period_seconds: 10, mode: 'local' };
+const TIERS = '10/10s, 100/10s, 1000/10s, 100/60s, 1000/60s, 10000/60s';
+
+test('local mode: counted by the tier\'s Rate Limiting binding, per key, with RateLimit-Policy on every answer', async () => {
+  const { key, id, record: created } = await createKey({ ratelimit: LOCAL });
+  assert.deepEqual(created.ratelimit, LOCAL);
+  const other = await createKey({ ratelimit: LOCAL });
+  await startOfWindow(10_000);
+  const answers = await Promise.all(Array.from({ length: 30 }, () => use(key)));
+  const allowed = answers.filter((r) => r.status === 200);
+  assert.equal(allowed.length, 10, JSON.stringify(answers.map((r) => r.status)));
+  assert.equal(reached(id).length, 10);
+  for (const r of allowed) {
+    assert.equal(r.headers['ratelimit-policy'], '"key";q=10;w=10');
+    assert.equal(r.headers['ratelimit'], undefined, 'the binding does not say how many are left');
+  }
+  const refused = answers.filter((r) => r.status !== 200);
+  for (const r of refused) {
+    assertCode(r, 429, 'RATE_LIMITED');
+    assert.equal(r.headers['retry-after'], '10', 'at most the period');
+    assert.equal(r.headers['ratelimit-policy'], '"key";q=10;w=10');
+    assert.equal(r.headers['ratelimit'], '"key";r=0;t=10');
+  }
+  assert.equal((await use(other.key)).status, 200, 'another key of the same tier has its own count');
+  assert.equal((await record(id)).ratelimit.mode, 'local');
+  // The next window lets the key through again.
+  await startOfWindow(10_000);
+  assert.equal((await use(key)).status, 200);
+});
+
+test('local mode with credits: the binding counts, the Limiter spends; RATE_LIMITED still comes first', async () => {
+  const { key, id } = await createKey({ ratelimit: LOCAL, credits: { remaining: 3 } });
+  await startOfWindow(10_000);
+  for (let i = 0; i < 3; i++) assert.equal((await use(key)).status, 200);
+  assert.deepEqual(reached(id).map((s) => s.headers['x-keyward-credits-remaining']), ['2', '1', '0']);
+  for (let i = 0; i < 7; i++) assertCode(await use(key), 429, 'USAGE_EXCEEDED');
+  // The binding counted the refused ones too (it counts before the credits are asked): the 11th
+  // request in the window is over the local limit.
+  assertCode(await use(key), 429, 'RATE_LIMITED');
+  assert.equal((await record(id)).credits.remaining, 0);
+});
+
+test('local mode: bad values and undeclared tiers are refused naming the field, nothing written', async () => {
+  const count = async () => (await kw.admin('GET', '/api_keys?per_page=1')).body.num_records;
+  const before = await count();
+  const bad = [
+    [{ ...LOCAL, period_seconds: 30 }, 'ratelimit.period_seconds'],
+    [{ ...LOCAL, mode: 'nearby' }, 'ratelimit.mode'],
+    [{ ...LOCAL, mode: true }, 'ratelimit.mode'],
+    [{ ...LOCAL, limit: 7 }, 'ratelimit'],
+  ];
+  for (const [ratelimit, field] of bad) {
+    const r = await kw.admin('POST', '/api_keys', { api_key: { name: 'bad local', ratelimit } });
+    assert.equal(r.status, 400, r.text);
+    assert.ok(r.body.error_message.startsWith(`${field}:`), r.body.error_message);
+  }
+  const r = await kw.admin('POST', '/api_keys', { api_key: { name: 'bad local', ratelimit: { ...LOCAL, limit: 7 } } });
+  assert.match(r.body.error_message, /RATE_LIMIT_7_PER_10/);
+  assert.ok(r.body.error_message.includes(TIERS), r.body.error_message);
+  assert.equal(await count(), before, 'no key was created');
+  const { id } = await createKey({ ratelimit: { limit: 5, period_seconds: 10 } });
+  const stored = await record(id);
+  const put = await kw.admin('PUT', `/api_keys/${id}`, { api_key: { ratelimit: { limit: 7, period_seconds: 10, mode: 'local' } } });
+  assert.equal(put.status, 400, put.text);
+  assert.ok(put.body.error_message.startsWith('ratelimit:'), put.body.error_message);
+  const k = makeKey('kw_live');
+  const pushed = await kw.admin('PUT', `/keys/${digest(k)}`, { api_key: { name: 'pushed', version: 1, ratelimit: { limit: 7, period_seconds: 60, mode: 'local' } } });
+  assert.equal(pushed.status, 400, pushed.text);
+  assert.ok(pushed.body.error_message.startsWith('ratelimit:'), pushed.body.error_message);
+  const batch = await kw.admin('POST', '/keys/batch', { records: [{ digest: digest(k), name: 'b', version: 1, ratelimit: { limit: 3, period_seconds: 60, mode: 'local' } }] });
+  assert.equal(batch.status, 200, batch.text);
+  assert.equal(batch.body.data.results[0].status, 'refused');
+  assert.ok(batch.body.data.results[0].error_message.startsWith('records[0].ratelimit:'), batch.body.data.results[0].error_message);
+  assert.deepEqual(await record(id), stored, 'the key is unchanged');
+  // A declared tier is taken by each way in; back to exact by naming it (or leaving `mode` out).
+  const ok = await kw.admin('PUT', `/api_keys/${id}`, { api_key: { ratelimit: { limit: 100, period_seconds: 60, mode: 'local' } } });
+  assert.equal(ok.status, 200, ok.text);
+  assert.deepEqual(ok.body.data.ratelimit, { limit: 100, period_seconds: 60, mode: 'local' });
+  const exact = await kw.admin('PUT', `/api_keys/${id}`, { api_key: { ratelimit: { limit: 100, period_seconds: 60, mode: 'exact' } } });
+  assert.deepEqual(exact.body.data.ratelimit, { limit: 100, period_seconds: 60 });
+});
+
+test('RateLimit-Policy and RateLimit on allowed answers too, added to the origin\'s own; on a 502 as well', async () => {
+  const { key, id } = await createKey({ ratelimit: { limit: 5, period_seconds: 10 } });
+  await setClock(id, T0);
+  let r = await use(key);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['ratelimit-policy'], '"key";q=5;w=10');
+  assert.equal(r.headers['ratelimit'], '"key";r=4;t=10');
+  await setClock(id, T0 + 3000);
+  r = await use(key, USERS, 'GET', { 'x-test-response-headers': JSON.stringify({ 'RateLimit-Policy': '"origin";q=100;w=60', RateLimit: '"origin";r=99;t=60' }) });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['ratelimit-policy'], '"origin";q=100;w=60, "key";q=5;w=10', 'both policies, the origin\'s first');
+  assert.equal(r.headers['ratelimit'], '"origin";r=99;t=60, "key";r=3;t=7');
+  r = await use(key, USERS, 'GET', { 'x-test-destroy': '1' });
+  assertCode(r, 502, 'ORIGIN_UNAVAILABLE');
+  assert.equal(r.headers['ratelimit'], '"key";r=2;t=7', 'the request was counted: it was forwarded');
+  // A key without a rate limit gets none of them.
+  const plain = await createKey({ credits: { remaining: 5 } });
+  r = await use(plain.key);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['ratelimit-policy'], undefined);
+  assert.equal(r.headers['ratelimit'], undefined);
+});
+
+async function limiterRows(id) {
+  const r = await call(kw.url, 'GET', `/_keyward/debug/limiter-rows?limiter=${id}`);
+  assert.equal(r.status, 200, r.text);
+  return r.body.data;
+}
+
+async function expireAndDelete(id) {
+  let r = await kw.admin('PUT', `/api_keys/${id}`, { api_key: { active: false } });
+  assert.equal(r.status, 200, r.text);
+  r = await kw.admin('DELETE', `/api_keys/${id}`);
+  assert.equal(r.status, 200, r.text);
+}
+
+test('deleting a key deletes its Limiter\'s rows, unless a key rolled from it still counts there', async () => {
+  const { key, id } = await createKey({ credits: { remaining: 5 }, ratelimit: { limit: 5, period_seconds: 60 } });
+  assert.equal((await use(key)).status, 200);
+  assert.deepEqual(await limiterRows(id), { hits: 1, credits: 1 });
+  await expireAndDelete(id);
+  assert.deepEqual(await limiterRows(id), { hits: 0, credits: 0 }, 'the Limiter holds nothing after delete');
+  // A revoked key, deleted (its tombstone stays; its counts do not).
+  const revoked = await createKey({ credits: { remaining: 5 } });
+  assert.equal((await use(revoked.key)).status, 200);
+  assert.equal((await kw.admin('POST', `/api_keys/${revoked.id}/revoke`)).status, 200);
+  assert.equal((await kw.admin('DELETE', `/api_keys/${revoked.id}`)).status, 200);
+  assert.deepEqual(await limiterRows(revoked.id), { hits: 0, credits: 0 });
+  assertCode(await use(revoked.key), 401, 'KEY_REVOKED');
+  // Rolled: the new key spends from the old key's Limiter, so deleting the old one keeps it.
+  const old = await createKey({ credits: { remaining: 4 } });
+  assert.equal((await use(old.key)).status, 200);
+  const rolled = await kw.admin('POST', `/api_keys/${old.id}/roll`, { grace_seconds: 0 });
+  assert.equal(rolled.status, 201, rolled.text);
+  const fresh = rolled.body.data;
+  assert.equal((await kw.admin('DELETE', `/api_keys/${old.id}`)).status, 200);
+  assert.deepEqual(await limiterRows(old.id), { hits: 0, credits: 1 }, 'kept for the rolled key');
+  assert.equal((await record(fresh.id)).credits.remaining, 3);
+  assert.equal((await use(fresh.api_key)).status, 200);
+  assert.equal((await record(fresh.id)).credits.remaining, 2);
+  // The last key using it goes: so do the rows.
+  await expireAndDelete(fresh.id);
+  assert.deepEqual(await limiterRows(old.id), { hits: 0, credits: 0 });
+  // A key that never had limits is deleted as before.
+  const plain = await createKey();
+  await expireAndDelete(plain.id);
+  assert.equal((await kw.admin('GET', `/api_keys/${plain.id}`)).status, 404);
+});
+
+test('a request the gate allowed and the origin failed is counted under the gate\'s answer, not VALID', async () => {
+  const { key, id } = await createKey({ credits: { remaining: 10 } });
+  assert.equal((await use(key)).status, 200);
+  assertCode(await use(key, USERS, 'GET', { 'x-test-destroy': '1' }), 502, 'ORIGIN_UNAVAILABLE');
+  assertCode(await use(key, USERS, 'GET', { 'x-test-destroy': '1' }), 502, 'ORIGIN_UNAVAILABLE');
+  assertCode(await use(key, USERS, 'GET', { 'x-test-delay-ms': '4000' }), 504, 'ORIGIN_TIMEOUT');
+  const want = JSON.stringify({ ORIGIN_TIMEOUT: 1, ORIGIN_UNAVAILABLE: 2, VALID: 1 });
+  let totals;
+  for (let i = 0; i < 75; i++) {
+    totals = (await kw.admin('GET', `/api_keys/${id}/usage`)).body.data.totals;
+    if (JSON.stringify(Object.fromEntries(Object.entries(totals).sort())) === want) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(JSON.stringify(Object.fromEntries(Object.entries(totals).sort())), want);
+  // The credits were spent all the same: the request was sent, and the origin may have acted on it.
+  assert.equal((await record(id)).credits.remaining, 6);
 });

@@ -52,6 +52,7 @@ pub(super) async fn create(req: &mut Request, call: &Call<'_>) -> Answer {
     let mut record = KeyRecord::blank(new_id(call.now)?, digest, call.now)
         .with_attributes(attrs, WriteMode::Create)
         .map_err(Refusal::field)?;
+    super::check_tier(call.env, &record, None)?;
     record.version = 1;
     record.key_preview = Some(key_preview(&key));
     record.stamp_credits(None, call.now);
@@ -165,6 +166,7 @@ pub(super) async fn update(req: &mut Request, call: &Call<'_>, id: &str) -> Answ
         return Err(Refusal(409, "KEY_REVOKED", "the key is revoked, which is final: it cannot be changed or reactivated".into()));
     }
     let mut next = record.with_attributes(attrs, WriteMode::Update).map_err(Refusal::field)?;
+    super::check_tier(call.env, &next, Some(&record))?;
     next.version = record.version.saturating_add(1);
     next.updated_at = format_rfc3339(call.now);
     // Credits given here are set, whatever the Limiter counted: they get a new stamp.
@@ -173,7 +175,7 @@ pub(super) async fn update(req: &mut Request, call: &Call<'_>, id: &str) -> Answ
     Ok(reply::success(200, live_view(call, &next).await?)?)
 }
 
-pub(super) fn delete(call: &Call<'_>, id: &str) -> Answer {
+pub(super) async fn delete(call: &Call<'_>, id: &str) -> Answer {
     let record = load(call, id)?;
     if record.status(call.now) == KeyStatus::Active {
         return Err(Refusal(409, "KEY_ACTIVE", "only a key that is not active can be deleted: expire or revoke it first".into()));
@@ -181,6 +183,16 @@ pub(super) fn delete(call: &Call<'_>, id: &str) -> Answer {
     let tombstone = record.is_revoked().then(|| tombstone_of(&record, call.now));
     call.ledger.delete(&record, tombstone.as_ref(), &call.actor, call.now)?;
     crate::edge::usage::forget(call.ledger.sql(), &record.id)?;
+    // Its Limiter's rows (window, credits) go too, unless a key rolled from it (or that it was
+    // rolled from) still counts there. Any key may have had limits once, so it is always asked;
+    // a Limiter that never held anything is left as empty as it was.
+    let limiter = record.limiter_name();
+    if !call.ledger.limiter_in_use(limiter, &record.digest)? {
+        if let Err(e) = limits::call(call.env, limiter, "forget", String::new()).await {
+            // The key is gone either way; its rows are unreachable (no new key gets its name).
+            worker::console_error!("keyward: the Limiter of deleted key {} kept its rows: {}", record.id, e);
+        }
+    }
     Ok(reply::success(200, json!({"id": record.id, "deleted": true}))?)
 }
 

@@ -60,6 +60,23 @@ impl From<worker::Error> for Refusal {
 
 type Answer = std::result::Result<Response, Refusal>;
 
+/// A `local` rate limit needs the Rate Limiting binding of its tier (README, Rate limits): a
+/// record naming a tier this deployment does not declare is refused, and nothing is written. Only
+/// a changed limit is checked, so a tier taken out of wrangler.toml does not block other edits.
+fn check_tier(env: &Env, record: &KeyRecord, old: Option<&KeyRecord>) -> std::result::Result<(), Refusal> {
+    match record.ratelimit {
+        Some(rate) if rate.is_local() && old.and_then(|o| o.ratelimit) != Some(rate) && !crate::edge::limits::has_tier(env, &rate) => {
+            let tiers = crate::edge::limits::declared_tiers(env);
+            Err(Refusal::bad(format!(
+                "ratelimit: no Rate Limiting binding {} is declared for \"local\" mode (declared tiers, limit/period: {}); use one of them, or \"exact\"",
+                rate.local_binding(),
+                if tiers.is_empty() { "none".to_string() } else { tiers.join(", ") }
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// What one management call works with: the source of truth, the time, and who is calling.
 pub(crate) struct Call<'a> {
     env: &'a Env,
@@ -143,7 +160,7 @@ async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: 
         (Method::Get, ["api_keys", id]) => keys::get(req, &call, id).await,
         (Method::Get, ["api_keys", id, "usage"]) => usage::usage(req, &call, id),
         (Method::Put, ["api_keys", id]) => keys::update(req, &call, id).await,
-        (Method::Delete, ["api_keys", id]) => keys::delete(&call, id),
+        (Method::Delete, ["api_keys", id]) => boxed(keys::delete(&call, id)).await,
         (Method::Post, ["api_keys", id, "revoke"]) => keys::revoke(&call, id),
         (Method::Post, ["api_keys", id, "roll"]) => keys::roll(req, &call, id).await,
         (Method::Post, ["api_keys", id, "credits"]) => boxed(keys::credits(req, &call, id)).await,
