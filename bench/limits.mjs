@@ -1,7 +1,8 @@
 // What a key's rate limit and credits cost at the gate: p50/p99 latency (one connection) and the
 // isolate's CPU time per request (inspector profile, the non-idle samples' timeDeltas summed, as
-// bench/profile.mjs does) for a key with neither attribute, with a rate limit, and with credits;
-// then the most requests per second one rate-limited key sustains here (wrk, 16 connections).
+// bench/profile.mjs does) for a key with neither attribute, with a rate limit (exact, and `local`
+// on a Rate Limiting binding), and with credits; then the most requests per second one
+// rate-limited key sustains here, exact and local (wrk, 16 connections).
 // `node bench/limits.mjs` prints JSON and writes bench-output/limits.json. Keep the machine
 // otherwise quiet, or report its load (uptime) with the figures.
 import { spawn } from 'node:child_process';
@@ -81,6 +82,8 @@ try {
   const keys = {
     neither: await make('bench plain', {}),
     ratelimit: await make('bench rate limit', { ratelimit: { limit: 1000000, period_seconds: 86400 } }),
+    // The largest declared tier (wrangler.toml): the runs below stay well under 10 000 a minute.
+    local: await make('bench local rate limit', { ratelimit: { limit: 10000, period_seconds: 60, mode: 'local' } }),
     credits: await make('bench credits', { credits: { remaining: 1e12 } }),
   };
   for (const [name, key] of Object.entries(keys)) {
@@ -90,6 +93,9 @@ try {
   const sustained = await wrk(`${kw.url}${PATH}`, keys.ratelimit, 16, DURATION);
   if (sustained.non2xx) throw new Error(`${sustained.non2xx} refusals in the sustained run`);
   result.one_limited_key_rps = sustained.rps;
+  const local = await wrk(`${kw.url}${PATH}`, keys.local, 16, DURATION);
+  if (local.non2xx) throw new Error(`${local.non2xx} refusals in the local run`);
+  result.one_local_limited_key_rps = local.rps;
   const plain = await wrk(`${kw.url}${PATH}`, keys.neither, 16, DURATION);
   result.one_plain_key_rps = plain.rps;
   result.load_after = os.loadavg().map((l) => +l.toFixed(2));
