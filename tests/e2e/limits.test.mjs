@@ -382,6 +382,12 @@ test('local mode: counted by the tier\'s Rate Limiting binding, per key, with Ra
   }
   assert.equal((await use(other.key)).status, 200, 'another key of the same tier has its own count');
   assert.equal((await record(id)).ratelimit.mode, 'local');
+  // A key rolled from it shares its count, as it shares its Limiter.
+  const rolled = await kw.admin('POST', `/api_keys/${id}/roll`, { grace_seconds: 600 });
+  assert.equal(rolled.status, 201, rolled.text);
+  assertCode(await use(rolled.body.data.api_key), 429, 'RATE_LIMITED');
+  // /verify cannot read a binding's count without counting: it takes a local limit as not reached.
+  assert.equal((await kw.admin('POST', '/verify', { key, method: 'GET', path: USERS })).body.data.code, 'VALID');
   // The next window lets the key through again.
   await startOfWindow(10_000);
   assert.equal((await use(key)).status, 200);
