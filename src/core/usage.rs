@@ -70,7 +70,8 @@ impl UsageTally {
             self.keys.insert(key_id.to_string(), KeyTally::default());
         }
         let Some(tally) = self.keys.get_mut(key_id) else { return };
-        if code == Code::Valid {
+        // Allowed by the gate: forwarded, whether or not the origin then answered.
+        if matches!(code, Code::Valid | Code::OriginUnavailable | Code::OriginTimeout) {
             tally.last_valid_ms = tally.last_valid_ms.max(now_ms);
         }
         if let Some(bucket) = tally.buckets.iter_mut().find(|(h, c, _)| *h == hour && *c == code) {
@@ -353,6 +354,8 @@ mod tests {
         let second = t.batch(MAX_BATCH_BUCKETS);
         assert_eq!(first, second);
         assert!(first.last_used.is_empty(), "a denied request does not set last_used_at");
+        t.add("key_b", Code::OriginTimeout, T0 + 5);
+        assert_eq!(t.batch(MAX_BATCH_BUCKETS).last_used, vec![("key_b".into(), T0 + 5)], "one the origin failed does");
     }
 
     #[test]

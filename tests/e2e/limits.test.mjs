@@ -288,9 +288,12 @@ test('two locations spend from one Limiter; a Limiter that cannot be reached fai
     b = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config: secondLocationConfig() });
     // A third location whose LIMITER binding names a Worker that does not exist.
     const broken = secondLocationConfig();
+    // It also lacks one of the local tiers' bindings.
     const toml = readFileSync(broken, 'utf8').replace('class_name = "Limiter", script_name = "keyward"', 'class_name = "Limiter", script_name = "keyward-nowhere"')
-      .replace('name = "keyward-location-b"', 'name = "keyward-location-c"');
+      .replace('name = "keyward-location-b"', 'name = "keyward-location-c"')
+      .replace('[[ratelimits]]\nname = "RATE_LIMIT_100_PER_10"', '[[ratelimits]]\nname = "RATE_LIMIT_100_PER_10_GONE"');
     assert.ok(toml.includes('keyward-nowhere'));
+    assert.ok(toml.includes('RATE_LIMIT_100_PER_10_GONE'));
     const brokenFile = path.join(path.dirname(broken), 'broken.toml');
     writeFileSync(brokenFile, toml);
     c = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config: brokenFile });
@@ -343,6 +346,15 @@ test('two locations spend from one Limiter; a Limiter that cannot be reached fai
     const tenThen429 = [...Array(10).fill(200), 429];
     assert.deepEqual(perLocation[0], tenThen429, 'the location whose Limiter is unreachable: no Durable Object call');
     assert.deepEqual(perLocation[1], tenThen429, 'another location has its own count: approximate across locations');
+    // A location that does not declare a key's tier fails closed for it.
+    const tier = await a.admin('POST', '/api_keys', { api_key: { name: 'tier', permissions: ['users:read'], ratelimit: { ...LOCAL, limit: 100 } } });
+    assert.equal(tier.status, 201, tier.text);
+    await known(b, tier.body.data.api_key);
+    await known(c, tier.body.data.api_key);
+    const missing = await c.request('GET', USERS, { headers: { authorization: `Bearer ${tier.body.data.api_key}` } });
+    assertCode(missing, 503, 'STORE_UNAVAILABLE');
+    assert.match(missing.body.error_message, /RATE_LIMIT_100_PER_10/);
+    assert.equal((await b.request('GET', USERS, { headers: { authorization: `Bearer ${tier.body.data.api_key}` } })).status, 200, 'where it is declared, it passes');
   } finally {
     await c?.stop();
     await b?.stop();
@@ -517,6 +529,8 @@ test('deleting a key deletes its Limiter\'s rows, unless a key rolled from it st
 test('a request the gate allowed and the origin failed is counted under the gate\'s answer, not VALID', async () => {
   const { key, id } = await createKey({ credits: { remaining: 10 } });
   assert.equal((await use(key)).status, 200);
+  const firstUse = Date.now();
+  await new Promise((r) => setTimeout(r, 60));
   assertCode(await use(key, USERS, 'GET', { 'x-test-destroy': '1' }), 502, 'ORIGIN_UNAVAILABLE');
   assertCode(await use(key, USERS, 'GET', { 'x-test-destroy': '1' }), 502, 'ORIGIN_UNAVAILABLE');
   assertCode(await use(key, USERS, 'GET', { 'x-test-delay-ms': '4000' }), 504, 'ORIGIN_TIMEOUT');
@@ -528,6 +542,9 @@ test('a request the gate allowed and the origin failed is counted under the gate
     await new Promise((r) => setTimeout(r, 200));
   }
   assert.equal(JSON.stringify(Object.fromEntries(Object.entries(totals).sort())), want);
-  // The credits were spent all the same: the request was sent, and the origin may have acted on it.
-  assert.equal((await record(id)).credits.remaining, 6);
+  // The credits were spent all the same: the request was sent, and the origin may have acted on it;
+  // and it was a use of the key: last_used_at is the last of them, the timed-out one.
+  const view = await record(id);
+  assert.equal(view.credits.remaining, 6);
+  assert.ok(Date.parse(view.last_used_at) >= firstUse + 50, `${view.last_used_at}: a failed request's time, not the first one's (${new Date(firstUse).toISOString()})`);
 });
