@@ -1,6 +1,6 @@
 // What a key's rate limit and credits cost at the gate: p50/p99 latency (one connection) and the
-// isolate's CPU time per request (inspector profile, the non-idle samples' timeDeltas summed, as
-// bench/profile.mjs does) for a key with neither attribute, with a rate limit (exact, and `local`
+// isolate's time per request (inspector profile: non-idle samples × the sampling tick, as
+// bench/profile.mjs measures it; the timeDeltas summed beside it) for a key with neither attribute, with a rate limit (exact, and `local`
 // on a Rate Limiting binding), and with credits; then the most requests per second one
 // rate-limited key sustains here, exact and local (wrk, 16 connections).
 // `node bench/limits.mjs` prints JSON and writes bench-output/limits.json. Keep the machine
@@ -63,11 +63,19 @@ async function isolateTime(kw, key) {
   close();
   if (run.non2xx) throw new Error(`${run.non2xx} requests were refused while profiling`);
   const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
+  // As bench/profile.mjs measures it (README, Isolate time per request): non-idle samples × the
+  // sampling tick (the 10th percentile of the gaps between samples); the timeDeltas summed too.
   let busy = 0;
+  let samples = 0;
   profile.samples.forEach((nodeId, i) => {
-    if (byNode.get(nodeId).callFrame.functionName !== '(idle)') busy += profile.timeDeltas?.[i] ?? 0;
+    if (byNode.get(nodeId).callFrame.functionName === '(idle)') return;
+    busy += profile.timeDeltas?.[i] ?? 0;
+    samples += 1;
   });
-  return { requests: run.requests, isolate_us_per_request: run.requests ? +(busy / run.requests).toFixed(1) : null };
+  const gaps = (profile.timeDeltas ?? []).filter((d) => d > 0).sort((a, b) => a - b);
+  const tick = gaps.length ? gaps[Math.floor(gaps.length * 0.1)] : 0;
+  const per = (x) => (run.requests ? +(x / run.requests).toFixed(1) : null);
+  return { requests: run.requests, isolate_us_per_request: per(samples * tick), timedeltas_us_per_request: per(busy), tick_us: tick };
 }
 
 const origin = await startOrigin();
