@@ -490,23 +490,15 @@ mod tests {
         assert_eq!(map.reap(80, 30, 3), 0, "an empty map is a no-op");
     }
 
+    /// An [`Op`], or time passing (ms): one in five steps waits, as each operation is one in five.
     #[derive(Debug, Clone)]
     enum Timed {
-        Known(u8, u32),
-        Unknown(u8),
-        Forget(u8),
-        Get(u8),
+        Op(Op),
         Wait(u8),
     }
 
     fn timed() -> impl Strategy<Value = Timed> {
-        prop_oneof![
-            (any::<u8>(), any::<u32>()).prop_map(|(k, v)| Timed::Known(k, v)),
-            any::<u8>().prop_map(Timed::Unknown),
-            any::<u8>().prop_map(Timed::Forget),
-            any::<u8>().prop_map(Timed::Get),
-            any::<u8>().prop_map(Timed::Wait),
-        ]
+        prop_oneof![4 => op().prop_map(Timed::Op), 1 => any::<u8>().prop_map(Timed::Wait)]
     }
 
     #[derive(Debug, Clone)]
@@ -571,11 +563,11 @@ mod tests {
             let mut now = 0i64;
             for op in ops {
                 match op {
-                    Timed::Known(k, v) => { cache.insert_known(&d(&k.to_string()), v, now, ttl); model.insert(d(&k.to_string()), (Some(v), now)); }
-                    Timed::Unknown(k) => { cache.insert_unknown(&d(&k.to_string()), now, ttl); model.insert(d(&k.to_string()), (None, now)); }
-                    Timed::Forget(k) => { cache.forget(&d(&k.to_string())); model.remove(&d(&k.to_string())); }
+                    Timed::Op(Op::Known(k, v)) => { cache.insert_known(&d(&k.to_string()), v, now, ttl); model.insert(d(&k.to_string()), (Some(v), now)); }
+                    Timed::Op(Op::Unknown(k)) => { cache.insert_unknown(&d(&k.to_string()), now, ttl); model.insert(d(&k.to_string()), (None, now)); }
+                    Timed::Op(Op::Forget(k)) => { cache.forget(&d(&k.to_string())); model.remove(&d(&k.to_string())); }
                     Timed::Wait(ms) => now += i64::from(ms),
-                    Timed::Get(k) => {
+                    Timed::Op(Op::Get(k)) => {
                         let k = d(&k.to_string());
                         let want = model.get(&k).filter(|(_, at)| now - at < ttl).map(|(v, _)| *v);
                         match (cache.get(&k, now, ttl), want) {
