@@ -22,7 +22,6 @@ const FORWARD = 1;
 const DENY = 2;
 const NEED_RECORD = 3;
 const NEED_BODY = 4;
-const AGAIN = 5;
 const BACKGROUND = 1 << 4;
 const UNKNOWN_READ = 1 << 5;
 const STRIP_AUTHORIZATION = 1 << 6;
@@ -61,52 +60,74 @@ function complete(request, env, ctx) {
   return new Complete(ctx, env).fetch(request);
 }
 
-// Bodies the gate inspects, read as gate.rs reads them: chunk by chunk, refused at the first
-// chunk past the bound (a declared length past it is refused before any is read), and what follows
-// a refusal read and dropped up to MAX_DISCARDED_BODY so that the answer goes back in good order.
+// Bodies the gate inspects, read as gate.rs reads them: never more than the bound plus one byte
+// kept, refused as soon as more arrives (a declared length past it is refused before any is read),
+// and what follows a refusal read and dropped up to MAX_DISCARDED_BODY so that the answer goes
+// back in good order.
 const MAX_INSPECTED_BODY = 256 * 1024;
 const MAX_DISCARDED_BODY = 1024 * 1024;
+// The first buffer for a body that declares no length (chunked); it doubles as more arrives.
+const FIRST_BUFFER = 16 * 1024;
+const NO_BODY = new Uint8Array(0);
 
-/** The body's bytes, or why it is refused (TOO_LARGE, UNREADABLE). */
-async function readInspected(request, declared) {
-  if (request.body === null) return new Uint8Array(0);
+/**
+ * The body's bytes, or why it is refused (TOO_LARGE, UNREADABLE).
+ *
+ * A body framed by its Content-Length alone is exactly that long (the runtime reads no more): one
+ * `arrayBuffer()`. Any other (chunked: `Transfer-Encoding` wins over a Content-Length, which may
+ * then lie) is read into one buffer with a BYOB reader, sized by the declared length plus one byte
+ * so that a body as long as it says takes one read and a longer one shows at once; the buffer
+ * grows, up to the bound plus one byte, only for a body that sends more than it declared.
+ */
+async function readInspected(request, headers) {
+  const stream = request.body;
+  if (stream === null) return NO_BODY;
   try {
-    const reader = request.body.getReader();
-    const length = /^\d+$/.test(declared ?? '') ? Number(declared) : 0;
+    const declared = headers.get('content-length');
+    const length = declared !== null && /^\d+$/.test(declared) ? Number(declared) : -1;
+    if (length >= 0 && length <= MAX_INSPECTED_BODY && !headers.has('transfer-encoding')) {
+      const bytes = new Uint8Array(await request.arrayBuffer());
+      return bytes.byteLength <= MAX_INSPECTED_BODY ? bytes : TOO_LARGE;
+    }
+    const reader = stream.getReader({ mode: 'byob' });
     if (length > MAX_INSPECTED_BODY) {
       await discard(reader, MAX_DISCARDED_BODY);
       return TOO_LARGE;
     }
-    const chunks = [];
-    let size = 0;
+    let buffer = new ArrayBuffer(length < 0 ? FIRST_BUFFER : length + 1);
+    let filled = 0;
     for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (size + value.byteLength > MAX_INSPECTED_BODY) {
+      const room = buffer.byteLength - filled;
+      // Resolves once `room` bytes came, or with fewer when the stream ended.
+      const { value } = await reader.readAtLeast(room, new Uint8Array(buffer, filled, room));
+      if (value === undefined) break;
+      buffer = value.buffer;
+      filled += value.byteLength;
+      if (value.byteLength < room) break;
+      if (filled > MAX_INSPECTED_BODY) {
         await discard(reader, MAX_DISCARDED_BODY - value.byteLength);
         return TOO_LARGE;
       }
-      chunks.push(value);
-      size += value.byteLength;
+      const grown = new Uint8Array(Math.min(Math.max(2 * filled, FIRST_BUFFER), MAX_INSPECTED_BODY + 1));
+      grown.set(new Uint8Array(buffer, 0, filled));
+      buffer = grown.buffer;
     }
-    if (chunks.length === 1) return chunks[0];
-    const bytes = new Uint8Array(size);
-    let at = 0;
-    for (const c of chunks) { bytes.set(c, at); at += c.byteLength; }
-    return bytes;
+    return new Uint8Array(buffer, 0, filled);
   } catch {
     return UNREADABLE;
   }
 }
 
+/** Reads and drops at most `budget` more bytes, then lets the stream go (gate.rs: `discard`). */
 async function discard(reader, budget) {
   let left = budget;
+  let view = new Uint8Array(64 * 1024);
   try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
+    while (left > 0) {
+      const { done, value } = await reader.read(view);
+      if (done || value === undefined) break;
       left -= value.byteLength;
-      if (left < 0) break;
+      view = new Uint8Array(value.buffer);
     }
   } catch { /* abandoned */ }
   reader.releaseLock();
@@ -167,7 +188,8 @@ export default {
     let bodyError = 0;
     let answer = gate_check(facts, undefined, 0, now);
     let flags = answer & BACKGROUND;
-    for (let round = 0; round < 4; round++) {
+    // At most a KV read, then a body read: each followed by one call that checks again.
+    for (let round = 0; round < 2; round++) {
       const kind = answer & KIND;
       if (kind === NEED_RECORD) {
         const digest = gate_digest();
@@ -178,20 +200,19 @@ export default {
           answer = COMPLETE;
           break;
         }
-        answer = gate_load(digest, text ?? undefined, ip, now);
-        if ((answer & KIND) !== AGAIN) break;
+        answer = gate_load(facts, digest, text ?? undefined, now);
       } else if (kind === NEED_BODY) {
-        const read = await readInspected(request, h.get('content-length'));
+        const read = await readInspected(request, h);
         if (typeof read === 'number') {
           bodyError = read;
         } else {
           body = read;
           bodyRead = request.body !== null;
         }
-      } else if (kind !== AGAIN) {
+        answer = gate_check(facts, body, bodyError, now);
+      } else {
         break;
       }
-      answer = gate_check(facts, body, bodyError, now);
       flags |= answer & BACKGROUND;
     }
     if (flags & BACKGROUND) ctx.waitUntil(gate_background(env));

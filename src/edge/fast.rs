@@ -16,7 +16,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
@@ -41,7 +41,6 @@ const ANSWER_FORWARD: u32 = 1;
 const ANSWER_DENY: u32 = 2;
 const ANSWER_NEED_RECORD: u32 = 3;
 const ANSWER_NEED_BODY: u32 = 4;
-const ANSWER_AGAIN: u32 = 5;
 /// Flags: run [`gate_background`] in `waitUntil`; run [`gate_unknown_read`] in `waitUntil`;
 /// remove `Authorization` / `X-API-Key` before forwarding (the credential came there).
 const FLAG_BACKGROUND: u32 = 1 << 4;
@@ -78,12 +77,12 @@ thread_local! {
     static LAST: RefCell<Last> = RefCell::new(Last::default());
     /// Requests the fast path answered (forwarded or refused), for the debug stats.
     static ANSWERED: Cell<u64> = const { Cell::new(0) };
-    /// The record [`gate_load`] compiled, by digest and the request's `now`: the check that
-    /// follows uses it even when the cache keeps nothing (`CACHE_TTL_SECONDS=0`), as `Store::key` does.
-    /// Which record each forward slot describes to the entry (see `check`).
-    static FORWARD: RefCell<HashMap<u8, Weak<CompiledKey>>> = RefCell::new(HashMap::new());
+    /// The headers text (`id\ntype[\nprofile]`) each forward slot holds for the entry (see `check`).
+    static FORWARD: RefCell<HashMap<u8, String>> = RefCell::new(HashMap::new());
     /// Which refusal (code and message) each refusal slot holds for the entry (see `deny`).
     static REFUSALS: RefCell<HashMap<u8, (Code, String)>> = RefCell::new(HashMap::new());
+    /// The record [`gate_load`] compiled, by digest and the request's `now`: the checks of this
+    /// request use it even when the cache keeps nothing (`CACHE_TTL_SECONDS=0`), as `Store::key` does.
     static LOADED: RefCell<Option<(String, i64, Rc<CompiledKey>)>> = const { RefCell::new(None) };
 }
 
@@ -157,16 +156,13 @@ pub fn gate_constants() -> String {
 /// not ([`BODY_UNREADABLE`], [`BODY_TOO_LARGE`]; 0: none).
 #[wasm_bindgen]
 pub fn gate_check(request: &str, body: Option<Vec<u8>>, body_error: u32, now: f64) -> u32 {
-    let mut lines = request.split('\n');
-    let mut next = || lines.next().unwrap_or("");
-    let (method, path) = (next(), next());
-    let mut optional = || next().strip_prefix('=');
-    let (query, authorization, x_api_key, client_ip) = (optional(), optional(), optional(), optional());
-    // `Date.now()`: an integer of ms, well inside i64.
-    #[allow(clippy::cast_possible_truncation)]
-    let now = now as i64;
-    let facts = Facts { method, path, query, authorization, x_api_key, client_ip };
-    count(check(&facts, body.as_deref(), body_error, now))
+    count(check(&Facts::parse(request), body.as_deref(), body_error, millis(now), None))
+}
+
+/// `Date.now()`: an integer of ms, well inside i64.
+#[allow(clippy::cast_possible_truncation)]
+fn millis(now: f64) -> i64 {
+    now as i64
 }
 
 struct Facts<'a> {
@@ -178,7 +174,20 @@ struct Facts<'a> {
     client_ip: Option<&'a str>,
 }
 
-fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64) -> u32 {
+impl<'a> Facts<'a> {
+    /// [`gate_check`]'s one string, a line each.
+    fn parse(request: &'a str) -> Facts<'a> {
+        let mut lines = request.split('\n');
+        let mut next = || lines.next().unwrap_or("");
+        let (method, path) = (next(), next());
+        let mut optional = || next().strip_prefix('=');
+        let (query, authorization, x_api_key, client_ip) = (optional(), optional(), optional(), optional());
+        Facts { method, path, query, authorization, x_api_key, client_ip }
+    }
+}
+
+/// `digest`: the key's digest when the caller has it (the key's SHA-256 is then not taken again).
+fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64, digest: Option<&str>) -> u32 {
     let Facts { method, path, query, authorization, x_api_key, client_ip } = *facts;
     if !KNOWN_METHODS.contains(&method) || path == "/_keyward" || path.starts_with("/_keyward/") {
         return ANSWER_COMPLETE;
@@ -201,7 +210,7 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64) -> u
     if let Err(e) = parse_key(&credential.key) {
         return deny(Code::MalformedKey, &gate::malformed_key(e), flags);
     }
-    let digest = key_digest(&credential.key);
+    let digest = digest.map_or_else(|| key_digest(&credential.key), str::to_string);
     let loaded = LOADED.with(|l| l.borrow().as_ref().filter(|(d, at, _)| *d == digest && *at == now).map(|(_, _, key)| key.clone()));
     let held = match loaded {
         Some(key) => store::judged(&digest, key),
@@ -272,35 +281,32 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64) -> u
         flags |= FLAG_STRIP_X_API_KEY;
     }
     // The forward's headers: the entry keeps them per slot, and fetches them only when the slot
-    // describes another record than this one (the slot's `Weak` keeps that record's allocation, so no
-    // other record can be given its address while the slot holds it: comparing addresses is sound).
+    // holds other values than this record's (another key, or this key's record changed).
     let slot = digest.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0);
+    flags |= u32::from(slot) << SLOT_SHIFT;
+    let record = &key.record;
     let current = FORWARD.with(|f| {
         let mut f = f.borrow_mut();
-        match f.get(&slot) {
-            Some(held) if std::ptr::eq(held.as_ptr(), Rc::as_ptr(&key)) => true,
-            _ => {
-                f.insert(slot, Rc::downgrade(&key));
-                false
-            }
+        let held = f.entry(slot).or_default();
+        let profile = record.profile_id.as_deref();
+        let mut lines = held.split('\n');
+        if lines.next() == Some(record.id.as_str()) && lines.next() == Some(record.key_type.as_str()) && lines.next() == profile {
+            return true;
         }
+        held.clear();
+        held.push_str(&record.id);
+        held.push('\n');
+        held.push_str(record.key_type.as_str());
+        if let Some(profile) = profile {
+            held.push('\n');
+            held.push_str(profile);
+        }
+        LAST.with(|l| l.borrow_mut().text.clone_from(held));
+        false
     });
-    flags |= u32::from(slot) << SLOT_SHIFT;
     if current {
         return ANSWER_FORWARD | flags;
     }
-    let record = &key.record;
-    LAST.with(|l| {
-        let text = &mut l.borrow_mut().text;
-        text.clear();
-        text.push_str(&record.id);
-        text.push('\n');
-        text.push_str(record.key_type.as_str());
-        if let Some(profile) = &record.profile_id {
-            text.push('\n');
-            text.push_str(profile);
-        }
-    });
     ANSWER_FORWARD | flags | FLAG_REFRESH
 }
 
@@ -330,21 +336,22 @@ pub fn gate_retry_after() -> Option<u32> {
     LAST.with(|l| l.borrow_mut().retry_after.take())
 }
 
-/// The record text the entry read from KV for `digest` (`None`: no record), at the request's
-/// `now`. [`ANSWER_AGAIN`]: call [`gate_check`] again; else a refusal or the complete path.
+/// After [`ANSWER_NEED_RECORD`]: the record text the entry read from KV for `digest` (`None`: no
+/// record), and the check of the request (the same `request` and `now` as [`gate_check`]'s) with
+/// that record: the same answers as [`gate_check`], so the entry calls once per KV read.
 #[wasm_bindgen]
-pub fn gate_load(digest: &str, text: Option<String>, client_ip: Option<String>, now: f64) -> u32 {
-    #[allow(clippy::cast_possible_truncation)]
-    let now = now as i64;
+pub fn gate_load(request: &str, digest: &str, text: Option<String>, now: f64) -> u32 {
+    let now = millis(now);
+    let facts = Facts::parse(request);
     count(match store::loaded(digest, text.as_deref(), now) {
         Err(_) => deny(Code::StoreUnavailable, "the key store is unavailable", 0),
         Ok(Held::Ready(None)) => {
-            cache::charge_unknown_read(client_ip.as_deref(), now);
+            cache::charge_unknown_read(facts.client_ip, now);
             deny(Code::UnknownKey, gate::UNKNOWN_KEY, FLAG_UNKNOWN_READ)
         }
         Ok(Held::Ready(Some(key))) => {
             LOADED.with(|l| *l.borrow_mut() = Some((digest.to_string(), now, key)));
-            ANSWER_AGAIN
+            check(&facts, None, 0, now, Some(digest))
         }
         Ok(Held::Stale | Held::Miss) => ANSWER_COMPLETE,
     })

@@ -164,7 +164,7 @@ test('with CACHE_TTL_SECONDS=0 each request reads its record once and is still a
   try {
     const policy = (await cold.admin('GET', '/policy')).body.data;
     assert.equal((await cold.admin('PUT', '/policy', policy)).status, 200, 'the policy stored (then it comes with the change feed)');
-    const made = await cold.admin('POST', '/api_keys', { api_key: { name: 'cold', permissions: ['users:read'] } });
+    const made = await cold.admin('POST', '/api_keys', { api_key: { name: 'cold', permissions: ['users:read', 'events:create'] } });
     const h = { authorization: `Bearer ${made.body.data.api_key}` };
     const coldStats = async () => (await cold.request('GET', '/_keyward/debug/stats')).body.data;
     await cold.request('GET', USERS, { headers: h });
@@ -174,6 +174,20 @@ test('with CACHE_TTL_SECONDS=0 each request reads its record once and is still a
     const after = await coldStats();
     assert.equal(after.key_reads - before.key_reads, 4, 'one KV read a request');
     assert.equal(after.fast_path_answers - before.fast_path_answers, 4, 'all answered on the fast path');
+    // A route whose body is inspected: the record read, then the body (its length declared, or
+    // chunked), each request still answered on the fast path with one read, the body forwarded whole.
+    for (const declared of [true, false]) {
+      const body = JSON.stringify({ action: 'signup', user: 'u-1' });
+      const headers = { ...h, 'content-type': 'application/json', ...(declared ? { 'content-length': String(body.length) } : {}) };
+      const was = await coldStats();
+      origin.clear();
+      const r = await cold.request('POST', '/v4/events', { headers, body });
+      const now = await coldStats();
+      assert.equal(r.status, 200, r.text);
+      assert.equal(origin.last().body, body);
+      assert.equal(now.key_reads - was.key_reads, 1, 'one KV read');
+      assert.equal(now.fast_path_answers - was.fast_path_answers, 1, 'answered on the fast path');
+    }
   } finally {
     await cold.stop();
   }
