@@ -177,7 +177,7 @@ const origin = await startOrigin();
 const started = [];
 const result = {
   method: `wrk -t1 -c4 -d${DURATION} per Worker and case, median of ${ROUNDS} rounds, Workers in turn${process.env.BENCH_TOGETHER === '1' ? ' (BENCH_TOGETHER: at the same time)' : ''}. `
-    + 'Per request: isolate_us = non-idle profile samples × the sampling tick (the time the isolate ran); '
+    + 'Per request: isolate_us = non-idle profile samples × the sampling tick (the time the isolate ran; the tick is the run\'s median of every profile\'s 10th-percentile gap); '
     + 'us = the sum of the non-idle samples\' timeDeltas (which also holds the time the isolate waited before each sample); '
     + 'workerd_cpu_us = user + system CPU time (/proc) of the workerd process that runs the Worker (with wrangler dev\'s assets router for keyward).',
   cases: {},
@@ -255,6 +255,12 @@ try {
       }
     }
   }
+  // The sampling tick is the profiler's, not the Worker's: one figure for the whole run (the
+  // median of every profile's), so that a profile whose short gaps happened to be longer or
+  // shorter does not move its Worker's figure.
+  const tick = median(runs.map((r) => r.tick));
+  result.tick_us = tick;
+  for (const r of runs) r.sampled_us = (r.samples * tick) / r.requests;
   for (const c of cases) {
     const row = {};
     for (const w of ['keyward', 'keyward without assets', 'keyward before', 'js-gate', 'pass-through']) {
@@ -267,7 +273,6 @@ try {
       const frames = {};
       for (const r of rs) for (const [k, n] of Object.entries(r.frames)) frames[k] = (frames[k] ?? 0) + n;
       const requests = rs.reduce((s, r) => s + r.requests, 0);
-      const tick = median(rs.map((r) => r.tick));
       row[w] = {
         // The issue's figure: the non-idle samples' timeDeltas, which hold the waits too.
         us_per_request: Math.round(median(rs.map((r) => r.us))),
@@ -280,7 +285,7 @@ try {
         isolate_us_each_round: rs.map((r) => Math.round(r.sampled_us)),
         workerd_cpu_us_each_round: rs.map((r) => Math.round(r.cpu_us)),
         requests_each_round: rs.map((r) => r.requests),
-        tick_us: tick,
+        tick_us_each_round: rs.map((r) => r.tick),
         unexpected_answers: rs.reduce((s, r) => s + r.unexpected, 0),
         by_kind: Object.fromEntries(Object.entries(kinds).sort((a, b) => b[1] - a[1]).map(([k, n]) => [k, +(n / samples).toFixed(3)])),
         ...(process.env.BENCH_STACKS ? { stacks: Object.fromEntries(Object.entries(rs.reduce((a, r) => { for (const [k, v] of Object.entries(r.stacks)) a[k] = (a[k] ?? 0) + v / rs.length; return a; }, {})).sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, v]) => [k, Math.round(v * 1000)])) } : {}),
