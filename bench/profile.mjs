@@ -176,7 +176,7 @@ async function verify(worker, request) {
 const origin = await startOrigin();
 const started = [];
 const result = {
-  method: `wrk -t1 -c4 -d${DURATION} per Worker and case, median of ${ROUNDS} rounds, Workers in turn${process.env.BENCH_TOGETHER === '1' ? ' (BENCH_TOGETHER: at the same time)' : ''}. `
+  method: `wrk -t1 -c4 -d${DURATION} per Worker and case, median of ${ROUNDS} rounds, Workers in turn (each round starting with the next)${process.env.BENCH_TOGETHER === '1' ? ' (BENCH_TOGETHER: at the same time)' : ''}. `
     + 'Per request: isolate_us = non-idle profile samples × the sampling tick (the time the isolate ran; the tick is the run\'s median of every profile\'s 10th-percentile gap); '
     + 'us = the sum of the non-idle samples\' timeDeltas (which also holds the time the isolate waited before each sample); '
     + 'workerd_cpu_us = user + system CPU time (/proc) of the workerd process that runs the Worker (with wrangler dev\'s assets router for keyward).',
@@ -247,8 +247,11 @@ try {
       // BENCH_TOGETHER=1: the case's Workers run at the same time, so that a busy spell of the
       // machine falls on all of them alike (for comparing builds on a shared machine).
       const together = process.env.BENCH_TOGETHER === '1';
-      const measured = together ? await Promise.all(c.targets.map(([w, r]) => profileOnce(w, r))) : [];
-      for (const [i, [w, r]] of c.targets.entries()) {
+      // Taking turns, each round starts with the next Worker: no Worker always goes first (after
+      // the pause between cases) or always follows the same one.
+      const order = c.targets.map((_, i) => c.targets[(i + round) % c.targets.length]);
+      const measured = together ? await Promise.all(order.map(([w, r]) => profileOnce(w, r))) : [];
+      for (const [i, [w, r]] of order.entries()) {
         const p = together ? measured[i] : await profileOnce(w, r);
         runs.push({ case: c.name, worker: w.name.replace(/ \(cache miss\)$/, ''), ...p });
         console.error(`bench: profile round ${round + 1}: ${c.name}: ${w.name}: per request ${p.us.toFixed(0)} µs of timeDeltas, isolate ${p.sampled_us.toFixed(0)} µs (${p.samples} samples, tick ${p.tick} µs), workerd CPU ${p.cpu_us.toFixed(0)} µs (${p.requests} requests)`);

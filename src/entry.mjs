@@ -80,15 +80,17 @@ const NO_BODY = new Uint8Array(0);
  * grows, up to the bound plus one byte, only for a body that sends more than it declared.
  */
 async function readInspected(request, headers) {
-  const stream = request.body;
-  if (stream === null) return NO_BODY;
   try {
     const declared = headers.get('content-length');
     const length = declared !== null && /^\d+$/.test(declared) ? Number(declared) : -1;
     if (length >= 0 && length <= MAX_INSPECTED_BODY && !headers.has('transfer-encoding')) {
+      // Nothing to read (the stream is not even made): NO_BODY, the request left as it came.
+      if (length === 0) return NO_BODY;
       const bytes = new Uint8Array(await request.arrayBuffer());
       return bytes.byteLength <= MAX_INSPECTED_BODY ? bytes : TOO_LARGE;
     }
+    const stream = request.body;
+    if (stream === null) return NO_BODY;
     const reader = stream.getReader({ mode: 'byob' });
     if (length > MAX_INSPECTED_BODY) {
       await discard(reader, MAX_DISCARDED_BODY);
@@ -193,21 +195,22 @@ export default {
       const kind = answer & KIND;
       if (kind === NEED_RECORD) {
         const digest = gate_digest();
-        let text;
+        let record;
         try {
-          text = await env.KEYS.get(`key:${digest}`);
+          // The JSON's bytes: no UTF-8 decoding into a string only to encode it again for wasm.
+          record = await env.KEYS.get(`key:${digest}`, 'arrayBuffer');
         } catch {
           answer = COMPLETE;
           break;
         }
-        answer = gate_load(facts, digest, text ?? undefined, now);
+        answer = gate_load(facts, digest, record === null ? undefined : new Uint8Array(record), now);
       } else if (kind === NEED_BODY) {
         const read = await readInspected(request, h);
         if (typeof read === 'number') {
           bodyError = read;
         } else {
           body = read;
-          bodyRead = request.body !== null;
+          bodyRead = read !== NO_BODY;
         }
         answer = gate_check(facts, body, bodyError, now);
       } else {

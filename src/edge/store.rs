@@ -403,11 +403,13 @@ pub fn held_key(digest: &str, now_ms: i64) -> Option<Held> {
 
 /// The fast path read `text` from KV for `digest` (`None`: no such record): compiled and cached
 /// as [`Store::key`] does, and counted as one KV read.
-pub fn loaded(digest: &str, text: Option<&str>, now_ms: i64) -> Result<Held, StoreError> {
+pub fn loaded(digest: &str, bytes: Option<&[u8]>, now_ms: i64) -> Result<Held, StoreError> {
     cache::count_key_read();
-    let record: Option<KeyRecord> = match text {
+    let record: Option<KeyRecord> = match bytes {
         None => None,
-        Some(text) => Some(serde_json::from_str(text)?),
+        // Through `from_str` (after a UTF-8 check), whose instance the other reads share: a
+        // `from_slice` would compile a second JSON reader for every record type into the wasm.
+        Some(bytes) => Some(serde_json::from_str(std::str::from_utf8(bytes)?)?),
     };
     let value = compile(record)?;
     remember(digest, value.clone(), now_ms, TTL_MS.with(std::cell::Cell::get).unwrap_or(i64::MAX));
