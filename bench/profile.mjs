@@ -25,6 +25,7 @@ import { inspector } from './inspector.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const DURATION = process.env.BENCH_PROFILE_DURATION ?? '4s';
+// BENCH_WORKERS=<names, comma-separated>: only these Workers (a name's start, or the whole name ending in '$').
 const ONLY = process.env.BENCH_WORKERS?.split(',');
 const tmp = mkdtempSync(path.join(ROOT, 'test-output', 'profile-'));
 
@@ -236,7 +237,7 @@ try {
     // The pass-through forwards whatever it gets: measured once for a GET and once for the POST.
     const passes = c.name === 'allowed, warm key' || request.method !== 'GET';
     c.targets = [[workers[kw], request], [workers[alone], c.request(keys[alone])], ...(workers[before] ? [[workers[before], c.request(keys[before])]] : []), [workers[js], request], ...(passes ? [[workers.pass, passRequest]] : [])]
-      .filter(([w]) => !ONLY || ONLY.some((o) => w.name.startsWith(o)));
+      .filter(([w]) => !ONLY || ONLY.some((o) => (o.endsWith('$') ? w.name.replace(/ \(cache miss\)$/, '') === o.slice(0, -1) : w.name.startsWith(o))));
     for (const [w, r] of c.targets) {
       await verify(w, r);
       await wrk(w.url, { ...r, headers: r.headers }).catch(() => {}); // warm-up
