@@ -8,7 +8,7 @@ import Complete from '../build/index.js';
 // worker-build puts the crate's extra #[wasm_bindgen] functions (src/edge/fast.rs) on the
 // prototype of its entrypoint class; none of them uses `this`.
 const {
-  gate_background, gate_check, gate_configure, gate_constants, gate_digest, gate_failed, gate_load,
+  gate_background, gate_body, gate_check, gate_configure, gate_constants, gate_digest, gate_failed, gate_load,
   gate_retry_after, gate_text, gate_unknown_read,
 } = Complete.prototype;
 
@@ -22,6 +22,7 @@ const FORWARD = 1;
 const DENY = 2;
 const NEED_RECORD = 3;
 const NEED_BODY = 4;
+const AGAIN = 5;
 const BACKGROUND = 1 << 4;
 const UNKNOWN_READ = 1 << 5;
 const STRIP_AUTHORIZATION = 1 << 6;
@@ -190,8 +191,9 @@ export default {
     let bodyError = 0;
     let answer = gate_check(facts, undefined, 0, now);
     let flags = answer & BACKGROUND;
-    // At most a KV read, then a body read: each followed by one call that checks again.
-    for (let round = 0; round < 2; round++) {
+    // At most a KV read, then a body read, each followed by one call that goes on with the check
+    // (and, if the check waiting for the body was let go, one more that starts it again).
+    for (let round = 0; round < 3; round++) {
       const kind = answer & KIND;
       if (kind === NEED_RECORD) {
         const digest = gate_digest();
@@ -212,6 +214,9 @@ export default {
           body = read;
           bodyRead = read !== NO_BODY;
         }
+        // The check waits in wasm under the answer's ticket.
+        answer = gate_body(answer >>> 8, body, bodyError);
+      } else if (kind === AGAIN) {
         answer = gate_check(facts, body, bodyError, now);
       } else {
         break;

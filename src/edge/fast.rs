@@ -32,6 +32,7 @@ use crate::core::decision::decide_found;
 use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
 use crate::core::method::{resolve_override, OVERRIDE_HEADERS};
+use crate::core::policy::{PathError, RouteMatch, RoutePolicy};
 use crate::core::{CompiledKey, Code, GateRequest};
 
 /// The answer's kind, in its low 3 bits.
@@ -41,6 +42,8 @@ const ANSWER_FORWARD: u32 = 1;
 const ANSWER_DENY: u32 = 2;
 const ANSWER_NEED_RECORD: u32 = 3;
 const ANSWER_NEED_BODY: u32 = 4;
+/// [`gate_body`] no longer holds the check: call [`gate_check`] again, with the body.
+const ANSWER_AGAIN: u32 = 5;
 /// Flags: run [`gate_background`] in `waitUntil`; run [`gate_unknown_read`] in `waitUntil`;
 /// remove `Authorization` / `X-API-Key` before forwarding (the credential came there).
 const FLAG_BACKGROUND: u32 = 1 << 4;
@@ -58,6 +61,11 @@ const FLAG_REFRESH: u32 = 1 << 16;
 const FLAG_REFRESH_REFUSAL: u32 = 1 << 3;
 /// The HTTP status of a refusal, from bit 16.
 const STATUS_SHIFT: u32 = 16;
+/// An [`ANSWER_NEED_BODY`]'s ticket for [`gate_body`], from bit 8 (24 bits; 0: none).
+const TICKET_SHIFT: u32 = 8;
+const TICKET_MASK: u32 = 0x00ff_ffff;
+/// Checks waiting for their body at once; a 65th makes the oldest start again (`ANSWER_AGAIN`).
+const WAITING_SLOTS: usize = 64;
 
 /// Methods the worker crate knows (`worker::Method::all()`); others go to the complete path,
 /// which refuses them.
@@ -84,6 +92,26 @@ thread_local! {
     /// The record [`gate_load`] compiled, by digest and the request's `now`: the checks of this
     /// request use it even when the cache keeps nothing (`CACHE_TTL_SECONDS=0`), as `Store::key` does.
     static LOADED: RefCell<Option<(String, i64, Rc<CompiledKey>)>> = const { RefCell::new(None) };
+    /// Checks that found their key and route and wait for the body (see [`Waiting`]), by ticket.
+    static WAITING: RefCell<Vec<Option<Waiting>>> = RefCell::new((0..WAITING_SLOTS).map(|_| None).collect());
+    static LAST_TICKET: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A check that stopped at [`ANSWER_NEED_BODY`]: what [`gate_body`] needs to finish it once the
+/// body is read, without finding the credential, the key and the route again.
+struct Waiting {
+    ticket: u32,
+    now: i64,
+    key: Rc<CompiledKey>,
+    digest: String,
+    policy: Rc<RoutePolicy>,
+    rule: usize,
+    params: Vec<(String, String)>,
+    method: String,
+    path: String,
+    client_ip: Option<String>,
+    basic_workspace: Option<String>,
+    strip: u32,
 }
 
 /// How many requests the fast path answered itself (`GET /_keyward/debug/stats`, tests only).
@@ -157,6 +185,37 @@ pub fn gate_constants() -> String {
 #[wasm_bindgen]
 pub fn gate_check(request: &str, body: Option<Vec<u8>>, body_error: u32, now: f64) -> u32 {
     count(check(&Facts::parse(request), body.as_deref(), body_error, millis(now), None))
+}
+
+/// After [`ANSWER_NEED_BODY`]: the body the entry read (or `body_error` why it could not, as for
+/// [`gate_check`]), for the check holding `ticket` (the answer's bits 8 and up), which it finishes.
+/// [`ANSWER_AGAIN`]: no check holds that ticket any more; call [`gate_check`] with the body.
+#[wasm_bindgen]
+pub fn gate_body(ticket: u32, body: Option<Vec<u8>>, body_error: u32) -> u32 {
+    let waiting = WAITING.with(|w| {
+        let mut w = w.borrow_mut();
+        let slot = w.get_mut(ticket as usize % WAITING_SLOTS)?;
+        if slot.as_ref().is_some_and(|held| held.ticket == ticket) {
+            slot.take()
+        } else {
+            None
+        }
+    });
+    let Some(w) = waiting else { return ANSWER_AGAIN };
+    if body_error != 0 {
+        return count(refuse_body(&w.key, body_error, 0, w.now));
+    }
+    let Some(rule) = w.policy.rules().get(w.rule) else { return ANSWER_AGAIN };
+    let request = GateRequest {
+        method: &w.method,
+        path: &w.path,
+        client_ip: w.client_ip.as_deref(),
+        body: body.as_deref(),
+        basic_workspace: w.basic_workspace.as_deref(),
+        origin: None,
+        referer: None,
+    };
+    count(finish(&w.key, &w.digest, Ok(Some(RouteMatch { rule, params: w.params })), &request, w.strip, 0, w.now))
 }
 
 /// `Date.now()`: an integer of ms, well inside i64.
@@ -246,40 +305,84 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64, dige
         Ok(Some(_)) => return ANSWER_COMPLETE,
         Ok(None) => {}
     }
+    let mut strip = 0;
+    if credential.has(CredentialSource::Bearer) || credential.has(CredentialSource::Basic) {
+        strip |= FLAG_STRIP_AUTHORIZATION;
+    }
+    if credential.has(CredentialSource::Header) {
+        strip |= FLAG_STRIP_X_API_KEY;
+    }
     let found = policy.find(method, path);
     if body.is_none() && matches!(&found, Ok(Some(m)) if m.rule.needs_body()) {
-        if body_error == 0 {
-            return ANSWER_NEED_BODY | flags;
+        if body_error != 0 {
+            return refuse_body(&key, body_error, flags, now);
         }
-        flags |= background_if(gate::settle(&key, Code::BadRequest, now));
-        let message = if body_error == BODY_UNREADABLE { gate::UNREADABLE_BODY } else { gate::TOO_LARGE_BODY };
-        return deny(Code::BadRequest, message, flags);
+        let Ok(Some(found)) = found else { return ANSWER_NEED_BODY | flags };
+        let Some(rule) = policy.rules().iter().position(|r| std::ptr::eq(r, found.rule)) else { return ANSWER_NEED_BODY | flags };
+        let params = found.params;
+        let ticket = LAST_TICKET.with(|t| {
+            let next = (t.get() % TICKET_MASK) + 1;
+            t.set(next);
+            next
+        });
+        let waiting = Waiting {
+            ticket,
+            now,
+            key,
+            digest,
+            policy,
+            rule,
+            params,
+            method: method.to_string(),
+            path: path.to_string(),
+            client_ip: client_ip.map(str::to_string),
+            basic_workspace: credential.workspace,
+            strip,
+        };
+        WAITING.with(|w| {
+            if let Some(slot) = w.borrow_mut().get_mut(ticket as usize % WAITING_SLOTS) {
+                *slot = Some(waiting);
+            }
+        });
+        return ANSWER_NEED_BODY | flags | (ticket << TICKET_SHIFT);
     }
-    let decision = decide_found(
-        &key,
-        found,
-        &GateRequest {
-            method,
-            path,
-            client_ip,
-            body,
-            basic_workspace: credential.workspace.as_deref(),
-            origin: None,
-            referer: None,
-        },
-        now,
-    );
+    let request = GateRequest {
+        method,
+        path,
+        client_ip,
+        body,
+        basic_workspace: credential.workspace.as_deref(),
+        origin: None,
+        referer: None,
+    };
+    finish(&key, &digest, found, &request, strip, flags, now)
+}
+
+/// The refusal of a request whose inspected body could not be read (`body_error`).
+fn refuse_body(key: &CompiledKey, body_error: u32, flags: u32, now: i64) -> u32 {
+    let flags = flags | background_if(gate::settle(key, Code::BadRequest, now));
+    let message = if body_error == BODY_UNREADABLE { gate::UNREADABLE_BODY } else { gate::TOO_LARGE_BODY };
+    deny(Code::BadRequest, message, flags)
+}
+
+/// The decision on a request whose key and route are found, and the answer to the entry: a
+/// refusal, or a forward (`strip`: the credential's headers to remove).
+fn finish(
+    key: &Rc<CompiledKey>,
+    digest: &str,
+    found: Result<Option<RouteMatch<'_>>, PathError>,
+    request: &GateRequest<'_>,
+    strip: u32,
+    mut flags: u32,
+    now: i64,
+) -> u32 {
+    let decision = decide_found(key, found, request, now);
     let code = if decision.valid { Code::Valid } else { decision.code };
-    flags |= background_if(gate::settle(&key, code, now));
+    flags |= background_if(gate::settle(key, code, now));
     if !decision.valid {
         return deny(decision.code, &decision.message, flags);
     }
-    if credential.has(CredentialSource::Bearer) || credential.has(CredentialSource::Basic) {
-        flags |= FLAG_STRIP_AUTHORIZATION;
-    }
-    if credential.has(CredentialSource::Header) {
-        flags |= FLAG_STRIP_X_API_KEY;
-    }
+    flags |= strip;
     // The forward's headers: the entry keeps them per slot, and fetches them only when the slot
     // holds other values than this record's (another key, or this key's record changed).
     let slot = digest.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0);

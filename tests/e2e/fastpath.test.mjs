@@ -3,6 +3,7 @@
 // the worker crate). Under KEYWARD_DEBUG a request with X-Keyward-Debug-Complete-Path takes the
 // complete path, so each request here is sent both ways: the answers (status, headers, body) and
 // what the origin received must be the same, and the debug stats show which path answered.
+import http from 'node:http';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startOrigin } from '../support/origin.mjs';
@@ -197,3 +198,48 @@ function assertPermissionDenied(r) {
   assert.equal(r.status, 403, r.text);
   assert.equal(r.body.error_code, 'PERMISSION_DENIED');
 }
+
+test('bodies read at once by many requests: each check goes on with its own key, even past the waiting checks wasm keeps', async () => {
+  // workerd's own socket: wrangler's proxy may hold a body back until it is whole, and here the
+  // Worker must have every request's headers while all bodies are still on their way.
+  const direct = await startKeyward({ origin: origin.url, vars: { KEYWARD_DEBUG: '1' }, direct: true });
+  try {
+    const make = async (attributes) => (await direct.admin('POST', '/api_keys', { api_key: { name: 'waiting', permissions: ['events:create'], ...attributes } })).body.data.api_key;
+    const allowed = await make({});
+    const denied = await make({ event_denylist: ['signup'] });
+    const body = JSON.stringify({ action: 'signup', user: 'u-1' });
+    // Once through the gate first: a new isolate syncs inline (the complete path) before its fast path.
+    for (const key of [allowed, denied]) await direct.request('POST', '/v4/events', { headers: { authorization: `Bearer ${key}`, 'content-length': String(body.length) }, body });
+    const before = (await direct.request('GET', '/_keyward/debug/stats')).body.data;
+    // More requests than the 64 checks wasm keeps waiting for a body, keys alternating: the
+    // oldest checks are let go and start again once their body comes.
+    const count = 80;
+    const { hostname, port } = new URL(direct.directUrl);
+    const sent = [];
+    const answers = [];
+    for (let i = 0; i < count; i++) {
+      const key = i % 2 === 0 ? allowed : denied;
+      answers.push(new Promise((resolve, reject) => {
+        const req = http.request({ hostname, port, method: 'POST', path: '/v4/events', agent: false, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': String(body.length) } }, (res) => {
+          let text = '';
+          res.on('data', (d) => { text += d; });
+          res.on('end', () => resolve({ i, status: res.statusCode, text }));
+        });
+        req.on('error', reject);
+        req.write(body.slice(0, 10));
+        sent.push(req);
+      }));
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    for (const req of sent) req.end(body.slice(10));
+    const results = await Promise.all(answers);
+    for (const r of results) {
+      if (r.i % 2 === 0) assert.equal(r.status, 200, `request ${r.i}: ${r.text}`);
+      else assert.equal(JSON.parse(r.text).error_code, 'EVENT_NOT_ALLOWED', `request ${r.i}: ${r.text}`);
+    }
+    const after = (await direct.request('GET', '/_keyward/debug/stats')).body.data;
+    assert.equal(after.fast_path_answers - before.fast_path_answers, count, 'all answered on the fast path');
+  } finally {
+    await direct.stop();
+  }
+});
