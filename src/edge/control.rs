@@ -241,9 +241,9 @@ impl Drainer {
     }
 }
 
-/// KV's `put(key, value)` called on the binding itself: the worker crate's put builder sends an
-/// options object made with serde-wasm-bindgen, which brings float formatting (14 KB of wasm) into
-/// the Worker for no option this put uses.
+/// KV's `put(key, value)` called on the binding itself: the worker crate's put builder serialises
+/// an options object with serde-wasm-bindgen, code (about 5 KB of wasm) for no option this put
+/// uses. (`delete` has no options and stays on the worker crate's `KvStore`.)
 async fn kv_put(kv: &JsValue, key: &str, value: &str) -> bool {
     let Ok(put) = js_sys::Reflect::get(kv, &JsValue::from_str("put")) else { return false };
     let Ok(put) = put.dyn_into::<js_sys::Function>() else { return false };
