@@ -15,7 +15,6 @@
 //! that [`gate::fast_path_eligible`] refuses, any error) is answered by the complete path.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -67,6 +66,9 @@ const TICKET_MASK: u32 = 0x00ff_ffff;
 /// Checks waiting for their body at once; a 65th makes the oldest start again (`ANSWER_AGAIN`).
 const WAITING_SLOTS: usize = 64;
 
+/// Forward and refusal slots: one per value of a byte.
+const SLOTS: usize = 256;
+
 /// Methods the worker crate knows (`worker::Method::all()`); others go to the complete path,
 /// which refuses them.
 const KNOWN_METHODS: [&str; 10] = ["HEAD", "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "REPORT"];
@@ -86,9 +88,10 @@ thread_local! {
     /// Requests the fast path answered (forwarded or refused), for the debug stats.
     static ANSWERED: Cell<u64> = const { Cell::new(0) };
     /// The headers text (`id\ntype[\nprofile]`) each forward slot holds for the entry (see `check`).
-    static FORWARD: RefCell<HashMap<u8, String>> = RefCell::new(HashMap::new());
+    /// (A slot is a byte: plain vectors of 256, indexed, with no hashing on the way.)
+    static FORWARD: RefCell<Vec<String>> = RefCell::new(vec![String::new(); SLOTS]);
     /// Which refusal (code and message) each refusal slot holds for the entry (see `deny`).
-    static REFUSALS: RefCell<HashMap<u8, (Code, String)>> = RefCell::new(HashMap::new());
+    static REFUSALS: RefCell<Vec<Option<(Code, String)>>> = RefCell::new(vec![None; SLOTS]);
     /// The record [`gate_load`] compiled, by digest and the request's `now`: the checks of this
     /// request use it even when the cache keeps nothing (`CACHE_TTL_SECONDS=0`), as `Store::key` does.
     static LOADED: RefCell<Option<(String, i64, Rc<CompiledKey>)>> = const { RefCell::new(None) };
@@ -133,10 +136,11 @@ fn deny(code: Code, message: &str, flags: u32) -> u32 {
     let slot = refusal_slot(code, message);
     let current = REFUSALS.with(|r| {
         let mut r = r.borrow_mut();
-        match r.get(&slot) {
+        let Some(held) = r.get_mut(usize::from(slot)) else { return false };
+        match held {
             Some((held, text)) if *held == code && text == message => true,
             _ => {
-                r.insert(slot, (code, message.to_string()));
+                *held = Some((code, message.to_string()));
                 false
             }
         }
@@ -149,13 +153,9 @@ fn deny(code: Code, message: &str, flags: u32) -> u32 {
     answer | FLAG_REFRESH_REFUSAL
 }
 
-/// FNV-1a of the code and message, folded to a byte.
+/// The slot of a refusal: by its code and message.
 fn refusal_slot(code: Code, message: &str) -> u8 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in code.as_str().bytes().chain(message.bytes()) {
-        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
-    }
-    hash.to_le_bytes().iter().fold(0, |a, b| a ^ b)
+    fnv_byte(code.as_str().bytes().chain(message.bytes()))
 }
 
 /// Reads the vars the fast path needs; returns `ORIGIN_TIMEOUT_MS`. Called once per isolate.
@@ -358,6 +358,15 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64, dige
     finish(&key, &digest, found, &request, strip, flags, now)
 }
 
+/// FNV-1a of `bytes`, folded to a byte.
+fn fnv_byte(bytes: impl IntoIterator<Item = u8>) -> u8 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in bytes {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    hash.to_le_bytes().iter().fold(0, |a, b| a ^ b)
+}
+
 /// The refusal of a request whose inspected body could not be read (`body_error`).
 fn refuse_body(key: &CompiledKey, body_error: u32, flags: u32, now: i64) -> u32 {
     let flags = flags | background_if(gate::settle(key, Code::BadRequest, now));
@@ -390,7 +399,9 @@ fn finish(
     let record = &key.record;
     let current = FORWARD.with(|f| {
         let mut f = f.borrow_mut();
-        let held = f.entry(slot).or_default();
+        // (Every byte has its slot: `spare` is never used, but keeps this total.)
+        let mut spare = String::new();
+        let held = f.get_mut(usize::from(slot)).unwrap_or(&mut spare);
         let profile = record.profile_id.as_deref();
         let mut lines = held.split('\n');
         if lines.next() == Some(record.id.as_str()) && lines.next() == Some(record.key_type.as_str()) && lines.next() == profile {
