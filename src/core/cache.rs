@@ -273,7 +273,11 @@ impl<V: Clone> KeyCache<V> {
     }
 
     /// Caches the record found for `digest`; entries older than `ttl_ms` seen on the way go.
+    /// With no TTL (`ttl_ms` ≤ 0) nothing would ever be found fresh: nothing is kept.
     pub fn insert_known(&mut self, digest: &str, value: V, now_ms: i64, ttl_ms: i64) {
+        if ttl_ms <= 0 {
+            return;
+        }
         self.reap(now_ms, ttl_ms);
         let Some(digest) = digest_bytes(digest) else { return };
         self.unknown.remove(&digest);
@@ -281,8 +285,11 @@ impl<V: Clone> KeyCache<V> {
     }
 
     /// Caches that the store has no record for `digest`; entries older than `ttl_ms` seen on the
-    /// way go.
+    /// way go. With no TTL, as [`KeyCache::insert_known`].
     pub fn insert_unknown(&mut self, digest: &str, now_ms: i64, ttl_ms: i64) {
+        if ttl_ms <= 0 {
+            return;
+        }
         self.reap(now_ms, ttl_ms);
         let Some(digest) = digest_bytes(digest) else { return };
         self.known.remove(&digest);

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use worker::{kv::KvStore, Env, Stub};
 
 use super::cache;
@@ -71,6 +72,18 @@ thread_local! {
     static SETTINGS: std::cell::Cell<Option<SyncSettings>> = const { std::cell::Cell::new(None) };
     /// `CACHE_TTL_SECONDS` in ms: vars do not change within an isolate, so read once.
     static TTL_MS: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+    /// The records last compiled from KV, by slot (see [`compile_read`]).
+    static COMPILED: RefCell<Vec<Option<Compiled>>> = RefCell::new((0..COMPILED_SLOTS).map(|_| None).collect());
+}
+
+/// Slots of [`COMPILED`]: one per value of a digest's first byte.
+const COMPILED_SLOTS: usize = 256;
+
+/// A record as KV gave it (the SHA-256 of its bytes) and what it compiled to.
+struct Compiled {
+    digest: DigestBytes,
+    content: [u8; 32],
+    key: Rc<CompiledKey>,
 }
 
 /// The feed timings, from wrangler.toml.
@@ -280,7 +293,7 @@ impl Store {
             Lookup::Known(key) => Some(key),
             Lookup::Unknown => None,
             Lookup::Miss => {
-                let value = compile(self.kv_record(digest).await?)?;
+                let value = self.kv_key(digest).await?;
                 remember(digest, value.clone(), now_ms, self.ttl_ms);
                 value
             }
@@ -298,11 +311,12 @@ impl Store {
         cache::get(digest, now_ms, self.ttl_ms)
     }
 
-    async fn kv_record(&self, digest: &str) -> Result<Option<KeyRecord>, StoreError> {
+    /// The key's record read from KV, compiled (`compile_read`).
+    async fn kv_key(&self, digest: &str) -> Result<Option<Rc<CompiledKey>>, StoreError> {
         cache::count_key_read();
         match self.kv.get(&format!("key:{digest}")).text().await? {
             None => Ok(None),
-            Some(text) => Ok(Some(serde_json::from_str(&text)?)),
+            Some(text) => compile_read(digest, text.as_bytes()).map(Some),
         }
     }
 
@@ -405,13 +419,10 @@ pub fn held_key(digest: &str, now_ms: i64) -> Option<Held> {
 /// as [`Store::key`] does, and counted as one KV read.
 pub fn loaded(digest: &str, bytes: Option<&[u8]>, now_ms: i64) -> Result<Held, StoreError> {
     cache::count_key_read();
-    let record: Option<KeyRecord> = match bytes {
+    let value = match bytes {
         None => None,
-        // Through `from_str` (after a UTF-8 check), whose instance the other reads share: a
-        // `from_slice` would compile a second JSON reader for every record type into the wasm.
-        Some(bytes) => Some(serde_json::from_str(std::str::from_utf8(bytes)?)?),
+        Some(bytes) => Some(compile_read(digest, bytes)?),
     };
-    let value = compile(record)?;
     remember(digest, value.clone(), now_ms, TTL_MS.with(std::cell::Cell::get).unwrap_or(i64::MAX));
     Ok(if older_than_feed(digest, value.as_ref()) { Held::Stale } else { Held::Ready(value) })
 }
@@ -444,12 +455,40 @@ pub fn default_policy(env: &Env) -> String {
 }
 
 fn compile(record: Option<KeyRecord>) -> Result<Option<Rc<CompiledKey>>, StoreError> {
-    match record {
-        None => Ok(None),
-        Some(record) => Ok(Some(Rc::new(
-            CompiledKey::compile(record).map_err(|e| StoreError(format!("stored record is invalid: {e}")))?,
-        ))),
+    record.map(compile_record).transpose()
+}
+
+fn compile_record(record: KeyRecord) -> Result<Rc<CompiledKey>, StoreError> {
+    Ok(Rc::new(CompiledKey::compile(record).map_err(|e| StoreError(format!("stored record is invalid: {e}")))?))
+}
+
+/// A record read from KV (its JSON's bytes), compiled. The same bytes read again for the same
+/// key (the common case when its cache entry expired, and on every request with
+/// `CACHE_TTL_SECONDS=0`) give the record compiled the last time, found by the SHA-256 of the
+/// bytes, without parsing nor compiling them again. Each key's slot holds its latest record.
+fn compile_read(digest: &str, bytes: &[u8]) -> Result<Rc<CompiledKey>, StoreError> {
+    let Some(digest_key) = digest_bytes(digest) else { return compile_bytes(bytes) };
+    let content: [u8; 32] = Sha256::digest(bytes).into();
+    let slot = usize::from(digest_key[0]);
+    let known = COMPILED.with(|c| {
+        c.borrow().get(slot)?.as_ref().filter(|held| held.digest == digest_key && held.content == content).map(|held| held.key.clone())
+    });
+    if let Some(key) = known {
+        return Ok(key);
     }
+    let key = compile_bytes(bytes)?;
+    COMPILED.with(|c| {
+        if let Some(held) = c.borrow_mut().get_mut(slot) {
+            *held = Some(Compiled { digest: digest_key, content, key: key.clone() });
+        }
+    });
+    Ok(key)
+}
+
+fn compile_bytes(bytes: &[u8]) -> Result<Rc<CompiledKey>, StoreError> {
+    // Through `from_str` (after a UTF-8 check), whose instance the other reads share: a
+    // `from_slice` would compile a second JSON reader for every record type into the wasm.
+    compile_record(serde_json::from_str(std::str::from_utf8(bytes)?)?)
 }
 
 fn remember(digest: &str, value: Option<Rc<CompiledKey>>, now_ms: i64, ttl_ms: i64) {

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startOrigin } from '../support/origin.mjs';
 import { startKeyward } from '../support/keyward.mjs';
-import { makeKey, typo } from '../support/keys.mjs';
+import { digest, makeKey, typo } from '../support/keys.mjs';
 
 const COMPLETE = 'x-keyward-debug-complete-path';
 let origin;
@@ -188,6 +188,26 @@ test('with CACHE_TTL_SECONDS=0 each request reads its record once and is still a
       assert.equal(origin.last().body, body);
       assert.equal(now.key_reads - was.key_reads, 1, 'one KV read');
       assert.equal(now.fast_path_answers - was.fast_path_answers, 1, 'answered on the fast path');
+    }
+    // A record read again unchanged is not compiled again; a record whose bytes changed in KV
+    // (here its permissions, its version the same, so the change feed has nothing newer) is: the
+    // next request on either path is judged on the new bytes, and again on the old ones after.
+    const name = `key:${digest(made.body.data.api_key)}`;
+    const stored = (await cold.kv('key', 'get', name, '--text')).trim();
+    const record = JSON.parse(stored);
+    assert.deepEqual(record.permissions, ['users:read', 'events:create']);
+    for (const [text, expected] of [[JSON.stringify({ ...record, permissions: ['events:create'] }), 403], [stored, 200]]) {
+      await cold.kv('key', 'put', name, text);
+      // The complete path first: after the seconds `wrangler kv` takes, the isolate reads the
+      // change feed before it answers (an idle isolate's first request), which is its work.
+      for (const path of [{ [COMPLETE]: '1' }, {}]) {
+        const was = await coldStats();
+        const r = await cold.request('GET', USERS, { headers: { ...h, ...path } });
+        assert.equal(r.status, expected, r.text);
+        if (expected === 403) assert.equal(r.body.error_code, 'PERMISSION_DENIED');
+        const now = await coldStats();
+        assert.equal(now.fast_path_answers - was.fast_path_answers, path[COMPLETE] ? 0 : 1);
+      }
     }
   } finally {
     await cold.stop();
