@@ -44,6 +44,19 @@ function keywardConfig(main, { withoutAssets = false } = {}) {
   return file;
 }
 
+// The JS check with keyward's own [assets] section added (the console's files, the Worker first):
+// the same assets router in front of it as in front of keyward. An extra row, for comparing the
+// two checks under one set-up; the issue's ratio stays keyward ÷ js-gate as it is.
+function jsGateWithAssetsConfig() {
+  const assets = readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8').match(/^\[assets\]\n(?:[^[\n].*\n|#.*\n)*/m)?.[0];
+  if (!assets) throw new Error('wrangler.toml has no [assets] section');
+  const toml = readFileSync(path.join(ROOT, 'bench/js-gate/wrangler.toml'), 'utf8')
+    .replace(/^main = "(.*)"$/m, (_, m) => `main = "${path.join(ROOT, 'bench/js-gate', m)}"`);
+  const file = path.join(mkdtempSync(path.join(tmp, 'config-')), 'wrangler.toml');
+  writeFileSync(file, `${toml}\n${assets.replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`)}`);
+  return file;
+}
+
 /** Where a profile's time went, by kind of code. */
 function kindOf(frame) {
   const name = frame.functionName;
@@ -204,6 +217,8 @@ try {
     alone_cold: await start('keyward without assets (cache miss)', { config: aloneConfig, vars: { CACHE_TTL_SECONDS: '0' } }),
     js: await start('js-gate', { config: path.join(ROOT, 'bench/js-gate/wrangler.toml') }),
     js_cold: await start('js-gate (cache miss)', { config: path.join(ROOT, 'bench/js-gate/wrangler.toml'), vars: { CACHE_TTL_SECONDS: '0' } }),
+    js_assets: await start('js-gate with assets', { config: jsGateWithAssetsConfig() }),
+    js_assets_cold: await start('js-gate with assets (cache miss)', { config: jsGateWithAssetsConfig(), vars: { CACHE_TTL_SECONDS: '0' } }),
     pass: await start('pass-through', { config: path.join(ROOT, 'bench/passthrough/wrangler.toml') }),
   };
   const policy = JSON.parse(readFileSync(path.join(ROOT, 'config/default-policy.json'), 'utf8'));
@@ -214,7 +229,9 @@ try {
     if (put.status !== 200) throw new Error(`PUT /policy: ${put.status} ${put.text}`);
     const created = await workers[kw].admin('POST', '/api_keys', { api_key: { name: 'bench', permissions: ['users:read', 'events:create'] } });
     const key = created.body.data.api_key;
-    if (js) await workers[js].kv('key', 'put', `key:${digest(key)}`, (await workers[kw].kv('key', 'get', `key:${digest(key)}`)).trim());
+    const record = js && (await workers[kw].kv('key', 'get', `key:${digest(key)}`)).trim();
+    if (js) await workers[js].kv('key', 'put', `key:${digest(key)}`, record);
+    if (js) await workers[`${js.replace('js', 'js_assets')}`].kv('key', 'put', `key:${digest(key)}`, record);
     keys[kw] = key;
   }
   const bearer = (key) => ({ authorization: `Bearer ${key}` });
@@ -236,7 +253,7 @@ try {
     const passRequest = { ...request, headers: { ...request.headers }, status: 200 };
     // The pass-through forwards whatever it gets: measured once for a GET and once for the POST.
     const passes = c.name === 'allowed, warm key' || request.method !== 'GET';
-    c.targets = [[workers[kw], request], [workers[alone], c.request(keys[alone])], ...(workers[before] ? [[workers[before], c.request(keys[before])]] : []), [workers[js], request], ...(passes ? [[workers.pass, passRequest]] : [])]
+    c.targets = [[workers[kw], request], [workers[alone], c.request(keys[alone])], ...(workers[before] ? [[workers[before], c.request(keys[before])]] : []), [workers[js], request], [workers[js.replace('js', 'js_assets')], request], ...(passes ? [[workers.pass, passRequest]] : [])]
       .filter(([w]) => !ONLY || ONLY.some((o) => (o.endsWith('$') ? w.name.replace(/ \(cache miss\)$/, '') === o.slice(0, -1) : w.name.startsWith(o))));
     for (const [w, r] of c.targets) {
       await verify(w, r);
@@ -267,7 +284,7 @@ try {
   for (const r of runs) r.sampled_us = (r.samples * tick) / r.requests;
   for (const c of cases) {
     const row = {};
-    for (const w of ['keyward', 'keyward without assets', 'keyward before', 'js-gate', 'pass-through']) {
+    for (const w of ['keyward', 'keyward without assets', 'keyward before', 'js-gate', 'js-gate with assets', 'pass-through']) {
       let rs = runs.filter((r) => r.case === c.name && r.worker === w);
       if (!rs.length && w === 'pass-through') rs = runs.filter((r) => r.case === 'allowed, warm key' && r.worker === w);
       if (!rs.length) continue;
@@ -303,6 +320,9 @@ try {
       timedeltas: ratio('keyward', 'js-gate', 'us_per_request'),
       workerd_cpu: ratio('keyward', 'js-gate', 'workerd_cpu_us_per_request'),
       workerd_cpu_without_assets: ratio('keyward without assets', 'js-gate', 'workerd_cpu_us_per_request'),
+      // Both behind the same assets router, and both without one.
+      isolate_both_with_assets: ratio('keyward', 'js-gate with assets', 'isolate_us_per_request'),
+      isolate_both_without_assets: ratio('keyward without assets', 'js-gate', 'isolate_us_per_request'),
     };
     if (row['keyward before']) row.keyward_over_before = { isolate: ratio('keyward', 'keyward before', 'isolate_us_per_request'), workerd_cpu: ratio('keyward', 'keyward before', 'workerd_cpu_us_per_request') };
     result.cases[c.name] = row;

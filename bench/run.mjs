@@ -96,6 +96,7 @@ for (const [name, c] of Object.entries(profile.cases)) {
   const v = (field) => `${c.keyward[field]} / ${c['js-gate'][field]} / ${c['pass-through'][field]} µs`;
   row(`isolate time (samples × tick), ${name}: keyward / JS check / pass-through`, `${v('isolate_us_per_request')} (${r.isolate}×)`, `≤ 1.0× the JS check: ${r.isolate <= 1 ? 'met' : 'MISSED'}`);
   row(`  same, timeDeltas summed (holds waits)`, `${v('us_per_request')} (${r.timedeltas}×)`);
+  row(`  same set-up: keyward / JS check, both behind the assets router; both without it`, `${c.keyward.isolate_us_per_request} / ${c['js-gate with assets'].isolate_us_per_request} µs (${r.isolate_both_with_assets}×); ${c['keyward without assets'].isolate_us_per_request} / ${c['js-gate'].isolate_us_per_request} µs (${r.isolate_both_without_assets}×)`);
   row(`  workerd CPU (/proc): keyward / without assets / JS check`, `${c.keyward.workerd_cpu_us_per_request} / ${c['keyward without assets'].workerd_cpu_us_per_request} / ${c['js-gate'].workerd_cpu_us_per_request} µs (${r.workerd_cpu}×, ${r.workerd_cpu_without_assets}×)`);
 }
 const warmKinds = profile.cases['allowed, warm key'].keyward.by_kind;
