@@ -47,6 +47,8 @@ let debug = false;
 const slots = [];
 // A refusal's body by slot, likewise.
 const refusalTexts = [];
+// The digest of a key whose record must be read, by slot, likewise.
+const digests = [];
 
 function setup(env) {
   const c = JSON.parse(gate_constants());
@@ -196,7 +198,13 @@ export default {
     for (let round = 0; round < 3; round++) {
       const kind = answer & KIND;
       if (kind === NEED_RECORD) {
-        const digest = gate_digest();
+        // The digest, kept per slot: gate_check says when it must be fetched anew.
+        const slot = (answer >>> 8) & 255;
+        let digest = digests[slot];
+        if (answer & REFRESH) {
+          digest = gate_digest();
+          digests[slot] = digest;
+        }
         let record;
         try {
           // The JSON's bytes: no UTF-8 decoding into a string only to encode it again for wasm.

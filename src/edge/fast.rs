@@ -53,7 +53,7 @@ const FLAG_STRIP_X_API_KEY: u32 = 1 << 7;
 const BODY_UNREADABLE: u32 = 2;
 const BODY_TOO_LARGE: u32 = 3;
 /// A forward's slot (bits 8 to 15), and whether the entry must fetch the slot's headers anew
-/// with [`gate_text`] (bit 16).
+/// with [`gate_text`] (bit 16); the same for an [`ANSWER_NEED_RECORD`]'s digest ([`gate_digest`]).
 const SLOT_SHIFT: u32 = 8;
 const FLAG_REFRESH: u32 = 1 << 16;
 /// On a refusal (whose status takes bits 16 and up): fetch the slot's body anew.
@@ -76,8 +76,9 @@ const KNOWN_METHODS: [&str; 10] = ["HEAD", "GET", "POST", "PUT", "PATCH", "DELET
 /// What the last call left for the entry to fetch with a second, synchronous call.
 #[derive(Default)]
 struct Last {
-    /// The digest a [`ANSWER_NEED_RECORD`] asks for.
+    /// The digest a [`ANSWER_NEED_RECORD`] asks for, and its slot.
     digest: String,
+    digest_slot: u8,
     /// A refusal's JSON body, or a forward's `id\ntype[\nprofile]`.
     text: String,
     retry_after: Option<u32>,
@@ -92,6 +93,9 @@ thread_local! {
     static FORWARD: RefCell<Vec<String>> = RefCell::new(vec![String::new(); SLOTS]);
     /// Which refusal (code and message) each refusal slot holds for the entry (see `deny`).
     static REFUSALS: RefCell<Vec<Option<(Code, String)>>> = RefCell::new(vec![None; SLOTS]);
+    /// The digest each record slot holds for the entry: the last one it fetched with
+    /// [`gate_digest`] for that slot (see [`need_record`]).
+    static DIGESTS: RefCell<Vec<String>> = RefCell::new(vec![String::new(); SLOTS]);
     /// The record [`gate_load`] compiled, by digest and the request's `now`: the checks of this
     /// request use it even when the cache keeps nothing (`CACHE_TTL_SECONDS=0`), as `Store::key` does.
     static LOADED: RefCell<Option<(String, i64, Rc<CompiledKey>)>> = const { RefCell::new(None) };
@@ -285,8 +289,7 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64, dige
                 LAST.with(|l| l.borrow_mut().retry_after = Some(seconds));
                 return deny(Code::RateLimited, gate::TOO_MANY_UNKNOWN_KEYS, flags);
             }
-            LAST.with(|l| l.borrow_mut().digest = digest);
-            return ANSWER_NEED_RECORD | flags;
+            return need_record(digest, flags);
         }
         Held::Ready(None) => return deny(Code::UnknownKey, gate::UNKNOWN_KEY, flags),
         Held::Ready(Some(key)) => key,
@@ -394,7 +397,7 @@ fn finish(
     flags |= strip;
     // The forward's headers: the entry keeps them per slot, and fetches them only when the slot
     // holds other values than this record's (another key, or this key's record changed).
-    let slot = digest.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0);
+    let slot = digest_slot(digest);
     flags |= u32::from(slot) << SLOT_SHIFT;
     let record = &key.record;
     let current = FORWARD.with(|f| {
@@ -432,10 +435,44 @@ fn background_if(due: bool) -> u32 {
     }
 }
 
-/// After [`ANSWER_NEED_RECORD`]: the digest whose record the entry reads from KV (`key:<digest>`).
+/// After [`ANSWER_NEED_RECORD`] with [`FLAG_REFRESH`]: the digest whose record the entry reads
+/// from KV (`key:<digest>`), which its slot holds from now on.
 #[wasm_bindgen]
 pub fn gate_digest() -> String {
-    LAST.with(|l| l.borrow().digest.clone())
+    let (digest, slot) = LAST.with(|l| {
+        let l = l.borrow();
+        (l.digest.clone(), l.digest_slot)
+    });
+    DIGESTS.with(|d| {
+        if let Some(held) = d.borrow_mut().get_mut(usize::from(slot)) {
+            held.clone_from(&digest);
+        }
+    });
+    digest
+}
+
+/// A check that needs the key's record from KV. The entry keeps the digests it fetched per slot
+/// (bits 8 to 15, the digest's first byte, like a forward's headers): a key read again (the
+/// common case with a short `CACHE_TTL_SECONDS`) costs no string from wasm. [`FLAG_REFRESH`]: the
+/// slot holds another digest, and the entry fetches this one with [`gate_digest`]. A slot counts
+/// as held only once fetched, so an answer the entry drops leaves nothing out of step.
+fn need_record(digest: String, flags: u32) -> u32 {
+    let slot = digest_slot(&digest);
+    let answer = ANSWER_NEED_RECORD | flags | (u32::from(slot) << SLOT_SHIFT);
+    if DIGESTS.with(|d| d.borrow().get(usize::from(slot)) == Some(&digest)) {
+        return answer;
+    }
+    LAST.with(|l| {
+        let mut l = l.borrow_mut();
+        l.digest = digest;
+        l.digest_slot = slot;
+    });
+    answer | FLAG_REFRESH
+}
+
+/// A digest's slot: its first byte.
+fn digest_slot(digest: &str) -> u8 {
+    digest.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0)
 }
 
 /// A refusal's body, or a forward's `id\ntype[\nprofile]`, from the last call.

@@ -209,6 +209,32 @@ test('with CACHE_TTL_SECONDS=0 each request reads its record once and is still a
         assert.equal(now.fast_path_answers - was.fast_path_answers, path[COMPLETE] ? 0 : 1);
       }
     }
+    // Two keys whose digests share their first byte (the entry keeps one digest per first
+    // byte): taking turns, each request reads and is judged on its own key's record.
+    const byByte = new Map();
+    let pair;
+    while (!pair) {
+      const key = makeKey('kw_live');
+      const first = digest(key).slice(0, 2);
+      if (byByte.has(first)) pair = [byByte.get(first), key];
+      else byByte.set(first, key);
+    }
+    const pushed = await cold.admin('POST', '/keys/batch', { records: [
+      { digest: digest(pair[0]), name: 'slot a', permissions: ['users:read'], version: 1 },
+      { digest: digest(pair[1]), name: 'slot b', permissions: ['events:create'], version: 1 },
+    ] });
+    assert.equal(pushed.status, 200, pushed.text);
+    assert.deepEqual(pushed.body.data.results.map((x) => x.status), ['created', 'created']);
+    await cold.request('GET', USERS, { headers: { [COMPLETE]: '1', authorization: `Bearer ${pair[0]}` } });
+    const was = await coldStats();
+    for (let i = 0; i < 6; i++) {
+      const r = await cold.request('GET', USERS, { headers: { authorization: `Bearer ${pair[i % 2]}` } });
+      if (i % 2 === 0) assert.equal(r.status, 200, r.text);
+      else assertPermissionDenied(r);
+    }
+    const now = await coldStats();
+    assert.equal(now.key_reads - was.key_reads, 6, 'one KV read a request');
+    assert.equal(now.fast_path_answers - was.fast_path_answers, 6, 'all answered on the fast path');
   } finally {
     await cold.stop();
   }
