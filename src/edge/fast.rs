@@ -98,6 +98,8 @@ thread_local! {
     static DIGESTS: RefCell<Vec<String>> = RefCell::new(vec![String::new(); SLOTS]);
     /// The record [`gate_load`] compiled, by digest and the request's `now`: the checks of this
     /// request use it even when the cache keeps nothing (`CACHE_TTL_SECONDS=0`), as `Store::key` does.
+    /// Kept until the next read, which then finds the record compiled if its bytes are the same
+    /// (`store::compile_read`).
     static LOADED: RefCell<Option<(String, i64, Rc<CompiledKey>)>> = const { RefCell::new(None) };
     /// Checks that found their key and route and wait for the body (see [`Waiting`]), by ticket.
     static WAITING: RefCell<Vec<Option<Waiting>>> = RefCell::new((0..WAITING_SLOTS).map(|_| None).collect());

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -79,11 +79,13 @@ thread_local! {
 /// Slots of [`COMPILED`]: one per value of a digest's first byte.
 const COMPILED_SLOTS: usize = 256;
 
-/// A record as KV gave it (the SHA-256 of its bytes) and what it compiled to.
+/// A record as KV gave it (the SHA-256 of its bytes) and what it compiled to: a weak reference,
+/// so that a record the cache let go is freed (README, Security: the isolate holds about the keys
+/// in use); this request's record is held by the request (`fast::LOADED`).
 struct Compiled {
     digest: DigestBytes,
     content: [u8; 32],
-    key: Rc<CompiledKey>,
+    key: Weak<CompiledKey>,
 }
 
 /// The feed timings, from wrangler.toml.
@@ -463,15 +465,17 @@ fn compile_record(record: KeyRecord) -> Result<Rc<CompiledKey>, StoreError> {
 }
 
 /// A record read from KV (its JSON's bytes), compiled. The same bytes read again for the same
-/// key (the common case when its cache entry expired, and on every request with
-/// `CACHE_TTL_SECONDS=0`) give the record compiled the last time, found by the SHA-256 of the
-/// bytes, without parsing nor compiling them again. Each key's slot holds its latest record.
+/// key give the record compiled the last time, found by the SHA-256 of the bytes, without parsing
+/// nor compiling them again, as long as something still holds it: the cache (an entry past its
+/// TTL stays until it is reaped) or the fast path's last read (`fast::LOADED`, which keeps the
+/// record of the last request that read one, the common case with `CACHE_TTL_SECONDS=0`). A slot
+/// (the digest's first byte) holds the latest record read for a key of that slot.
 fn compile_read(digest: &str, bytes: &[u8]) -> Result<Rc<CompiledKey>, StoreError> {
     let Some(digest_key) = digest_bytes(digest) else { return compile_bytes(bytes) };
     let content: [u8; 32] = Sha256::digest(bytes).into();
     let slot = usize::from(digest_key[0]);
     let known = COMPILED.with(|c| {
-        c.borrow().get(slot)?.as_ref().filter(|held| held.digest == digest_key && held.content == content).map(|held| held.key.clone())
+        c.borrow().get(slot)?.as_ref().filter(|held| held.digest == digest_key && held.content == content).and_then(|held| held.key.upgrade())
     });
     if let Some(key) = known {
         return Ok(key);
@@ -479,7 +483,7 @@ fn compile_read(digest: &str, bytes: &[u8]) -> Result<Rc<CompiledKey>, StoreErro
     let key = compile_bytes(bytes)?;
     COMPILED.with(|c| {
         if let Some(held) = c.borrow_mut().get_mut(slot) {
-            *held = Some(Compiled { digest: digest_key, content, key: key.clone() });
+            *held = Some(Compiled { digest: digest_key, content, key: Rc::downgrade(&key) });
         }
     });
     Ok(key)
