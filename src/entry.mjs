@@ -50,6 +50,21 @@ const refusalTexts = [];
 // The digest of a key whose record must be read, by slot, likewise.
 const digests = [];
 
+/**
+ * What wasm left for the entry, kept in `kept` per slot (the answer's bits 8 to 15): when the
+ * answer has `refresh`, the slot changed hands and `fetch` takes the new value from wasm.
+ */
+function held(kept, answer, refresh, fetch) {
+  const slot = (answer >>> 8) & 255;
+  if (answer & refresh) kept[slot] = fetch();
+  return kept[slot];
+}
+
+/** A forward's keyward headers, as gate_text gives them: id, type and (if any) profile. */
+function forwardInfo() {
+  return gate_text().split('\n');
+}
+
 function setup(env) {
   const c = JSON.parse(gate_constants());
   timeoutMs = gate_configure(env);
@@ -158,13 +173,7 @@ function refusal(answer) {
     }
   }
   // The body, kept per slot: gate_check says when it must be fetched anew.
-  const slot = (answer >>> 8) & 255;
-  let text = refusalTexts[slot];
-  if (answer & REFRESH_REFUSAL) {
-    text = gate_text();
-    refusalTexts[slot] = text;
-  }
-  return new Response(text, { status, headers });
+  return new Response(held(refusalTexts, answer, REFRESH_REFUSAL, gate_text), { status, headers });
 }
 
 export default {
@@ -199,12 +208,7 @@ export default {
       const kind = answer & KIND;
       if (kind === NEED_RECORD) {
         // The digest, kept per slot: gate_check says when it must be fetched anew.
-        const slot = (answer >>> 8) & 255;
-        let digest = digests[slot];
-        if (answer & REFRESH) {
-          digest = gate_digest();
-          digests[slot] = digest;
-        }
+        const digest = held(digests, answer, REFRESH, gate_digest);
         let record;
         try {
           // The JSON's bytes: no UTF-8 decoding into a string only to encode it again for wasm.
@@ -243,13 +247,7 @@ export default {
       return complete(bodyRead ? new Request(request, { body }) : request, env, ctx);
     }
     // The keyward headers of this key: kept per slot, fetched when the slot changed hands.
-    const slot = (answer >>> 8) & 255;
-    let info = slots[slot];
-    if (answer & REFRESH) {
-      info = gate_text().split('\n');
-      slots[slot] = info;
-    }
-    const [id, type, profile] = info;
+    const [id, type, profile] = held(slots, answer, REFRESH, forwardInfo);
     // The client's headers less the credential and this Worker's Host; any X-Keyward-* the client
     // made up is replaced (set replaces every value) or dropped.
     const forwarded = new Headers(h);
