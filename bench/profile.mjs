@@ -25,6 +25,13 @@ import { inspector } from './inspector.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const DURATION = process.env.BENCH_PROFILE_DURATION ?? '4s';
+// How long each Worker takes this case's requests before its rounds (BENCH_WARMUP, a wrk
+// duration; DURATION unless set). V8 runs wasm first as baseline (Liftoff) code and moves a
+// function to optimised code once it has run a budget of its own code, which for
+// keyward's check takes a few thousand requests (JavaScript tiers up sooner). A short warm-up
+// measures an isolate that has served about 3 000 requests (all cases warm up before the first
+// round); BENCH_WARMUP=60s one that has served many more (README, Benchmarks).
+const WARMUP = process.env.BENCH_WARMUP ?? DURATION;
 // BENCH_WORKERS=<names, comma-separated>: only these Workers (a name's start, or the whole name ending in '$').
 const ONLY = process.env.BENCH_WORKERS?.split(',');
 const tmp = mkdtempSync(path.join(ROOT, 'test-output', 'profile-'));
@@ -73,9 +80,9 @@ function kindOf(frame) {
 }
 const ENTRY_FUNCTIONS = new Set(['fetch', 'refusal', 'setup', 'complete', 'timeout']);
 
-function wrk(url, request) {
+function wrk(url, request, duration = DURATION) {
   return new Promise((resolve, reject) => {
-    const args = ['-t1', '-c4', `-d${DURATION}`];
+    const args = ['-t1', '-c4', `-d${duration}`];
     for (const [name, value] of Object.entries(request.headers)) args.push('-H', `${name}: ${value}`);
     if (request.body !== undefined) {
       const script = path.join(tmp, `wrk-${Math.random().toString(36).slice(2)}.lua`);
@@ -190,7 +197,7 @@ async function verify(worker, request) {
 const origin = await startOrigin();
 const started = [];
 const result = {
-  method: `wrk -t1 -c4 -d${DURATION} per Worker and case, median of ${ROUNDS} rounds, Workers in turn (each round starting with the next)${process.env.BENCH_TOGETHER === '1' ? ' (BENCH_TOGETHER: at the same time)' : ''}. `
+  method: `wrk -t1 -c4 -d${DURATION} per Worker and case after a ${WARMUP} warm-up, median of ${ROUNDS} rounds, Workers in turn (each round starting with the next)${process.env.BENCH_TOGETHER === '1' ? ' (BENCH_TOGETHER: at the same time)' : ''}. `
     + 'Per request: isolate_us = non-idle profile samples × the sampling tick (the time the isolate ran; the tick is the run\'s median of every profile\'s 10th-percentile gap); '
     + 'us = the sum of the non-idle samples\' timeDeltas (which also holds the time the isolate waited before each sample); '
     + 'workerd_cpu_us = user + system CPU time (/proc) of the workerd process that runs the Worker (with wrangler dev\'s assets router for keyward).',
@@ -257,7 +264,7 @@ try {
       .filter(([w]) => !ONLY || ONLY.some((o) => (o.endsWith('$') ? w.name.replace(/ \(cache miss\)$/, '') === o.slice(0, -1) : w.name.startsWith(o))));
     for (const [w, r] of c.targets) {
       await verify(w, r);
-      await wrk(w.url, { ...r, headers: r.headers }).catch(() => {}); // warm-up
+      await wrk(w.url, { ...r, headers: r.headers }, WARMUP).catch(() => {}); // warm-up
     }
   }
   for (let round = 0; round < ROUNDS; round++) {
