@@ -78,7 +78,7 @@ function kindOf(frame) {
   if (/^(shim|entry)\.js$/.test(file)) return ENTRY_FUNCTIONS.has(name) ? 'entry module (JS)' : 'wasm-bindgen glue';
   return 'handler (JS)';
 }
-const ENTRY_FUNCTIONS = new Set(['fetch', 'refusal', 'setup', 'complete', 'timeout']);
+const ENTRY_FUNCTIONS = new Set(['fetch', 'refusal', 'setup', 'complete', 'held', 'forwardInfo', 'readInspected', 'discard', 'timeout']);
 
 function wrk(url, request, duration = DURATION) {
   return new Promise((resolve, reject) => {
