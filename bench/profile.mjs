@@ -18,7 +18,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startOrigin } from '../tests/support/origin.mjs';
-import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
+import { keywardToml, startKeyward, ROOT } from '../tests/support/keyward.mjs';
 import { digest, typo } from '../tests/support/keys.mjs';
 import { median } from './stats.mjs';
 import { inspector } from './inspector.mjs';
@@ -42,9 +42,7 @@ const tmp = mkdtempSync(path.join(ROOT, 'test-output', 'profile-'));
 // process, so it shows in that process's CPU time; it is not the gate's own work).
 function keywardConfig(main, { withoutAssets = false } = {}) {
   if (!main && !withoutAssets) return undefined;
-  let toml = readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')
-    .replace(/^main = "(.*)"$/m, (_, m) => `main = "${path.resolve(main ?? path.join(ROOT, m))}"`)
-    .replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`);
+  let toml = keywardToml(main);
   if (withoutAssets) toml = toml.replace(/^\[assets\]\n(?:[^[\n].*\n|#.*\n)*/m, '');
   const file = path.join(mkdtempSync(path.join(tmp, 'config-')), 'wrangler.toml');
   writeFileSync(file, toml);

@@ -12,7 +12,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startOrigin } from '../tests/support/origin.mjs';
-import { startKeyward, ROOT } from '../tests/support/keyward.mjs';
+import { keywardToml, startKeyward, ROOT } from '../tests/support/keyward.mjs';
 
 const CALLS = Number(process.env.BENCH_TIERUP_CALLS ?? 1000);
 const BATCHES = Number(process.env.BENCH_TIERUP_BATCHES ?? 30);
@@ -36,9 +36,7 @@ export default {
 };
 `);
 const config = path.join(dir, 'wrangler.toml');
-writeFileSync(config, readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')
-  .replace(/^main = .*$/m, `main = ${JSON.stringify(entry)}`)
-  .replace(/^directory = "www"$/m, `directory = ${JSON.stringify(path.join(ROOT, 'www'))}`));
+writeFileSync(config, keywardToml(entry));
 
 const origin = await startOrigin();
 const kw = await startKeyward({ origin: origin.url, config });

@@ -118,14 +118,22 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
 }
 
 /**
+ * keyward's wrangler.toml with its paths made absolute, so that a copy written anywhere (under
+ * test-output/) runs the same Worker; `main`: another entry module in place of keyward's.
+ */
+export function keywardToml(main) {
+  return readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')
+    .replace(/^main = "(.*)"$/m, (_, m) => `main = "${path.resolve(main ?? path.join(ROOT, m))}"`)
+    .replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`);
+}
+
+/**
  * A wrangler.toml for a second "location": its own name, isolate and KV, with the CONTROL binding
  * pointing at the first instance's Durable Object (script "keyward") through the dev registry.
  */
 export function secondLocationConfig() {
-  const toml = readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')
+  const toml = keywardToml()
     .replace(/^name = "keyward"$/m, 'name = "keyward-location-b"')
-    .replace(/^main = "(.*)"$/m, (_, m) => `main = "${path.join(ROOT, m)}"`)
-    .replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`)
     .replace('class_name = "ControlPlane" }', 'class_name = "ControlPlane", script_name = "keyward" }')
     .replace('class_name = "Limiter" }', 'class_name = "Limiter", script_name = "keyward" }')
     .replace(/\[\[migrations\]\][^[]*/gm, '');
