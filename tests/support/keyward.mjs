@@ -66,9 +66,15 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
+  // The log's last 4 MB at most: wrangler's debug log (`direct`) writes lines for every request,
+  // and a long load run would outgrow a string.
   let log = '';
-  child.stdout.on('data', (d) => { log += d; });
-  child.stderr.on('data', (d) => { log += d; });
+  const append = (d) => {
+    log += d;
+    if (log.length > 8_000_000) log = log.slice(-4_000_000);
+  };
+  child.stdout.on('data', append);
+  child.stderr.on('data', append);
   let exited = null;
   child.on('exit', (code) => { exited = code; });
   const url = `http://127.0.0.1:${port}`;
