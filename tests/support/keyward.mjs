@@ -66,8 +66,8 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
-  // The log's last 4 MB at most: wrangler's debug log (`direct`) writes lines for every request,
-  // and a long load run would outgrow a string.
+  // The log, cut back to its last 4 MB once it passes 8 MB: wrangler's debug log (`direct`) writes
+  // lines for every request, and a long load run would outgrow a string.
   let log = '';
   const append = (d) => {
     log += d;
