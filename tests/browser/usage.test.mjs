@@ -51,6 +51,9 @@ test('the usage chart draws real traffic by outcome over 24 h, 7 d and 30 d; las
 
   const page = await newPage(session.browser);
   await signIn(page, session.kw);
+  // The list view shows before its rows come: wait for both keys' rows.
+  await page.waitForSelector(`#keys-body tr[data-id="${used.id}"]`);
+  await page.waitForSelector(`#keys-body tr[data-id="${idle.id}"]`);
   const lastUsed = await page.$$eval('#keys-body tr', (rows) => Object.fromEntries(rows.map((r) => [r.dataset.id, r.querySelector('td.last-used').textContent])));
   assert.equal(lastUsed[used.id], 'just now');
   assert.equal(lastUsed[idle.id], 'never');
