@@ -23,6 +23,16 @@ function show(view) {
   }
 }
 
+/**
+ * Shows `view` and moves the focus to the main region at once, before the view's content loads:
+ * focus moved when the content arrived would take a keyboard user's Tab back from wherever it
+ * had got to meanwhile.
+ */
+function enter(view) {
+  show(view);
+  $('#main').focus({ preventScroll: true });
+}
+
 async function route() {
   if (!getToken()) {
     show('signin');
@@ -33,26 +43,25 @@ async function route() {
   const [where, query] = hash.split('?');
   const [, section, id] = where.split('/');
   if (section === 'playground') {
-    show('playground');
+    enter('playground');
     await openPlayground();
   } else if (section === 'activity') {
-    show('activity');
+    enter('activity');
     resetActivity(new URLSearchParams(query));
     await loadActivity(signedOut);
   } else if (section === 'policy') {
-    show('policy');
+    enter('policy');
     await openPolicy();
   } else if (section === 'keys' && id === 'new') {
-    show('edit');
+    enter('edit');
     openEditor(null);
   } else if (section === 'keys' && id) {
-    show('edit');
+    enter('edit');
     await loadEditor(decodeURIComponent(id));
   } else {
-    show('keys');
+    enter('keys');
     await loadList();
   }
-  $('#main').focus({ preventScroll: true });
 }
 
 window.addEventListener('hashchange', route);

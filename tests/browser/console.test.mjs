@@ -43,6 +43,8 @@ test('sign in with the keyboard only', async () => {
   await page.keyboard.type(session.kw.adminToken);
   await page.keyboard.press('Enter');
   await page.waitForSelector('#view-keys:not([hidden])');
+  // The focus is on the main region as soon as the view shows.
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'main');
   // Tab reaches the "New key" link, and Enter opens the form.
   for (let i = 0; i < 12; i++) {
     await page.keyboard.press('Tab');
@@ -51,6 +53,32 @@ test('sign in with the keyboard only', async () => {
   assert.equal(await page.evaluate(() => document.activeElement?.id), 'new-key');
   await page.keyboard.press('Enter');
   await page.waitForSelector('#view-edit:not([hidden])');
+  await page.context().close();
+});
+
+test('a keyboard user who tabs on while the key list loads keeps the focus where the Tab put it', async () => {
+  const made = await session.kw.admin('POST', '/api_keys', { api_key: { name: 'focus check', permissions: ['users:read'] } });
+  assert.equal(made.status, 201);
+  const page = await newPage(session.browser);
+  await page.goto(`${session.kw.url}/_keyward/console/`);
+  await page.waitForSelector('#view-signin:not([hidden])');
+  // The list's answer is held back (the sign-in's own check, per_page=1, is not) until the user
+  // has moved the focus.
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  await page.route((url) => url.pathname.endsWith('/api_keys') && url.searchParams.get('per_page') !== '1', async (route) => {
+    await held;
+    await route.continue();
+  });
+  await page.fill('#token', session.kw.adminToken);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#view-keys:not([hidden])');
+  await page.keyboard.press('Tab');
+  const moved = await page.evaluate(() => document.activeElement?.id || document.activeElement?.tagName);
+  assert.notEqual(moved, 'main');
+  release();
+  await page.waitForSelector('#keys-body tr');
+  assert.equal(await page.evaluate(() => document.activeElement?.id || document.activeElement?.tagName), moved, 'the list took the focus back');
   await page.context().close();
 });
 
