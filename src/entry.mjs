@@ -12,6 +12,21 @@ const {
   gate_retry_after, gate_text, gate_unknown_read,
 } = Complete.prototype;
 
+// How many arguments this entry passes to each of those functions. A build/ made from other
+// sources than this entry (not rebuilt after a change) would take them in other places without
+// an error: a stale build seen once put `now` where the body goes, so that every cached record had
+// expired at once. The Worker refuses to start on one instead (scripts/build.sh makes both).
+const ARGUMENTS = {
+  gate_background: 1, gate_body: 3, gate_check: 4, gate_configure: 1, gate_constants: 0, gate_digest: 0,
+  gate_failed: 2, gate_load: 4, gate_retry_after: 0, gate_text: 0, gate_unknown_read: 2,
+};
+for (const [name, count] of Object.entries(ARGUMENTS)) {
+  const fn = Complete.prototype[name];
+  if (typeof fn !== 'function' || fn.length !== count) {
+    throw new Error(`keyward: build/ does not match src/entry.mjs (${name} takes ${typeof fn === 'function' ? fn.length : 'no'} arguments, the entry passes ${count}): run scripts/build.sh`);
+  }
+}
+
 // Durable Object classes exported by the crate (build/index.js) must be exported from here too.
 // Add each new one to this line and to wrangler.toml.
 export { ControlPlane, Limiter } from '../build/index.js';

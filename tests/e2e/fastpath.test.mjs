@@ -4,10 +4,12 @@
 // complete path, so each request here is sent both ways: the answers (status, headers, body) and
 // what the origin received must be the same, and the debug stats show which path answered.
 import http from 'node:http';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
+import { ROOT, keywardToml, startKeyward } from '../support/keyward.mjs';
 import { digest, makeKey, typo } from '../support/keys.mjs';
 
 const COMPLETE = 'x-keyward-debug-complete-path';
@@ -288,4 +290,22 @@ test('bodies read at once by many requests: each check goes on with its own key,
   } finally {
     await direct.stop();
   }
+});
+
+test('an entry whose build passes other arguments than it expects refuses to start, naming the function', async () => {
+  // The entry as it is, but expecting gate_load to take 6 arguments: what it would meet in a
+  // build/ made from other sources (the wasm's gate_load takes 4).
+  const entry = readFileSync(path.join(ROOT, 'src/entry.mjs'), 'utf8');
+  const changed = entry
+    .replaceAll("'../build/index.js'", JSON.stringify(path.join(ROOT, 'build/index.js')))
+    .replace('gate_load: 4,', 'gate_load: 6,');
+  assert.notEqual(changed, entry.replaceAll("'../build/index.js'", JSON.stringify(path.join(ROOT, 'build/index.js'))), 'the entry lists gate_load with 4 arguments');
+  mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
+  const dir = mkdtempSync(path.join(ROOT, 'test-output', 'stale-'));
+  writeFileSync(path.join(dir, 'entry.mjs'), changed);
+  writeFileSync(path.join(dir, 'wrangler.toml'), keywardToml(path.join(dir, 'entry.mjs')));
+  await assert.rejects(
+    startKeyward({ origin: origin.url, config: path.join(dir, 'wrangler.toml') }),
+    /build\/ does not match src\/entry\.mjs \(gate_load takes 4 arguments, the entry passes 6\): run scripts\/build\.sh/,
+  );
 });
