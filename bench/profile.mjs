@@ -76,7 +76,9 @@ function kindOf(frame) {
   if (/^(shim|entry)\.js$/.test(file)) return ENTRY_FUNCTIONS.has(name) ? 'entry module (JS)' : 'wasm-bindgen glue';
   return 'handler (JS)';
 }
-const ENTRY_FUNCTIONS = new Set(['fetch', 'refusal', 'setup', 'complete', 'held', 'forwardInfo', 'readInspected', 'discard', 'timeout']);
+// The entry module's functions, read from its source (src/entry.mjs): its top-level functions and
+// its handler's `fetch`. Anything else in the bundle is the glue or wrangler's middleware.
+const ENTRY_FUNCTIONS = new Set(['fetch', ...[...readFileSync(path.join(ROOT, 'src/entry.mjs'), 'utf8').matchAll(/^(?:async )?function (\w+)\(/gm)].map((m) => m[1])]);
 
 function wrk(url, request, duration = DURATION) {
   return new Promise((resolve, reject) => {
@@ -180,9 +182,28 @@ async function profileOnce(worker, request) {
       stacks[k] = (stacks[k] ?? 0) + 1 / run.requests;
     });
   }
+  // BENCH_INCLUSIVE=<regex>: for each function whose name matches, the samples in which it is
+  // anywhere on the stack (its inclusive time: itself and what it called), per request.
+  const inclusive = {};
+  if (process.env.BENCH_INCLUSIVE) {
+    const wanted = new RegExp(process.env.BENCH_INCLUSIVE);
+    const parent = new Map();
+    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+    profile.samples.forEach((nodeId) => {
+      if (byNode.get(nodeId).callFrame.functionName === '(idle)') return;
+      const seen = new Set();
+      for (let id = nodeId; id !== undefined; id = parent.get(id)) {
+        const name = byNode.get(id).callFrame.functionName.replace(/::h[0-9a-f]{16}$/, '');
+        if (wanted.test(name) && !seen.has(name)) {
+          seen.add(name);
+          inclusive[name] = (inclusive[name] ?? 0) + 1;
+        }
+      }
+    });
+  }
   return {
     us: busy / run.requests, sampled_us: (samples * tick) / run.requests, cpu_us: cpu / run.requests, tick,
-    requests: run.requests, unexpected, kinds, frames, samples, stacks,
+    requests: run.requests, unexpected, kinds, frames, samples, stacks, inclusive,
   };
 }
 
@@ -315,6 +336,7 @@ try {
         unexpected_answers: rs.reduce((s, r) => s + r.unexpected, 0),
         by_kind: Object.fromEntries(Object.entries(kinds).sort((a, b) => b[1] - a[1]).map(([k, n]) => [k, +(n / samples).toFixed(3)])),
         ...(process.env.BENCH_STACKS ? { stacks: Object.fromEntries(Object.entries(rs.reduce((a, r) => { for (const [k, v] of Object.entries(r.stacks)) a[k] = (a[k] ?? 0) + v / rs.length; return a; }, {})).sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, v]) => [k, Math.round(v * 1000)])) } : {}),
+        ...(process.env.BENCH_INCLUSIVE ? { inclusive: Object.fromEntries(Object.entries(rs.reduce((a, r) => { for (const [k, n] of Object.entries(r.inclusive)) a[k] = (a[k] ?? 0) + n; return a; }, {})).sort((a, b) => b[1] - a[1]).map(([k, n]) => [k, +((n * tick) / requests).toFixed(1)])) } : {}),
         // The functions the isolate ran most, in µs per request (self time: samples × tick).
         top: Object.fromEntries(Object.entries(frames).sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.BENCH_TOP ?? 12)).map(([k, n]) => [k, +((n * tick) / requests).toFixed(1)])),
       };
