@@ -226,13 +226,14 @@ export default {
         const digest = held(digests, answer, REFRESH, gate_digest);
         let record;
         try {
-          // The JSON's bytes: no UTF-8 decoding into a string only to encode it again for wasm.
-          record = await env.KEYS.get(`key:${digest}`, 'arrayBuffer');
+          // As text, as the complete path reads it: a string costs the runtime less to make than
+          // an ArrayBuffer (README, Benchmarks), and wasm-bindgen copies either into wasm memory.
+          record = await env.KEYS.get(`key:${digest}`);
         } catch {
           answer = COMPLETE;
           break;
         }
-        answer = gate_load(facts, digest, record === null ? undefined : new Uint8Array(record), now);
+        answer = gate_load(facts, digest, record ?? undefined, now);
       } else if (kind === NEED_BODY) {
         const read = await readInspected(request, h);
         if (typeof read === 'number') {

@@ -489,15 +489,15 @@ pub fn gate_retry_after() -> Option<u32> {
     LAST.with(|l| l.borrow_mut().retry_after.take())
 }
 
-/// After [`ANSWER_NEED_RECORD`]: the record the entry read from KV for `digest` (its JSON's bytes,
-/// as KV holds them; `None`: no record), and the check of the request (the same `request` and
+/// After [`ANSWER_NEED_RECORD`]: the record the entry read from KV for `digest` (its JSON text, as
+/// the complete path reads it too; `None`: no record), and the check of the request (the same `request` and
 /// `now` as [`gate_check`]'s) with that record: the same answers as [`gate_check`], so the entry
 /// calls once per KV read.
 #[wasm_bindgen]
-pub fn gate_load(request: &str, digest: &str, record: Option<Vec<u8>>, now: f64) -> u32 {
+pub fn gate_load(request: &str, digest: &str, record: Option<String>, now: f64) -> u32 {
     let now = millis(now);
     let facts = Facts::parse(request);
-    count(match store::loaded(digest, record.as_deref(), now) {
+    count(match store::loaded(digest, record.as_deref().map(str::as_bytes), now) {
         Err(_) => deny(Code::StoreUnavailable, "the key store is unavailable", 0),
         Ok(Held::Ready(None)) => {
             cache::charge_unknown_read(facts.client_ip, now);
