@@ -489,10 +489,10 @@ pub fn gate_retry_after() -> Option<u32> {
     LAST.with(|l| l.borrow_mut().retry_after.take())
 }
 
-/// After [`ANSWER_NEED_RECORD`]: the record the entry read from KV for `digest` (its JSON text, as
-/// the complete path reads it too; `None`: no record), and the check of the request (the same `request` and
-/// `now` as [`gate_check`]'s) with that record: the same answers as [`gate_check`], so the entry
-/// calls once per KV read.
+/// After [`ANSWER_NEED_RECORD`]: the record the entry read from KV for `digest` (its JSON text,
+/// as the complete path reads it too; `None`: no record), and the check of the request (the same
+/// `request` and `now` as [`gate_check`]'s) with that record: the same answers as [`gate_check`],
+/// so the entry calls once per KV read.
 #[wasm_bindgen]
 pub fn gate_load(request: &str, digest: &str, record: Option<String>, now: f64) -> u32 {
     let now = millis(now);
