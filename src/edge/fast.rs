@@ -497,7 +497,7 @@ pub fn gate_retry_after() -> Option<u32> {
 pub fn gate_load(request: &str, digest: &str, record: Option<String>, now: f64) -> u32 {
     let now = millis(now);
     let facts = Facts::parse(request);
-    count(match store::loaded(digest, record.as_deref().map(str::as_bytes), now) {
+    count(match store::loaded(digest, record.as_deref(), now) {
         Err(_) => deny(Code::StoreUnavailable, "the key store is unavailable", 0),
         Ok(Held::Ready(None)) => {
             cache::charge_unknown_read(facts.client_ip, now);

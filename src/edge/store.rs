@@ -318,7 +318,7 @@ impl Store {
         cache::count_key_read();
         match self.kv.get(&format!("key:{digest}")).text().await? {
             None => Ok(None),
-            Some(text) => compile_read(digest, text.as_bytes()).map(Some),
+            Some(text) => compile_read(digest, &text).map(Some),
         }
     }
 
@@ -419,11 +419,11 @@ pub fn held_key(digest: &str, now_ms: i64) -> Option<Held> {
 
 /// The fast path read `text` from KV for `digest` (`None`: no such record): compiled and cached
 /// as [`Store::key`] does, and counted as one KV read.
-pub fn loaded(digest: &str, bytes: Option<&[u8]>, now_ms: i64) -> Result<Held, StoreError> {
+pub fn loaded(digest: &str, text: Option<&str>, now_ms: i64) -> Result<Held, StoreError> {
     cache::count_key_read();
-    let value = match bytes {
+    let value = match text {
         None => None,
-        Some(bytes) => Some(compile_read(digest, bytes)?),
+        Some(text) => Some(compile_read(digest, text)?),
     };
     remember(digest, value.clone(), now_ms, TTL_MS.with(std::cell::Cell::get).unwrap_or(i64::MAX));
     Ok(if older_than_feed(digest, value.as_ref()) { Held::Stale } else { Held::Ready(value) })
@@ -464,15 +464,15 @@ fn compile_record(record: KeyRecord) -> Result<Rc<CompiledKey>, StoreError> {
     Ok(Rc::new(CompiledKey::compile(record).map_err(|e| StoreError(format!("stored record is invalid: {e}")))?))
 }
 
-/// A record read from KV (its JSON's bytes), compiled. The same bytes read again for the same
-/// key give the record compiled the last time, found by the SHA-256 of the bytes, without parsing
-/// nor compiling them again, as long as something still holds it: the cache (an entry past its
+/// A record read from KV (its JSON text), compiled. The same text read again for the same key
+/// gives the record compiled the last time, found by the SHA-256 of the text, without parsing nor
+/// compiling it again, as long as something still holds it: the cache (an entry past its
 /// TTL stays until it is reaped) or the fast path's last read (`fast::LOADED`, which keeps the
 /// record of the last request that read one, the common case with `CACHE_TTL_SECONDS=0`). A slot
 /// (the digest's first byte) holds the latest record read for a key of that slot.
-fn compile_read(digest: &str, bytes: &[u8]) -> Result<Rc<CompiledKey>, StoreError> {
-    let Some(digest_key) = digest_bytes(digest) else { return compile_bytes(bytes) };
-    let content: [u8; 32] = Sha256::digest(bytes).into();
+fn compile_read(digest: &str, text: &str) -> Result<Rc<CompiledKey>, StoreError> {
+    let Some(digest_key) = digest_bytes(digest) else { return compile_text(text) };
+    let content: [u8; 32] = Sha256::digest(text.as_bytes()).into();
     let slot = usize::from(digest_key[0]);
     let known = COMPILED.with(|c| {
         c.borrow().get(slot)?.as_ref().filter(|held| held.digest == digest_key && held.content == content).and_then(|held| held.key.upgrade())
@@ -480,7 +480,7 @@ fn compile_read(digest: &str, bytes: &[u8]) -> Result<Rc<CompiledKey>, StoreErro
     if let Some(key) = known {
         return Ok(key);
     }
-    let key = compile_bytes(bytes)?;
+    let key = compile_text(text)?;
     COMPILED.with(|c| {
         if let Some(held) = c.borrow_mut().get_mut(slot) {
             *held = Some(Compiled { digest: digest_key, content, key: Rc::downgrade(&key) });
@@ -489,10 +489,8 @@ fn compile_read(digest: &str, bytes: &[u8]) -> Result<Rc<CompiledKey>, StoreErro
     Ok(key)
 }
 
-fn compile_bytes(bytes: &[u8]) -> Result<Rc<CompiledKey>, StoreError> {
-    // Through `from_str` (after a UTF-8 check), whose instance the other reads share: a
-    // `from_slice` would compile a second JSON reader for every record type into the wasm.
-    compile_record(serde_json::from_str(std::str::from_utf8(bytes)?)?)
+fn compile_text(text: &str) -> Result<Rc<CompiledKey>, StoreError> {
+    compile_record(serde_json::from_str(text)?)
 }
 
 fn remember(digest: &str, value: Option<Rc<CompiledKey>>, now_ms: i64, ttl_ms: i64) {
