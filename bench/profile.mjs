@@ -168,16 +168,18 @@ async function profileOnce(worker, request) {
   // of the gaps between samples (most gaps also hold a wait; the shortest ones do not).
   const gaps = (profile.timeDeltas ?? []).filter((d) => d > 0).sort((a, b) => a - b);
   const tick = gaps.length ? gaps[Math.floor(gaps.length * 0.1)] : 0;
+  // Each node's caller, and a frame's name without the Rust symbol's hash: for the two views below.
+  const parent = new Map();
+  if (process.env.BENCH_STACKS || process.env.BENCH_INCLUSIVE) for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const nameOf = (id) => byNode.get(id).callFrame.functionName.replace(/::h[0-9a-f]{16}$/, '');
   // BENCH_STACKS=<regex>: the callers of the matching frames, samples per 1000 requests by call chain.
   const stacks = {};
   if (process.env.BENCH_STACKS) {
     const wanted = new RegExp(process.env.BENCH_STACKS);
-    const parent = new Map();
-    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
     profile.samples.forEach((nodeId, i) => {
       if (!wanted.test(byNode.get(nodeId).callFrame.functionName)) return;
       const chain = [];
-      for (let id = nodeId; id !== undefined && chain.length < 12; id = parent.get(id)) chain.push(byNode.get(id).callFrame.functionName.replace(/::h[0-9a-f]{16}$/, '').slice(0, 90));
+      for (let id = nodeId; id !== undefined && chain.length < 12; id = parent.get(id)) chain.push(nameOf(id).slice(0, 90));
       const k = chain.join(' < ');
       stacks[k] = (stacks[k] ?? 0) + 1 / run.requests;
     });
@@ -187,13 +189,11 @@ async function profileOnce(worker, request) {
   const inclusive = {};
   if (process.env.BENCH_INCLUSIVE) {
     const wanted = new RegExp(process.env.BENCH_INCLUSIVE);
-    const parent = new Map();
-    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
     profile.samples.forEach((nodeId) => {
       if (byNode.get(nodeId).callFrame.functionName === '(idle)') return;
       const seen = new Set();
       for (let id = nodeId; id !== undefined; id = parent.get(id)) {
-        const name = byNode.get(id).callFrame.functionName.replace(/::h[0-9a-f]{16}$/, '');
+        const name = nameOf(id);
         if (wanted.test(name) && !seen.has(name)) {
           seen.add(name);
           inclusive[name] = (inclusive[name] ?? 0) + 1;
