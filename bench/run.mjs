@@ -68,7 +68,8 @@ const added = g('gate/keyward_warm').p50_ms - g('gate/passthrough').p50_ms;
 for (const [k, label] of [['gate/passthrough', '(a) pass-through Worker'], ['gate/keyward_warm', '(b) keyward, warm key'], ['gate/keyward_cache_miss', '(c) keyward, cache miss every request'], ['gate/hand_written_js', '(d) hand-written JS check']]) {
   row(`gate ${label}: p50/p99 (1 conn), req/s (${g(k).connections} conn)`, `${g(k).p50_ms} / ${g(k).p99_ms} ms, ${g(k).rps.toFixed(0)} req/s`);
 }
-row('keyward added p50 over pass-through', `${added.toFixed(2)} ms`, `< 1 ms: ${added < 1 ? 'met' : 'MISSED'}`);
+// Issue 11's target (the first benchmark's was 1 ms).
+row('keyward added p50 over pass-through', `${added.toFixed(2)} ms`, `< 0.5 ms: ${added < 0.5 ? 'met' : 'MISSED'}`);
 const vsJs = g('gate/keyward_warm').rps / g('gate/hand_written_js').rps;
 row('keyward req/s ÷ hand-written JS req/s', vsJs.toFixed(2), `≥ 1: ${vsJs >= 1 ? 'met' : 'MISSED'}`);
 const scaleKeys = Object.keys(gate).filter((k) => k.startsWith('scale/'));
