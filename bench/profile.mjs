@@ -315,11 +315,18 @@ try {
       if (!rs.length && w === 'pass-through') rs = runs.filter((r) => r.case === 'allowed, warm key' && r.worker === w);
       if (!rs.length) continue;
       const samples = rs.reduce((s, r) => s + r.samples, 0);
-      const kinds = {};
-      for (const r of rs) for (const [k, n] of Object.entries(r.kinds)) kinds[k] = (kinds[k] ?? 0) + n;
-      const frames = {};
-      for (const r of rs) for (const [k, n] of Object.entries(r.frames)) frames[k] = (frames[k] ?? 0) + n;
+      // A per-round count (by kind, frame, call chain or function) summed over the rounds.
+      const summed = (field) => {
+        const total = {};
+        for (const r of rs) for (const [k, n] of Object.entries(r[field])) total[k] = (total[k] ?? 0) + n;
+        return total;
+      };
+      const kinds = summed('kinds');
+      const frames = summed('frames');
       const requests = rs.reduce((s, r) => s + r.requests, 0);
+      // Sample counts as µs per request (samples × tick), largest first.
+      const usPerRequest = (counts, limit) => Object.fromEntries(Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, limit)
+        .map(([k, n]) => [k, +((n * tick) / requests).toFixed(1)]));
       row[w] = {
         // The issue's figure: the non-idle samples' timeDeltas, which hold the waits too.
         us_per_request: Math.round(median(rs.map((r) => r.us))),
@@ -335,10 +342,11 @@ try {
         tick_us_each_round: rs.map((r) => r.tick),
         unexpected_answers: rs.reduce((s, r) => s + r.unexpected, 0),
         by_kind: Object.fromEntries(Object.entries(kinds).sort((a, b) => b[1] - a[1]).map(([k, n]) => [k, +(n / samples).toFixed(3)])),
-        ...(process.env.BENCH_STACKS ? { stacks: Object.fromEntries(Object.entries(rs.reduce((a, r) => { for (const [k, v] of Object.entries(r.stacks)) a[k] = (a[k] ?? 0) + v / rs.length; return a; }, {})).sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, v]) => [k, Math.round(v * 1000)])) } : {}),
-        ...(process.env.BENCH_INCLUSIVE ? { inclusive: Object.fromEntries(Object.entries(rs.reduce((a, r) => { for (const [k, n] of Object.entries(r.inclusive)) a[k] = (a[k] ?? 0) + n; return a; }, {})).sort((a, b) => b[1] - a[1]).map(([k, n]) => [k, +((n * tick) / requests).toFixed(1)])) } : {}),
+        // Call chains: samples per 1000 requests, the mean of the rounds.
+        ...(process.env.BENCH_STACKS ? { stacks: Object.fromEntries(Object.entries(summed('stacks')).sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, v]) => [k, Math.round((v / rs.length) * 1000)])) } : {}),
+        ...(process.env.BENCH_INCLUSIVE ? { inclusive: usPerRequest(summed('inclusive')) } : {}),
         // The functions the isolate ran most, in µs per request (self time: samples × tick).
-        top: Object.fromEntries(Object.entries(frames).sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.BENCH_TOP ?? 12)).map(([k, n]) => [k, +((n * tick) / requests).toFixed(1)])),
+        top: usPerRequest(frames, Number(process.env.BENCH_TOP ?? 12)),
       };
     }
     const ratio = (a, b, field) => (row[a] && row[b] ? +(row[a][field] / row[b][field]).toFixed(2) : undefined);
