@@ -114,6 +114,13 @@ pub fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = O
     })
 }
 
+/// A query pair's name and value, each form-decoded (`+` a space, `%XX` a byte, UTF-8 after);
+/// `None` if either is not valid percent-encoding.
+pub fn form_pair(pair: &str) -> Option<(String, String)> {
+    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    Some((form_decode(k)?, form_decode(v)?))
+}
+
 /// The query string without any `api_key` parameter, other parameters untouched and in order.
 pub fn strip_api_key(query: &str) -> String {
     query
@@ -196,6 +203,15 @@ mod tests {
         assert_eq!(strip_api_key("a=1&api_key=x&b=2"), "a=1&b=2");
         assert_eq!(strip_api_key("api%5Fkey=x"), "");
         assert_eq!(strip_api_key("api_keys=1"), "api_keys=1");
+    }
+
+    #[test]
+    fn a_pair_decodes_its_name_as_well_as_its_value() {
+        assert_eq!(form_pair("per%5Fpage=5"), Some(("per_page".into(), "5".into())));
+        assert_eq!(form_pair("page%5Bsize%5D=a+b"), Some(("page[size]".into(), "a b".into())));
+        assert_eq!(form_pair("flag"), Some(("flag".into(), String::new())));
+        assert_eq!(form_pair("a=%zz"), None);
+        assert_eq!(form_pair("%ff=1"), None, "not UTF-8");
     }
 
     proptest::proptest! {

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
+import { startKeyward, call } from '../support/keyward.mjs';
 import { makeKey } from '../support/keys.mjs';
 
 let origin;
@@ -191,6 +191,35 @@ test('list: sorted by id, filters are case-insensitive, page and per_page', asyn
   assert.deepEqual(ids, [...ids].sort(), 'sorted by id');
   assert.equal(r.body.per_page, 100);
   for (const k of r.body.data) assert.equal(k.api_key, undefined);
+});
+
+test('list: a parameter\'s name may be percent-encoded as its value may; an unknown one is named decoded', async () => {
+  const tag = `Encoded${Date.now()}`;
+  for (const n of ['a', 'b']) await create({ name: `${tag} ${n}` });
+  const r = await kw.admin('GET', `/api_keys?name%5Fcontains=${tag}&per%5Fpage=1`);
+  assert.equal(r.status, 200, r.text);
+  assertEnvelope(r);
+  assert.equal(r.body.per_page, 1);
+  assert.equal(r.body.num_records, 2);
+  assert.equal(r.body.data.length, 1);
+  const unknown = await kw.admin('GET', '/api_keys?page%5Bsize%5D=1');
+  assert.equal(unknown.status, 400, unknown.text);
+  assert.equal(unknown.body.error_code, 'BAD_REQUEST');
+  assert.equal(unknown.body.error_message, 'page[size]: is not a list parameter');
+  const bad = await kw.admin('GET', '/api_keys?per_page=%zz');
+  assert.equal(bad.status, 400, bad.text);
+  assert.equal(bad.body.error_message, 'per_page: is not valid percent-encoding');
+});
+
+test('a host name in punycode (an international domain) is served: the Worker parses its URL', async () => {
+  const host = { host: 'xn--bcher-kva.example' };
+  const listed = await call(kw.url, 'GET', '/_keyward/v1/api_keys?per_page=1', undefined, { authorization: `Bearer ${kw.adminToken}`, ...host });
+  assert.equal(listed.status, 200, listed.text);
+  assertEnvelope(listed);
+  // The console's redirect is built from the request's URL: the host reached the Worker.
+  const redirect = await call(kw.url, 'GET', '/_keyward/console', undefined, host);
+  assert.equal(redirect.status, 302);
+  assert.equal(redirect.headers.location, 'http://xn--bcher-kva.example/_keyward/console/');
 });
 
 test('list: page_token pages are contiguous and never overlap while keys come and go', async () => {

@@ -301,12 +301,11 @@ fn query_pairs(req: &Request) -> std::result::Result<Vec<(String, String)>, Refu
     let query = url.query().unwrap_or("");
     let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let field = pair.split_once('=').map_or(pair, |(k, _)| k);
-        let value = crate::core::credential::query_values(pair, field)
-            .next()
-            .flatten()
-            .ok_or_else(|| Refusal::bad(format!("{field}: is not valid percent-encoding")))?;
-        out.push((field.to_string(), value));
+        let pair = crate::core::credential::form_pair(pair).ok_or_else(|| {
+            let field = pair.split_once('=').map_or(pair, |(k, _)| k);
+            Refusal::bad(format!("{field}: is not valid percent-encoding"))
+        })?;
+        out.push(pair);
     }
     Ok(out)
 }
