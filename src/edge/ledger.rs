@@ -481,8 +481,19 @@ impl Ledger {
     /// The changes after `after` (or, for a new isolate, `after < 0`, those of the last
     /// [`RECENT_WINDOW_MS`]), newest version per key, with the policy if it moved past `policy_seq`.
     pub fn feed(&self, after: i64, policy_seq: i64, now: i64) -> Result<Feed, StoreError> {
-        let kv_pending_from = self
-            .number("SELECT COALESCE(MIN(seq), 0) AS n FROM outbox", vec![])?;
+        // The log's bounds, the oldest KV write owed and the policy's version in one query (every
+        // isolate asks each second; the SQL is synchronous, so the queries here see one state).
+        let FeedState { kv_pending_from, oldest, last, stored_seq } = self
+            .rows::<FeedState>(
+                "SELECT COALESCE((SELECT MIN(seq) FROM outbox), 0) AS kv_pending_from,
+                        COALESCE((SELECT MIN(seq) FROM changes), 0) AS oldest,
+                        COALESCE((SELECT MAX(seq) FROM changes), 0) AS last,
+                        COALESCE((SELECT seq FROM policy WHERE one = 1), 0) AS stored_seq",
+                vec![],
+            )?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError("the change log's state could not be read".into()))?;
         let rows: Vec<FeedRow> = if after < 0 {
             // What KV may not show yet: the recent changes, and any whose KV write is still owed.
             let pending = if kv_pending_from > 0 { kv_pending_from } else { i64::MAX };
@@ -496,19 +507,15 @@ impl Ledger {
                 vec![int(after), int(FEED_PAGE + 1)],
             )?
         };
-        let oldest = self.oldest_seq()?;
         let reset = after >= 0 && oldest > after.saturating_add(1);
         let more = rows.len() > usize::try_from(FEED_PAGE).unwrap_or(usize::MAX);
         let page: Vec<FeedRow> = rows.into_iter().take(usize::try_from(FEED_PAGE).unwrap_or(usize::MAX)).collect();
-        let last = self.last_seq()?;
         let head = if more { page.last().map_or(last, |r| r.seq) } else { last };
-        let (policy_doc, stored_seq) = match self.policy()? {
-            Some((doc, seq)) => (Some(doc), seq),
-            None => (None, 0),
-        };
-        let policy = match policy_doc {
-            Some(doc) if stored_seq > policy_seq => Some(serde_json::from_str(&doc)?),
-            _ => None,
+        // The document only when the isolate's is older.
+        let policy = if stored_seq > policy_seq {
+            self.policy()?.map(|(doc, _)| serde_json::from_str(&doc)).transpose()?
+        } else {
+            None
         };
         Ok(Feed {
             head,
@@ -621,6 +628,14 @@ impl Ledger {
     pub fn import_policy(&self, doc: &str) -> Result<(), StoreError> {
         self.run("INSERT OR IGNORE INTO policy (one, doc, seq) VALUES (1, ?, 0)", vec![text(doc)])
     }
+}
+
+#[derive(Deserialize)]
+struct FeedState {
+    kv_pending_from: i64,
+    oldest: i64,
+    last: i64,
+    stored_seq: i64,
 }
 
 #[derive(Deserialize)]
