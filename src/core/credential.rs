@@ -133,7 +133,9 @@ pub fn strip_api_key(query: &str) -> String {
         .join("&")
 }
 
-fn form_decode(s: &str) -> Option<String> {
+/// One name's or value's form decoding (`+` a space, `%XX` a byte, UTF-8 after); `None` if it is
+/// not valid percent-encoding.
+pub fn form_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

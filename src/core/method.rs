@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::credential::query_values;
+use super::credential::form_decode;
 
 /// The override headers, lower-case; each is looked up once per gated request.
 pub const OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
@@ -66,7 +66,7 @@ pub fn resolve_override(
         q.split('&')
             .filter_map(|pair| {
                 let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                param_name_matches(name).then(|| decode(value))
+                param_name_matches(name).then(|| form_decode(value))
             })
             .collect()
     });
@@ -110,7 +110,7 @@ pub fn resolve_override(
 
 /// Whether `name` (a raw query parameter name) is `_method` once decoded, in any case.
 pub fn param_name_matches(name: &str) -> bool {
-    decode(name).is_some_and(|n| n.eq_ignore_ascii_case(OVERRIDE_PARAM))
+    form_decode(name).is_some_and(|n| n.eq_ignore_ascii_case(OVERRIDE_PARAM))
 }
 
 /// The query string without any `_method` parameter, other parameters untouched and in order.
@@ -128,11 +128,6 @@ pub fn strip_override_param(query: &str) -> String {
 /// The methods a Worker's `fetch` will send (it refuses CONNECT, TRACE and TRACK).
 fn is_forwardable_method(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS")
-}
-
-fn decode(s: &str) -> Option<String> {
-    // One name/value pair's worth of form decoding, shared with the credential reader.
-    query_values(&format!("x={s}"), "x").next().flatten()
 }
 
 fn truncate(s: &str) -> String {
