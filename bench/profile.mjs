@@ -9,7 +9,8 @@
 // Workers: keyward (the build in build/, or BENCH_KEYWARD_MAIN=<path to another build's entry>),
 // with BENCH_KEYWARD_BEFORE=<another build's entry> that build beside it as "keyward before" (e.g.
 // a copy of an older build/ and its worker/shim.mjs), the hand-written JavaScript check with
-// an in-isolate record cache (bench/js-gate) and a pass-through (bench/passthrough).
+// an in-isolate record cache (bench/js-gate) and a pass-through (bench/passthrough); and keyward's
+// floor, the same entry with its check made free (below; BENCH_FLOOR=0 leaves it out).
 // Cases: an allowed request with a warm key, MALFORMED_KEY (refused before any KV read),
 // PERMISSION_DENIED, an allowed request on a route whose JSON body is inspected, and an allowed
 // request missing the cache (CACHE_TTL_SECONDS=0 for keyward and the JS check alike).
@@ -60,6 +61,55 @@ function jsGateWithAssetsConfig() {
   const file = path.join(mkdtempSync(path.join(tmp, 'config-')), 'wrangler.toml');
   writeFileSync(file, `${toml}\n${assets.replace(/^directory = "www"$/m, `directory = "${path.join(ROOT, 'www')}"`)}`);
   return file;
+}
+
+// The floor: keyward's own entry (src/entry.mjs, or BENCH_KEYWARD_MAIN's) with its check made free.
+// Its first request of each kind runs the check as usual; every later identical request takes the
+// check's answer from a memo (by the request's facts) and skips the wasm calls, but still reads KV
+// (a cache miss) and the body (an inspected route) where the check had them read, and still reads
+// the change feed each second. Everything else is keyward's: the entry's JavaScript, the origin's
+// time bound, the header hygiene, the answers, the assets router in front. Not counted: usage and
+// its flush. So it is what keyward would cost with a check that cost nothing (README, Benchmarks).
+// Measurement only: the memo keeps plaintext keys, which keyward itself must never do.
+function floorConfig(main) {
+  const entry = main ?? path.join(ROOT, 'src/entry.mjs');
+  let src = readFileSync(entry, 'utf8');
+  const build = path.resolve(path.dirname(entry), '../build/index.js');
+  const first = "    let answer = gate_check(facts, undefined, 0, now);\n    let flags = answer & BACKGROUND;\n";
+  const after = '    if (flags & BACKGROUND) ctx.waitUntil(gate_background(env));\n';
+  const i = src.indexOf(first);
+  const j = src.indexOf(after);
+  const record = '        answer = gate_load(';
+  const bodyRead = '        const read = await readInspected(request, h);\n';
+  if (i < 0 || j < i || !src.slice(i, j).includes(record) || !src.slice(i, j).includes(bodyRead) || !src.includes("'../build/index.js'")) {
+    throw new Error(`bench: the floor cannot be made from ${entry}: its check is not where bench/profile.mjs looks for it`);
+  }
+  const loop = src.slice(i + first.length, j).replace(record, `        seenDigest = digest;\n${record}`).replace(bodyRead, `        seenBody = true;\n${bodyRead}`);
+  src = `${src.slice(0, i)}    let answer;
+    let flags = 0;
+    const memo = floorMemo.get(facts);
+    if (memo !== undefined) {
+      if (memo.digest !== null) await env.KEYS.get(\`key:\${memo.digest}\`);
+      if (memo.body) {
+        const read = await readInspected(request, h);
+        if (typeof read !== 'number') { body = read; bodyRead = read !== NO_BODY; }
+      }
+      answer = memo.answer;
+      if (now - floorFeedMs >= 1000) { floorFeedMs = now; flags = BACKGROUND; }
+    } else {
+    let seenDigest = null;
+    let seenBody = false;
+    answer = gate_check(facts, undefined, 0, now);
+    flags = answer & BACKGROUND;
+${loop}    const kind = answer & KIND;
+    // Kept without the flags that ask for a fetch from wasm or for background work.
+    if (kind === FORWARD || kind === DENY) floorMemo.set(facts, { answer: answer & ~((kind === DENY ? REFRESH_REFUSAL : REFRESH) | BACKGROUND | UNKNOWN_READ), digest: seenDigest, body: seenBody });
+    }
+${src.slice(j)}`;
+  src = src.replaceAll("'../build/index.js'", JSON.stringify(build)).replace('\nexport default {', '\nconst floorMemo = new Map();\nlet floorFeedMs = 0;\n\nexport default {');
+  const dir = mkdtempSync(path.join(tmp, 'floor-'));
+  writeFileSync(path.join(dir, 'entry.mjs'), src);
+  return keywardConfig(path.join(dir, 'entry.mjs'));
 }
 
 /** Where a profile's time went, by kind of code. */
@@ -239,6 +289,11 @@ try {
       before: await start('keyward before', { config: beforeConfig }),
       before_cold: await start('keyward before (cache miss)', { config: beforeConfig, vars: { CACHE_TTL_SECONDS: '0' } }),
     } : {}),
+    // BENCH_FLOOR=0: without the floor's rows.
+    ...(process.env.BENCH_FLOOR !== '0' ? {
+      floor: await start('keyward floor', { config: floorConfig(process.env.BENCH_KEYWARD_MAIN) }),
+      floor_cold: await start('keyward floor (cache miss)', { config: floorConfig(process.env.BENCH_KEYWARD_MAIN), vars: { CACHE_TTL_SECONDS: '0' } }),
+    } : {}),
     alone: await start('keyward without assets', { config: aloneConfig }),
     alone_cold: await start('keyward without assets (cache miss)', { config: aloneConfig, vars: { CACHE_TTL_SECONDS: '0' } }),
     js: await start('js-gate', { config: path.join(ROOT, 'bench/js-gate/wrangler.toml') }),
@@ -249,7 +304,7 @@ try {
   };
   const policy = JSON.parse(readFileSync(path.join(ROOT, 'config/default-policy.json'), 'utf8'));
   const keys = {};
-  for (const [kw, js] of [['keyward', 'js'], ['keyward_cold', 'js_cold'], ['alone', null], ['alone_cold', null], ...(beforeConfig ? [['before', null], ['before_cold', null]] : [])]) {
+  for (const [kw, js] of [['keyward', 'js'], ['keyward_cold', 'js_cold'], ['alone', null], ['alone_cold', null], ...(workers.floor ? [['floor', null], ['floor_cold', null]] : []), ...(beforeConfig ? [['before', null], ['before_cold', null]] : [])]) {
     // The policy stored, as in production (then it comes with the change feed, not from KV).
     const put = await workers[kw].admin('PUT', '/policy', policy);
     if (put.status !== 200) throw new Error(`PUT /policy: ${put.status} ${put.text}`);
@@ -276,10 +331,11 @@ try {
     const request = c.request(key);
     const before = kw === 'keyward' ? 'before' : 'before_cold';
     const alone = kw === 'keyward' ? 'alone' : 'alone_cold';
+    const floor = kw === 'keyward' ? 'floor' : 'floor_cold';
     const passRequest = { ...request, headers: { ...request.headers }, status: 200 };
     // The pass-through forwards whatever it gets: measured once for a GET and once for the POST.
     const passes = c.name === 'allowed, warm key' || request.method !== 'GET';
-    c.targets = [[workers[kw], request], [workers[alone], c.request(keys[alone])], ...(workers[before] ? [[workers[before], c.request(keys[before])]] : []), [workers[js], request], [workers[js.replace('js', 'js_assets')], request], ...(passes ? [[workers.pass, passRequest]] : [])]
+    c.targets = [[workers[kw], request], [workers[alone], c.request(keys[alone])], ...(workers[floor] ? [[workers[floor], c.request(keys[floor])]] : []), ...(workers[before] ? [[workers[before], c.request(keys[before])]] : []), [workers[js], request], [workers[js.replace('js', 'js_assets')], request], ...(passes ? [[workers.pass, passRequest]] : [])]
       .filter(([w]) => !ONLY || ONLY.some((o) => (o.endsWith('$') ? w.name.replace(/ \(cache miss\)$/, '') === o.slice(0, -1) : w.name.startsWith(o))));
     for (const [w, r] of c.targets) {
       await verify(w, r);
@@ -310,7 +366,7 @@ try {
   for (const r of runs) r.sampled_us = (r.samples * tick) / r.requests;
   for (const c of cases) {
     const row = {};
-    for (const w of ['keyward', 'keyward without assets', 'keyward before', 'js-gate', 'js-gate with assets', 'pass-through']) {
+    for (const w of ['keyward', 'keyward without assets', 'keyward floor', 'keyward before', 'js-gate', 'js-gate with assets', 'pass-through']) {
       let rs = runs.filter((r) => r.case === c.name && r.worker === w);
       if (!rs.length && w === 'pass-through') rs = runs.filter((r) => r.case === 'allowed, warm key' && r.worker === w);
       if (!rs.length) continue;
@@ -359,6 +415,8 @@ try {
       isolate_both_with_assets: ratio('keyward', 'js-gate with assets', 'isolate_us_per_request'),
       isolate_both_without_assets: ratio('keyward without assets', 'js-gate', 'isolate_us_per_request'),
     };
+    // The floor (keyward with a check that costs nothing) against the JS check, as the verdict is.
+    if (row['keyward floor']) row.floor_over_js = { isolate: ratio('keyward floor', 'js-gate', 'isolate_us_per_request'), workerd_cpu: ratio('keyward floor', 'js-gate', 'workerd_cpu_us_per_request') };
     if (row['keyward before']) row.keyward_over_before = { isolate: ratio('keyward', 'keyward before', 'isolate_us_per_request'), workerd_cpu: ratio('keyward', 'keyward before', 'workerd_cpu_us_per_request') };
     result.cases[c.name] = row;
   }

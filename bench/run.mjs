@@ -98,6 +98,8 @@ for (const [name, c] of Object.entries(profile.cases)) {
   row(`isolate time (samples × tick), ${name}: keyward / JS check / pass-through`, `${v('isolate_us_per_request')} (${r.isolate}×)`, `≤ 1.0× the JS check: ${r.isolate <= 1 ? 'met' : 'MISSED'}`);
   row(`  same, timeDeltas summed (holds waits)`, `${v('us_per_request')} (${r.timedeltas}×)`);
   row(`  same set-up: keyward / JS check, both behind the assets router; both without it`, `${c.keyward.isolate_us_per_request} / ${c['js-gate with assets'].isolate_us_per_request} µs (${r.isolate_both_with_assets}×); ${c['keyward without assets'].isolate_us_per_request} / ${c['js-gate'].isolate_us_per_request} µs (${r.isolate_both_without_assets}×)`);
+  // keyward with its check made free (bench/profile.mjs: the floor): what the rest of keyward costs.
+  if (c['keyward floor']) row(`  floor: keyward with a free check / JS check`, `${c['keyward floor'].isolate_us_per_request} / ${c['js-gate'].isolate_us_per_request} µs (${c.floor_over_js.isolate}×)`);
   row(`  workerd CPU (/proc): keyward / without assets / JS check`, `${c.keyward.workerd_cpu_us_per_request} / ${c['keyward without assets'].workerd_cpu_us_per_request} / ${c['js-gate'].workerd_cpu_us_per_request} µs (${r.workerd_cpu}×, ${r.workerd_cpu_without_assets}×)`);
 }
 const warmKinds = profile.cases['allowed, warm key'].keyward.by_kind;
