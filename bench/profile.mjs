@@ -281,6 +281,7 @@ try {
   const kwConfig = process.env.BENCH_KEYWARD_CONFIG ?? keywardConfig(process.env.BENCH_KEYWARD_MAIN);
   const beforeConfig = process.env.BENCH_BEFORE_CONFIG ?? keywardConfig(process.env.BENCH_KEYWARD_BEFORE);
   const aloneConfig = keywardConfig(process.env.BENCH_KEYWARD_MAIN, { withoutAssets: true });
+  const floorCfg = process.env.BENCH_FLOOR !== '0' ? floorConfig(process.env.BENCH_KEYWARD_MAIN) : undefined;
   const workers = {
     // BENCH_KEYWARD_VARS='{"NAME":"value"}': vars for "keyward" only (e.g. to see what a setting costs).
     keyward: await start('keyward', { config: kwConfig, vars: JSON.parse(process.env.BENCH_KEYWARD_VARS ?? '{}') }),
@@ -290,9 +291,9 @@ try {
       before_cold: await start('keyward before (cache miss)', { config: beforeConfig, vars: { CACHE_TTL_SECONDS: '0' } }),
     } : {}),
     // BENCH_FLOOR=0: without the floor's rows.
-    ...(process.env.BENCH_FLOOR !== '0' ? {
-      floor: await start('keyward floor', { config: floorConfig(process.env.BENCH_KEYWARD_MAIN) }),
-      floor_cold: await start('keyward floor (cache miss)', { config: floorConfig(process.env.BENCH_KEYWARD_MAIN), vars: { CACHE_TTL_SECONDS: '0' } }),
+    ...(floorCfg ? {
+      floor: await start('keyward floor', { config: floorCfg }),
+      floor_cold: await start('keyward floor (cache miss)', { config: floorCfg, vars: { CACHE_TTL_SECONDS: '0' } }),
     } : {}),
     alone: await start('keyward without assets', { config: aloneConfig }),
     alone_cold: await start('keyward without assets (cache miss)', { config: aloneConfig, vars: { CACHE_TTL_SECONDS: '0' } }),

@@ -106,10 +106,15 @@ fn decode_basic(encoded: &str) -> Result<(String, String), CredentialError> {
     Ok((workspace.to_string(), key.to_string()))
 }
 
+/// A query pair's raw name and value, split at the first `=` (no `=`: the name, and an empty value).
+pub fn pair_halves(pair: &str) -> (&str, &str) {
+    pair.split_once('=').unwrap_or((pair, ""))
+}
+
 /// Values of `name` in a query string, percent-decoded (`+` is a space); `None` for a bad escape.
 pub fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = Option<String>> + 'a {
     query.split('&').filter_map(move |pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = pair_halves(pair);
         (form_decode(k).as_deref() == Some(name)).then(|| form_decode(v))
     })
 }
@@ -117,7 +122,7 @@ pub fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = O
 /// A query pair's name and value, each form-decoded (`+` a space, `%XX` a byte, UTF-8 after);
 /// `None` if either is not valid percent-encoding.
 pub fn form_pair(pair: &str) -> Option<(String, String)> {
-    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    let (k, v) = pair_halves(pair);
     Some((form_decode(k)?, form_decode(v)?))
 }
 
@@ -126,8 +131,7 @@ pub fn strip_api_key(query: &str) -> String {
     query
         .split('&')
         .filter(|pair| {
-            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && form_decode(k).as_deref() != Some("api_key")
+            !pair.is_empty() && form_decode(pair_halves(pair).0).as_deref() != Some("api_key")
         })
         .collect::<Vec<_>>()
         .join("&")

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::credential::form_decode;
+use super::credential::{form_decode, pair_halves};
 
 /// The override headers, lower-case; each is looked up once per gated request.
 pub const OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
@@ -65,7 +65,7 @@ pub fn resolve_override(
     let params: Vec<Option<String>> = query.filter(|q| query_may_override(q)).map_or_else(Vec::new, |q| {
         q.split('&')
             .filter_map(|pair| {
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let (name, value) = pair_halves(pair);
                 param_name_matches(name).then(|| form_decode(value))
             })
             .collect()
@@ -118,8 +118,7 @@ pub fn strip_override_param(query: &str) -> String {
     query
         .split('&')
         .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && !param_name_matches(name)
+            !pair.is_empty() && !param_name_matches(pair_halves(pair).0)
         })
         .collect::<Vec<_>>()
         .join("&")

@@ -301,10 +301,8 @@ fn query_pairs(req: &Request) -> std::result::Result<Vec<(String, String)>, Refu
     let query = url.query().unwrap_or("");
     let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let pair = crate::core::credential::form_pair(pair).ok_or_else(|| {
-            let field = pair.split_once('=').map_or(pair, |(k, _)| k);
-            Refusal::bad(format!("{field}: is not valid percent-encoding"))
-        })?;
+        let pair = crate::core::credential::form_pair(pair)
+            .ok_or_else(|| Refusal::bad(format!("{}: is not valid percent-encoding", crate::core::credential::pair_halves(pair).0)))?;
         out.push(pair);
     }
     Ok(out)
