@@ -29,6 +29,9 @@ echo "test: the configuration deploys (wrangler deploy --dry-run)"
 WRANGLER_SEND_METRICS=false npx wrangler deploy --dry-run --outdir test-output/dry-run >test-output/dry-run.log 2>&1 \
   || { cat test-output/dry-run.log; exit 1; }
 
+echo "test: the README's and docs/'s relative links resolve (tests/docs)"
+node --test tests/docs/
+
 echo "test: the Worker under wrangler dev (tests/e2e)"
 node --test --test-concurrency=1 tests/e2e/
 
