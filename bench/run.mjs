@@ -110,3 +110,25 @@ console.log(`\n${'measure'.padEnd(w[0])}  ${'value'.padEnd(w[1])}  target`);
 console.log(`${'-'.repeat(w[0])}  ${'-'.repeat(w[1])}  ------`);
 for (const [a, b, c] of rows) console.log(`${a.padEnd(w[0])}  ${b.padEnd(w[1])}  ${c}`);
 console.log(`\nwritten to bench-output/results.json`);
+
+// scripts/bench.sh --table FILE (BENCH_TABLE): the same table as Markdown for docs/benchmarks.md,
+// headed by when, on what and by which command it was measured.
+if (process.env.BENCH_TABLE) {
+  let commit = 'unknown commit';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    if (execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT }).toString().trim()) commit += ' (with uncommitted changes)';
+  } catch { /* not a git checkout */ }
+  const os = await import('node:os');
+  const md = (cell) => cell.replace(/\|/g, '\\|').replace(/: met$/, ': **met**').replace(/: MISSED$/, ': **missed**');
+  const lines = [
+    `Measured by \`scripts/bench.sh\` at \`${commit}\`, ${results.when.slice(0, 16).replace('T', ' ')} UTC ` +
+      `(${os.cpus().length} CPUs, ${os.arch()}, Node ${process.version}).`,
+    '',
+    '| measure | value | target |',
+    '| --- | --- | --- |',
+    ...rows.map(([a, b, c]) => `| ${md(a)} | ${md(b)} | ${md(c)} |`),
+  ];
+  writeFileSync(process.env.BENCH_TABLE, `${lines.join('\n')}\n`);
+  console.log(`table written to ${process.env.BENCH_TABLE}`);
+}

@@ -5,7 +5,23 @@
 # (100 000 generated keys through POST /keys/batch), and what rate limits and credits cost
 # (bench/limits.mjs). Prints one table and writes it
 # to bench-output/results.json. Figures are for comparing runs on one machine, not assertions.
+#
+#   scripts/bench.sh [--table FILE]
+#
+# --table FILE (or BENCH_TABLE=FILE) also writes the table as Markdown, headed by the date, the
+# commit and the command, for docs/benchmarks.md (e.g. `scripts/bench.sh --table docs/benchmarks-table.md`).
 set -euo pipefail
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --table) [ $# -ge 2 ] || { echo "bench: --table needs a file name" >&2; exit 2; }; BENCH_TABLE="$2"; shift 2 ;;
+    --table=*) BENCH_TABLE="${1#--table=}"; shift ;;
+    *) echo "bench: unknown argument $1 (usage: scripts/bench.sh [--table FILE])" >&2; exit 2 ;;
+  esac
+done
+if [ -n "${BENCH_TABLE:-}" ]; then
+  case "$BENCH_TABLE" in /*) ;; *) BENCH_TABLE="$PWD/$BENCH_TABLE" ;; esac
+  export BENCH_TABLE
+fi
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh --tests --bench
