@@ -209,6 +209,11 @@ fn int(n: i64) -> SqlStorageValue {
     SqlStorageValue::Integer(n)
 }
 
+/// Above every change-log sequence number, and still exact as a JavaScript number
+/// (`Number.MAX_SAFE_INTEGER`): a bound sent to SQLite crosses to JS, where `i64::MAX` is out of
+/// the safe-integer range (wrangler logged "Converting 9223372036854775807 to JsValue").
+const SEQ_ABOVE_ALL: i64 = 9_007_199_254_740_991;
+
 fn version_of(record: &KeyRecord) -> i64 {
     i64::try_from(record.version).unwrap_or(i64::MAX)
 }
@@ -496,7 +501,7 @@ impl Ledger {
             .ok_or_else(|| StoreError("the change log's state could not be read".into()))?;
         let rows: Vec<FeedRow> = if after < 0 {
             // What KV may not show yet: the recent changes, and any whose KV write is still owed.
-            let pending = if kv_pending_from > 0 { kv_pending_from } else { i64::MAX };
+            let pending = if kv_pending_from > 0 { kv_pending_from } else { SEQ_ABOVE_ALL };
             self.rows(
                 "SELECT seq, digest, version, present FROM changes WHERE kind = 'key' AND (at >= ? OR seq >= ?) ORDER BY seq LIMIT ?",
                 vec![int(now.saturating_sub(RECENT_WINDOW_MS)), int(pending), int(FEED_PAGE + 1)],
@@ -533,8 +538,8 @@ impl Ledger {
         // Never a change whose KV write is still owed: a new isolate must learn of it.
         self.run(
             "DELETE FROM changes WHERE at < ? AND seq < (SELECT MAX(seq) FROM changes)
-               AND seq < COALESCE((SELECT MIN(seq) FROM outbox), 9007199254740991)",
-            vec![int(now.saturating_sub(CHANGE_RETENTION_MS))],
+               AND seq < COALESCE((SELECT MIN(seq) FROM outbox), ?)",
+            vec![int(now.saturating_sub(CHANGE_RETENTION_MS)), int(SEQ_ABOVE_ALL)],
         )
     }
 

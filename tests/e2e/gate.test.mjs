@@ -307,3 +307,23 @@ test('the debug stats are not served without KEYWARD_DEBUG (only test harnesses 
   assert.equal(r.status, 404, r.text);
   assert.equal(r.body.error_code, 'NOT_FOUND');
 });
+
+test('no number outside JavaScript\'s safe-integer range crosses from the Worker to JS', async () => {
+  // A new isolate reads the whole recent change log, bounded by the first change KV still owes;
+  // with none owed that bound was i64::MAX, which the worker crate logs (console.debug, so only at
+  // wrangler's debug log level: `direct`) as "Converting 9223372036854775807 to JsValue as
+  // Integer, but it is outside the JavaScript safe-integer range".
+  const fresh = await startKeyward({ origin: origin.url, direct: true });
+  try {
+    const unknown = await fresh.request('GET', USERS, { headers: { authorization: `Bearer ${makeKey()}` } });
+    assert.equal(unknown.status, 401, unknown.text);
+    const made = await fresh.admin('POST', '/api_keys', { api_key: { name: 'safe integers', permissions: ['users:read'] } });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    const allowed = await fresh.request('GET', USERS, { headers: { authorization: `Bearer ${made.body.data.api_key}` } });
+    assert.equal(allowed.status, 200, allowed.text);
+    assert.match(fresh.log(), /GET \/api\/v2\/projects\/7\/users/, 'the debug log is captured');
+    assert.doesNotMatch(fresh.log(), /outside the JavaScript safe-integer range/);
+  } finally {
+    await fresh.stop();
+  }
+});
