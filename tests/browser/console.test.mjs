@@ -45,6 +45,8 @@ test('sign in with the keyboard only', async () => {
   await page.waitForSelector('#view-keys:not([hidden])');
   // The focus is on the main region as soon as the view shows.
   assert.equal(await page.evaluate(() => document.activeElement?.id), 'main');
+  // ... without a focus ring drawn around the whole region (it is not a control).
+  assert.equal(await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle), 'none');
   // Tab reaches the "New key" link, and Enter opens the form.
   for (let i = 0; i < 12; i++) {
     await page.keyboard.press('Tab');
