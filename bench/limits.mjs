@@ -63,7 +63,7 @@ async function isolateTime(kw, key) {
   close();
   if (run.non2xx) throw new Error(`${run.non2xx} requests were refused while profiling`);
   const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
-  // As bench/profile.mjs measures it (README, Isolate time per request): non-idle samples × the
+  // As bench/profile.mjs measures it (docs/benchmarks.md, Isolate time per request): non-idle samples × the
   // sampling tick (the 10th percentile of the gaps between samples); the timeDeltas summed too.
   let busy = 0;
   let samples = 0;

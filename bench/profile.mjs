@@ -31,7 +31,7 @@ const DURATION = process.env.BENCH_PROFILE_DURATION ?? '4s';
 // function to optimised code once it has run a budget of its own code, which for
 // keyward's check takes a few thousand requests (JavaScript tiers up sooner). A short warm-up
 // measures an isolate that has served about 3 000 requests (all cases warm up before the first
-// round); BENCH_WARMUP=60s one that has served many more (README, Benchmarks).
+// round); BENCH_WARMUP=60s one that has served many more (docs/benchmarks.md).
 const WARMUP = process.env.BENCH_WARMUP ?? DURATION;
 // BENCH_WORKERS=<names, comma-separated>: only these Workers (a name's start, or the whole name ending in '$').
 const ONLY = process.env.BENCH_WORKERS?.split(',');
@@ -69,7 +69,7 @@ function jsGateWithAssetsConfig() {
 // (a cache miss) and the body (an inspected route) where the check had them read, and still reads
 // the change feed each second. Everything else is keyward's: the entry's JavaScript, the origin's
 // time bound, the header hygiene, the answers, the assets router in front. Not counted: usage and
-// its flush. So it is what keyward would cost with a check that cost nothing (README, Benchmarks).
+// its flush. So it is what keyward would cost with a check that cost nothing (docs/benchmarks.md).
 // Measurement only: the memo keeps plaintext keys, which keyward itself must never do.
 function floorConfig(main) {
   const entry = main ?? path.join(ROOT, 'src/entry.mjs');
@@ -198,7 +198,7 @@ async function profileOnce(worker, request) {
   // Two readings of one profile. `busy`: the sum of the non-idle samples' timeDeltas (the issue's
   // method). `samples`: how many non-idle samples there were; workerd takes them at a steady tick
   // only while the isolate runs, and a sample after a wait carries the whole wait in its
-  // timeDelta, so the count times the tick is the time the isolate ran (README, Benchmarks).
+  // timeDelta, so the count times the tick is the time the isolate ran (docs/benchmarks.md).
   // Kinds and functions are weighed by samples for the same reason.
   let busy = 0;
   let samples = 0;

@@ -91,7 +91,7 @@ row('size: browser wasm raw / gzip -9', `${(sizes.browser.raw / 1024).toFixed(0)
 row('start: Worker wasm compile (Chromium V8, median)', `${workerCompileMs.toFixed(2)} ms`);
 row('start: browser wasm compile / instantiate (Node, median)', `${wasm['start/browser_wasm_compile_ms'].toFixed(2)} / ${wasm['start/browser_wasm_instantiate_ms'].toFixed(3)} ms`);
 // Isolate time per request (bench/profile.mjs): keyward beside the JS check and the pass-through,
-// three ways (README, Benchmarks: how each is measured and why the first is the one that counts).
+// three ways (docs/benchmarks.md: how each is measured and why the first is the one that counts).
 for (const [name, c] of Object.entries(profile.cases)) {
   const r = c.keyward_over_js;
   const v = (field) => `${c.keyward[field]} / ${c['js-gate'][field]} / ${c['pass-through'][field]} µs`;

@@ -81,7 +81,7 @@ const SCENARIOS = [
   ['allowed 16 KiB body', 2, () => ['POST', '/v4/events', { headers: { ...bearer(events.key), ...json }, body: bigBody }], 'ORIGIN'],
   ['allowed attributes', 3, () => ['PUT', '/v4/profiles/p1', { headers: { ...bearer(profile.key), ...json }, body: { email: 'a@b.c', tags: ['vip'] } }], 'ORIGIN'],
   // From 250 loopback addresses, as many clients: one client's unknown keys are bounded (429
-  // RATE_LIMITED past 50 KV misses in 10 s, README Security), which is not what this measures.
+  // RATE_LIMITED past 50 KV misses in 10 s, docs/security.md), which is not what this measures.
   ['unknown key', 10, () => ['GET', USERS, { headers: bearer(makeKey()), localAddress: `127.0.1.${1 + Math.floor(Math.random() * 250)}` }], 'UNKNOWN_KEY'],
   ['missing key', 2, () => ['GET', USERS], 'MISSING_KEY'],
   ['malformed key', 2, () => ['GET', USERS, { headers: bearer('kw_test_short') }], 'MALFORMED_KEY'],
@@ -248,7 +248,7 @@ async function memory() {
     }
   }
   const heap = (await inspect('Runtime.getHeapUsage')).result;
-  // What the isolate holds (all bounded: README Security), from the debug-only stats: the cached
+  // What the isolate holds (all bounded: docs/security.md), from the debug-only stats: the cached
   // records (known and unknown keys), the usage tally not yet flushed (keys and buckets) and the
   // feed's recent versions. The wasm memory grows with these up to their caps and never shrinks.
   const stats = (await send('GET', '/_keyward/debug/stats')).json?.data;

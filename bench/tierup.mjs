@@ -1,6 +1,6 @@
 // How the wasm check's cost moves as one isolate calls it more: V8 runs each wasm function as
 // baseline (Liftoff) code until it has run a budget of its own code, then as optimised code
-// (README, Benchmarks: "A young isolate runs keyward's wasm as baseline code").
+// (docs/benchmarks.md: "A young isolate runs keyward's wasm as baseline code").
 //
 // keyward runs under `wrangler dev` behind a wrapper entry that, for a request carrying
 // `x-bench-loop: N`, calls gate_check N times on that request's facts before answering it as

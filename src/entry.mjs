@@ -2,7 +2,7 @@
 // the fast path (one synchronous call into the wasm, src/edge/fast.rs) and hands everything else
 // to the complete path, the worker crate's `fetch` (src/edge/mod.rs: the gate, the management
 // API, the console). Both paths use the same in-wasm cache, policy and change-feed state, and give
-// the same answers; the complete path is the reference (README, Architecture).
+// the same answers; the complete path is the reference (docs/architecture.md).
 import Complete from '../build/index.js';
 
 // worker-build puts the crate's extra #[wasm_bindgen] functions (src/edge/fast.rs) on the
@@ -227,7 +227,7 @@ export default {
         let record;
         try {
           // As text, as the complete path reads it: a string costs the runtime less to make than
-          // an ArrayBuffer (README, Benchmarks), and wasm-bindgen copies either into wasm memory.
+          // an ArrayBuffer (docs/benchmarks.md), and wasm-bindgen copies either into wasm memory.
           record = await env.KEYS.get(`key:${digest}`);
         } catch {
           answer = COMPLETE;

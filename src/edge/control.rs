@@ -14,7 +14,7 @@ use super::ledger::Ledger;
 use super::reply;
 use crate::core::record::KeyRecord;
 
-/// The name of the one control-plane object (see the README, Limits, for how it would shard).
+/// The name of the one control-plane object (see docs/consistency.md, Limits of the design, for how it would shard).
 pub const OBJECT_NAME: &str = "control";
 /// KV writes made at once while draining the outbox.
 const DRAIN_CHUNK: usize = 25;

@@ -80,7 +80,7 @@ thread_local! {
 const COMPILED_SLOTS: usize = 256;
 
 /// A record as KV gave it (the SHA-256 of its bytes) and what it compiled to: a weak reference,
-/// so that a record the cache let go is freed (README, Security: the isolate holds about the keys
+/// so that a record the cache let go is freed (docs/security.md: the isolate holds about the keys
 /// in use); this request's record is held by the request (`fast::LOADED`).
 struct Compiled {
     digest: DigestBytes,

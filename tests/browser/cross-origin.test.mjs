@@ -63,7 +63,7 @@ after(async () => {
   await evil?.stop();
 });
 
-/** What the README's example page does: fetch with the profile key, read the JSON. */
+/** What docs/browsers.md's example page does: fetch with the profile key, read the JSON. */
 function callFromPage(page, url, key, init = {}) {
   return page.evaluate(async ({ url, key, init }) => {
     try {

@@ -1,7 +1,7 @@
 // The isolate's key cache lets go of what it can no longer answer from, end to end under
 // `wrangler dev`: a key the change feed reports changed (deleted, revoked, rolled) leaves the
 // cache at once, and entries past CACHE_TTL_SECONDS are dropped as new keys arrive, so that the
-// wasm memory levels off while keys come and go (scripts/soak.sh shows it, README Security). Counts come
+// wasm memory levels off while keys come and go (scripts/soak.sh shows it, docs/security.md). Counts come
 // from the debug-only stats endpoint (KEYWARD_DEBUG, set by the harness only).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

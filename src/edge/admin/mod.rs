@@ -60,7 +60,7 @@ impl From<worker::Error> for Refusal {
 
 type Answer = std::result::Result<Response, Refusal>;
 
-/// A `local` rate limit needs the Rate Limiting binding of its tier (README, Rate limits): a
+/// A `local` rate limit needs the Rate Limiting binding of its tier (docs/limits-and-usage.md): a
 /// record naming a tier this deployment does not declare is refused, and nothing is written. Only
 /// a changed limit is checked, so a tier taken out of wrangler.toml does not block other edits.
 fn check_tier(env: &Env, record: &KeyRecord, old: Option<&KeyRecord>) -> std::result::Result<(), Refusal> {
