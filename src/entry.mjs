@@ -274,8 +274,9 @@ export default {
     forwarded.set('x-keyward-key-type', type);
     if (profile !== undefined) forwarded.set('x-keyward-profile-id', profile);
     else forwarded.delete('x-keyward-profile-id');
-    // Set only by the complete path, for keys with credits (which never come this way).
+    // Set only by the complete path, for keys with credits and for tokens (which never come this way).
     forwarded.delete('x-keyward-credits-remaining');
+    forwarded.delete('x-keyward-token-id');
     const init = { method, headers: forwarded, redirect: 'manual' };
     if (method !== 'GET' && method !== 'HEAD') {
       if (body !== undefined) init.body = body;

@@ -28,11 +28,16 @@ pub enum Code {
     /// The key's credits cannot pay for the request (contract section 8). Last in the list so
     /// that the earlier codes keep their positions in `ALL`.
     UsageExceeded,
+    /// A token (contract section 15) past its `exp`.
+    TokenExpired,
+    /// A token that is not one of this deployment's: bad form, signature, `kid`, algorithm,
+    /// issuer, not yet valid, or issued before its key's `revoke_tokens`.
+    TokenInvalid,
 }
 
 impl Code {
     /// Every code, in declaration order (`Code::ALL[code as usize] == code`).
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 22] = [
         Code::Valid,
         Code::BadRequest,
         Code::MissingKey,
@@ -53,6 +58,8 @@ impl Code {
         Code::OriginUnavailable,
         Code::OriginTimeout,
         Code::UsageExceeded,
+        Code::TokenExpired,
+        Code::TokenInvalid,
     ];
 
     /// The HTTP status the gate answers with for this code.
@@ -65,7 +72,9 @@ impl Code {
             | Code::UnknownKey
             | Code::KeyExpired
             | Code::KeyRevoked
-            | Code::WorkspaceMismatch => 401,
+            | Code::WorkspaceMismatch
+            | Code::TokenExpired
+            | Code::TokenInvalid => 401,
             Code::PermissionDenied
             | Code::IpNotAllowed
             | Code::EventNotAllowed
@@ -102,6 +111,8 @@ impl Code {
             Code::OriginUnavailable => "ORIGIN_UNAVAILABLE",
             Code::OriginTimeout => "ORIGIN_TIMEOUT",
             Code::UsageExceeded => "USAGE_EXCEEDED",
+            Code::TokenExpired => "TOKEN_EXPIRED",
+            Code::TokenInvalid => "TOKEN_INVALID",
         }
     }
 }
@@ -137,5 +148,7 @@ mod tests {
         assert_eq!(Code::OriginTimeout.status(), 504);
         assert_eq!(Code::RateLimited.status(), 429);
         assert_eq!(Code::UsageExceeded.status(), 429);
+        assert_eq!(Code::TokenExpired.status(), 401);
+        assert_eq!(Code::TokenInvalid.status(), 401);
     }
 }

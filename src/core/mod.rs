@@ -21,6 +21,7 @@ pub mod page_token;
 pub mod policy;
 pub mod record;
 pub mod time;
+pub mod token;
 pub mod usage;
 
 pub use code::Code;

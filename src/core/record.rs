@@ -97,6 +97,10 @@ pub struct KeyRecord {
     /// replaces the secret, not the quota). Not part of the API view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limiter: Option<String>,
+    /// Tokens of this key issued before this time (Unix ms) are refused: set by
+    /// `POST /api_keys/{id}/revoke_tokens` (contract section 15). Read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_not_before: Option<i64>,
 }
 
 fn stored_ratelimit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
@@ -139,7 +143,7 @@ pub enum WriteMode {
     Push,
 }
 
-const READ_ONLY: &[&str] = &["id", "status", "created_at", "updated_at", "revoked_at", "digest", "last_used_at"];
+const READ_ONLY: &[&str] = &["id", "status", "created_at", "updated_at", "revoked_at", "digest", "last_used_at", "tokens_not_before"];
 
 impl KeyRecord {
     /// A new record with every attribute at its default, to which attributes are then applied.
@@ -171,6 +175,7 @@ impl KeyRecord {
             ratelimit: None,
             credits: None,
             limiter: None,
+            tokens_not_before: None,
         }
     }
 
@@ -399,7 +404,7 @@ impl KeyRecord {
         let object = view.as_object().ok_or_else(|| FieldError::new("record", "must be a JSON object"))?;
         let text = |field: &str| object.get(field).and_then(Value::as_str).map(str::to_string);
         let mut attributes = object.clone();
-        for field in ["id", "status", "created_at", "updated_at", "revoked_at", "version", "key_preview", "api_key", "rolled_from", "last_used_at"] {
+        for field in ["id", "status", "created_at", "updated_at", "revoked_at", "version", "key_preview", "api_key", "rolled_from", "last_used_at", "tokens_not_before"] {
             attributes.remove(field);
         }
         let mut base = KeyRecord::blank(text("id").unwrap_or_else(|| "key_playground".into()), String::new(), 0);
@@ -450,6 +455,7 @@ impl KeyRecord {
         map.insert("key_preview".into(), opt(&self.key_preview));
         map.insert("ratelimit".into(), self.ratelimit.map_or(Value::Null, |r| serde_json::json!(r)));
         map.insert("credits".into(), self.credits.map_or(Value::Null, |c| c.view(c.remaining)));
+        map.insert("tokens_not_before".into(), self.tokens_not_before.map_or(Value::Null, |ms| Value::String(format_rfc3339(ms))));
         Value::Object(map)
     }
 }

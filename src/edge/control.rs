@@ -47,6 +47,9 @@ impl DurableObject for ControlPlane {
             if let Err(e) = super::usage::create_schema(l.sql()) {
                 worker::console_error!("keyward: the usage tables could not be created: {}", e.0);
             }
+            if let Err(e) = super::tokens::create_schema(l.sql()) {
+                worker::console_error!("keyward: the signing keys' table could not be created: {}", e.0);
+            }
         }
         let failures = env
             .var("KEYWARD_TEST_FAIL_KV_WRITES")
@@ -105,11 +108,17 @@ impl DurableObject for ControlPlane {
                 Err(_) => reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable"),
             };
         }
+        if let Some(answer) = super::tokens::internal(&mut req, &path, &ledger, now).await {
+            return answer;
+        }
         let Some(rest) = path.strip_prefix("/_keyward/v1/") else {
             return reply::error(404, "NOT_FOUND", "no such control-plane endpoint");
         };
         let rest = rest.to_string();
-        let response = super::admin::handle(req, &self.env, &rest, &ledger, now).await?;
+        let response = match super::tokens::manage(&mut req, &self.env, &rest, &ledger, now).await {
+            Some(answer) => answer?,
+            None => super::admin::handle(req, &self.env, &rest, &ledger, now).await?,
+        };
         let _ = ledger.prune_changes(now);
         // Small changes reach KV before the answer; big ones (a batch) after it, a chunk per alarm.
         match ledger.outbox_len() {

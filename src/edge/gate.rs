@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
+use std::rc::Rc;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use super::store::{self, Store, SyncPlan, SyncSettings};
 use super::usage;
 use crate::core::cache::Lookup;
 use crate::core::cors::{self, Preflight};
-use crate::core::credential::{find_credential, strip_api_key, CredentialSource};
+use crate::core::credential::{find_credential, strip_api_key, Credential, CredentialSource};
 use crate::core::decision::MAX_INSPECTED_BODY;
 use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
@@ -154,8 +155,33 @@ pub(crate) async fn background(env: &Env) {
 async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &Env, ctx: &Context, now: i64) -> Result<Response> {
     // A copy: the incoming request's headers are immutable, and this copy is what is forwarded.
     let headers = Headers(req.headers()).clone();
+    let client_ip = headers.get("cf-connecting-ip")?;
+    let authorization = headers.get("authorization")?;
+    // A token (contract section 15) in place of a key: its signature and times are checked
+    // without any read, then its key is found by the digest it carries.
+    if let Some(raw) = crate::core::token::bearer_token(authorization.as_deref()) {
+        let claims = match super::tokens::claims(env, raw, headers.get("x-api-key")?.as_deref(), url.query(), now).await {
+            Ok(c) => c,
+            Err(super::tokens::Refused::Token(code, message)) => return deny(code, &message),
+            Err(super::tokens::Refused::Store) => return deny(Code::StoreUnavailable, "the signing keys are unavailable"),
+        };
+        let store = match Store::open(env) {
+            Ok(s) => s,
+            Err(_) => return deny(Code::StoreUnavailable, "the key store is unavailable"),
+        };
+        let key = match store.key(&claims.kwd, now).await {
+            Err(_) => return deny(Code::StoreUnavailable, "the key store is unavailable"),
+            Ok(None) => return deny(Code::TokenInvalid, super::tokens::KEY_GONE),
+            Ok(Some(key)) => key,
+        };
+        if let Some((code, message)) = super::tokens::judge(&claims, &key) {
+            return settled(&key, deny(code, message), code, env, ctx, now);
+        }
+        let credential = Credential { key: String::new(), workspace: None, sources: vec![CredentialSource::Bearer] };
+        return decided(req, method, url, env, ctx, now, Checked { headers, client_ip, credential, key, store, token_id: Some(claims.jti.clone()) }).await;
+    }
     let credential = match find_credential(
-        headers.get("authorization")?.as_deref(),
+        authorization.as_deref(),
         headers.get("x-api-key")?.as_deref(),
         url.query(),
     ) {
@@ -172,7 +198,6 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         Ok(s) => s,
         Err(_) => return deny(Code::StoreUnavailable, "the key store is unavailable"),
     };
-    let client_ip = headers.get("cf-connecting-ip")?;
     // Anyone can make well-formed keys, so the KV reads that find none are bounded per client:
     // a client past its bound gets no KV read for a key the cache does not hold.
     let miss = matches!(store.cached_key(&digest, now), Lookup::Miss);
@@ -196,6 +221,23 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         }
         Ok(Some(key)) => key,
     };
+    decided(req, method, url, env, ctx, now, Checked { headers, client_ip, credential, key, store, token_id: None }).await
+}
+
+/// What the credential check found: the request's headers (a copy, to forward), the client's
+/// address, the credential (for a token: Bearer, no workspace), its key, and the token's id.
+struct Checked {
+    headers: Headers,
+    client_ip: Option<String>,
+    credential: Credential,
+    key: Rc<CompiledKey>,
+    store: Store,
+    token_id: Option<String>,
+}
+
+/// The key's rules on the request, then the forward or the denial.
+async fn decided(req: web_sys::Request, method: Method, url: worker::Url, env: &Env, ctx: &Context, now: i64, checked: Checked) -> Result<Response> {
+    let Checked { headers, client_ip, credential, key, store, token_id } = checked;
     let policy = match store.policy(now).await {
         Ok(p) => p,
         Err(_) => {
@@ -278,6 +320,9 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
     }
     forwarded.set("x-keyward-key-id", &key.record.id)?;
     forwarded.set("x-keyward-key-type", key.record.key_type.as_str())?;
+    if let Some(jti) = &token_id {
+        forwarded.set(super::tokens::TOKEN_ID_HEADER, jti)?;
+    }
     if let Some(profile) = &key.record.profile_id {
         forwarded.set("x-keyward-profile-id", profile)?;
     }
@@ -304,7 +349,7 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
 /// The Host of this Worker and any X-Keyward-* the client made up never reach the origin.
 fn drop_client_identity(headers: &Headers) -> Result<()> {
     headers.delete("host")?;
-    for name in ["x-keyward-key-id", "x-keyward-key-type", "x-keyward-profile-id", super::limits::CREDITS_HEADER] {
+    for name in ["x-keyward-key-id", "x-keyward-key-type", "x-keyward-profile-id", super::limits::CREDITS_HEADER, super::tokens::TOKEN_ID_HEADER] {
         headers.delete(name)?;
     }
     Ok(())

@@ -10,6 +10,7 @@ mod limiter;
 mod limits;
 mod reply;
 mod store;
+mod tokens;
 mod usage;
 
 use worker::{event, web_sys, Context, Env, Request, Response, Result};
@@ -58,6 +59,13 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
         if let Some(rest) = path.strip_prefix("/_keyward/v1/") {
             return management(req, &env, rest).await;
         }
+        if path == "/_keyward/jwks.json" {
+            return tokens::jwks(&worker::Method::from(raw_method), &env).await;
+        }
+        // Tests only: production never sets KEYWARD_DEBUG, so this is a 404 there.
+        if path == "/_keyward/debug/token-clock" && env.var("KEYWARD_DEBUG").is_ok() {
+            return tokens::debug_clock(&url);
+        }
         // Tests only: production never sets KEYWARD_TEST_NOW_MS, so this is a 404 there.
         if (path == "/_keyward/debug/clock" || path == "/_keyward/debug/limiter-rows") && env.var("KEYWARD_TEST_NOW_MS").is_ok() {
             return limiter_debug(&url, &env).await;
@@ -84,6 +92,7 @@ async fn management(req: web_sys::Request, env: &Env, rest: &str) -> Result<Resp
     match rest {
         "ping" if request.method() == worker::Method::Get => return admin::ping(&request, env, now_ms()).await,
         "openapi.json" if request.method() == worker::Method::Get => return admin::openapi(env).await,
+        "auth/token" | "auth/refresh" => return tokens::auth(request, env, rest).await,
         _ => {}
     }
     let writes = request.method() != worker::Method::Get;

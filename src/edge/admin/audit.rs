@@ -11,7 +11,7 @@ use crate::edge::reply;
 const MAX_PER_PAGE: usize = 500;
 const DEFAULT_PER_PAGE: usize = 100;
 const ACTIONS: &[&str] =
-    &["create", "update", "expire", "reactivate", "revoke", "roll", "delete", "push", "policy_update", "import", "credits"];
+    &["create", "update", "expire", "reactivate", "revoke", "roll", "delete", "push", "policy_update", "import", "credits", "revoke_tokens", "rotate_signing_key"];
 
 pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
     let mut key_id = None;

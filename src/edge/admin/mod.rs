@@ -342,3 +342,10 @@ fn per_page(value: &str, max: usize) -> std::result::Result<usize, Refusal> {
         .filter(|p| (1..=max).contains(p))
         .ok_or_else(|| Refusal::bad(format!("per_page: must be an integer from 1 to {max}")))
 }
+
+/// For management calls answered outside this module (`edge::tokens`): the `ADMIN_TOKEN`
+/// (`permission` None: the admin token only) or a key holding `permission`.
+pub(crate) fn authorize_call(req: &Request, env: &Env, ledger: &Ledger, permission: Option<&'static str>, now: i64) -> std::result::Result<Actor, Refusal> {
+    let need = permission.map_or(Need::Admin, Need::Permission);
+    authorize(req, env, ledger, need, now)
+}
