@@ -101,6 +101,13 @@ pub struct KeyRecord {
     /// `POST /api_keys/{id}/revoke_tokens` (contract section 15). Read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_not_before: Option<i64>,
+    /// Simple authentication (contract section 15): a profile key whose customers log in with
+    /// an HMAC-SHA256 of their identifier under `simple_auth_salt` (made at the edge with the
+    /// CSPRNG when this turns on; read-only, shown to management calls).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simple_auth: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simple_auth_salt: Option<String>,
 }
 
 fn stored_ratelimit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
@@ -143,7 +150,7 @@ pub enum WriteMode {
     Push,
 }
 
-const READ_ONLY: &[&str] = &["id", "status", "created_at", "updated_at", "revoked_at", "digest", "last_used_at", "tokens_not_before"];
+const READ_ONLY: &[&str] = &["id", "status", "created_at", "updated_at", "revoked_at", "digest", "last_used_at", "tokens_not_before", "simple_auth_salt"];
 
 impl KeyRecord {
     /// A new record with every attribute at its default, to which attributes are then applied.
@@ -176,6 +183,8 @@ impl KeyRecord {
             credits: None,
             limiter: None,
             tokens_not_before: None,
+            simple_auth: false,
+            simple_auth_salt: None,
         }
     }
 
@@ -355,6 +364,12 @@ impl KeyRecord {
                     };
                 }
                 "ratelimit" => next.ratelimit = parse_ratelimit(value)?,
+                "simple_auth" => {
+                    next.simple_auth = value.as_bool().ok_or_else(|| FieldError::new(field, "must be true or false"))?;
+                    if !next.simple_auth {
+                        next.simple_auth_salt = None;
+                    }
+                }
                 "credits" => next.credits = parse_credits(value)?,
                 "version" if mode == WriteMode::Push => {
                     // 7 and 7.0 are the same JSON number.
@@ -394,6 +409,9 @@ impl KeyRecord {
             }
             _ => {}
         }
+        if next.simple_auth && next.key_type != KeyType::Profile {
+            return Err(FieldError::new("simple_auth", "is only allowed on a profile key"));
+        }
         Ok(next)
     }
 
@@ -404,7 +422,7 @@ impl KeyRecord {
         let object = view.as_object().ok_or_else(|| FieldError::new("record", "must be a JSON object"))?;
         let text = |field: &str| object.get(field).and_then(Value::as_str).map(str::to_string);
         let mut attributes = object.clone();
-        for field in ["id", "status", "created_at", "updated_at", "revoked_at", "version", "key_preview", "api_key", "rolled_from", "last_used_at", "tokens_not_before"] {
+        for field in ["id", "status", "created_at", "updated_at", "revoked_at", "version", "key_preview", "api_key", "rolled_from", "last_used_at", "tokens_not_before", "simple_auth_salt"] {
             attributes.remove(field);
         }
         let mut base = KeyRecord::blank(text("id").unwrap_or_else(|| "key_playground".into()), String::new(), 0);
@@ -456,6 +474,8 @@ impl KeyRecord {
         map.insert("ratelimit".into(), self.ratelimit.map_or(Value::Null, |r| serde_json::json!(r)));
         map.insert("credits".into(), self.credits.map_or(Value::Null, |c| c.view(c.remaining)));
         map.insert("tokens_not_before".into(), self.tokens_not_before.map_or(Value::Null, |ms| Value::String(format_rfc3339(ms))));
+        map.insert("simple_auth".into(), Value::Bool(self.simple_auth));
+        map.insert("simple_auth_salt".into(), opt(&self.simple_auth_salt));
         Value::Object(map)
     }
 }

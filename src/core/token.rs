@@ -36,6 +36,9 @@ pub struct Claims {
     /// The key's id.
     pub sub: String,
     pub iat: i64,
+    /// `iat` in milliseconds (keyward's private claim), for `revoke_tokens`.
+    #[serde(default)]
+    pub iat_ms: i64,
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
@@ -46,6 +49,10 @@ pub struct Claims {
     #[serde(default)]
     pub profile: Option<String>,
     pub kwd: String,
+    /// A simple-authentication token (a customer of a profile key): how `profile` identifies the
+    /// customer (`email` or `custom_id`). Absent on a key's own token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idt: Option<String>,
 }
 
 /// A public key the gate accepts tokens of.
@@ -209,25 +216,101 @@ pub fn parse_ttl(value: Option<&Value>) -> Result<u64, String> {
 }
 
 /// The claims' times for a token made at `now_ms` to live `ttl_seconds`: `(iat, exp)` in Unix
-/// seconds. `exp` is never past the key's own `expires_at`; `iat` is never before the key's
-/// `tokens_not_before` (a token made just after `revoke_tokens`, in the same second, must live).
-pub fn times(now_ms: i64, ttl_seconds: u64, key_expires_ms: Option<i64>, tokens_not_before_ms: Option<i64>) -> (i64, i64) {
+/// seconds. `exp` is never past the key's own `expires_at`.
+pub fn times(now_ms: i64, ttl_seconds: u64, key_expires_ms: Option<i64>) -> (i64, i64) {
     let now_s = now_ms.div_euclid(1000);
-    let iat = match tokens_not_before_ms {
-        Some(ms) => now_s.max(ms.saturating_add(999).div_euclid(1000)),
-        None => now_s,
-    };
     let mut exp = now_s.saturating_add(i64::try_from(ttl_seconds).unwrap_or(i64::MAX));
     if let Some(ms) = key_expires_ms {
         exp = exp.min(ms.div_euclid(1000));
     }
-    (iat, exp)
+    (now_s, exp)
 }
 
-/// Whether a token issued at `iat` (seconds) was ended by its key's `revoke_tokens` at
-/// `tokens_not_before_ms`.
-pub fn revoked_by_key(iat: i64, tokens_not_before_ms: Option<i64>) -> bool {
-    tokens_not_before_ms.is_some_and(|ms| iat.saturating_mul(1000) < ms)
+/// Whether a token issued at `iat_ms` (its private claim, in milliseconds: `iat` has only
+/// seconds, and a token made in the same second just after a `revoke_tokens` must live) was
+/// ended by its key's `revoke_tokens` at `tokens_not_before_ms`.
+pub fn revoked_by_key(iat_ms: i64, tokens_not_before_ms: Option<i64>) -> bool {
+    tokens_not_before_ms.is_some_and(|ms| iat_ms < ms)
+}
+
+/// A simple-authentication request (`POST /auth/simple`): the customer's identifier, how it
+/// identifies them, and the HMAC-SHA256 of the identifier under the key's salt, in hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimpleAuth {
+    pub identifier_type: String,
+    pub identifier: String,
+    pub signature: String,
+    pub ttl_seconds: u64,
+}
+
+/// Longest identifier accepted (an e-mail address is at most 254 characters).
+pub const MAX_IDENTIFIER_CHARS: usize = 256;
+
+/// Reads an `/auth/simple` body; the error names the field.
+pub fn parse_simple_auth(body: &Value) -> Result<SimpleAuth, String> {
+    let object = body.as_object().ok_or("body: must be a JSON object")?;
+    if let Some(other) = object.keys().find(|k| !matches!(k.as_str(), "identifier_type" | "identifier" | "signature" | "ttl_seconds")) {
+        return Err(format!("{other}: is not a simple authentication field (expected identifier_type, identifier, signature, ttl_seconds)"));
+    }
+    let text = |field: &str| -> Result<String, String> {
+        match object.get(field) {
+            None | Some(Value::Null) => Err(format!("{field}: is required")),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(format!("{field}: must be a string")),
+        }
+    };
+    let identifier_type = text("identifier_type")?;
+    if !matches!(identifier_type.as_str(), "email" | "custom_id") {
+        return Err("identifier_type: must be \"email\" or \"custom_id\"".into());
+    }
+    let identifier = text("identifier")?;
+    let n = identifier.chars().count();
+    if n == 0 || n > MAX_IDENTIFIER_CHARS || identifier.chars().any(char::is_control) {
+        return Err(format!("identifier: must be 1 to {MAX_IDENTIFIER_CHARS} characters, without control characters"));
+    }
+    let signature = text("signature")?;
+    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("signature: must be the HMAC-SHA256 of the identifier under the key's salt, as 64 hex characters".into());
+    }
+    let ttl_seconds = parse_ttl(object.get("ttl_seconds"))?;
+    Ok(SimpleAuth { identifier_type, identifier, signature: signature.to_ascii_lowercase(), ttl_seconds })
+}
+
+/// The profile attribute an identifier type names (Synerise's: `email`, `customId`).
+pub fn identifier_attribute(identifier_type: &str) -> &'static str {
+    if identifier_type == "email" {
+        "email"
+    } else {
+        "customId"
+    }
+}
+
+/// What the key's attribute allowlist lacks for simple authentication by `identifier_type`:
+/// `uuid` and the identifier's attribute. No allowlist (no limit) lacks nothing.
+pub fn missing_attributes(allowlist: Option<&[String]>, identifier_type: &str) -> Vec<&'static str> {
+    let Some(list) = allowlist else { return Vec::new() };
+    ["uuid", identifier_attribute(identifier_type)].into_iter().filter(|a| !list.iter().any(|l| l == a)).collect()
+}
+
+/// Whether `signature_hex` is the HMAC-SHA256 of `identifier` under `salt` (its text, as the
+/// management API shows it), compared in constant time.
+pub fn simple_signature_ok(salt: &str, identifier: &str, signature_hex: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let Some(expected) = decode_hex(signature_hex) else { return false };
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(salt.as_bytes()) else { return false };
+    mac.update(identifier.as_bytes());
+    mac.verify_slice(&expected).is_ok()
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |b: u8| (b as char).to_digit(16);
+    hex.as_bytes().chunks(2).map(|pair| match pair {
+        [hi, lo] => Some(u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok()?),
+        _ => None,
+    }).collect()
 }
 
 #[cfg(test)]
@@ -242,6 +325,7 @@ mod tests {
             iss: "keyward".into(),
             sub: "key_01".into(),
             iat: NOW / 1000,
+            iat_ms: NOW,
             nbf: NOW / 1000,
             exp: NOW / 1000 + 3600,
             jti: "tok_1".into(),
@@ -249,6 +333,7 @@ mod tests {
             workspace: Some("ws".into()),
             profile: None,
             kwd: "ab".repeat(32),
+            idt: None,
         }
     }
 
@@ -371,13 +456,42 @@ mod tests {
 
     #[test]
     fn times_respect_key_expiry_and_revoke_tokens() {
-        assert_eq!(times(NOW + 400, 60, None, None), (NOW / 1000, NOW / 1000 + 60));
-        assert_eq!(times(NOW, 3600, Some(NOW + 10_500), None), (NOW / 1000, NOW / 1000 + 10));
-        // revoke_tokens at NOW + 300 ms: a token made at NOW + 500 ms is dated the next second
-        let (iat, _) = times(NOW + 500, 60, None, Some(NOW + 300));
-        assert_eq!(iat, NOW / 1000 + 1);
-        assert!(!revoked_by_key(iat, Some(NOW + 300)));
-        assert!(revoked_by_key(NOW / 1000, Some(NOW + 300)));
-        assert!(!revoked_by_key(NOW / 1000, None));
+        assert_eq!(times(NOW + 400, 60, None), (NOW / 1000, NOW / 1000 + 60));
+        assert_eq!(times(NOW, 3600, Some(NOW + 10_500)), (NOW / 1000, NOW / 1000 + 10));
+        // revoke_tokens at NOW + 300 ms: a token made at NOW + 500 ms (the same second) lives
+        assert!(!revoked_by_key(NOW + 500, Some(NOW + 300)));
+        assert!(revoked_by_key(NOW + 299, Some(NOW + 300)));
+        assert!(!revoked_by_key(NOW, None));
+    }
+
+    #[test]
+    fn simple_auth_signatures() {
+        use hmac::{Hmac, Mac};
+        let salt = "5a1t";
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(salt.as_bytes()).unwrap_or_else(|_| unreachable!());
+        mac.update(b"ann@example.com");
+        let good: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert!(simple_signature_ok(salt, "ann@example.com", &good));
+        assert!(!simple_signature_ok(salt, "bob@example.com", &good));
+        assert!(!simple_signature_ok("other", "ann@example.com", &good));
+        assert!(!simple_signature_ok(salt, "ann@example.com", good.get(..62).unwrap_or("")));
+        assert!(!simple_signature_ok(salt, "ann@example.com", "zz"));
+        let body = json!({"identifier_type": "email", "identifier": "ann@example.com", "signature": good.to_uppercase()});
+        assert_eq!(parse_simple_auth(&body).map(|s| s.signature), Ok(good.clone()));
+        for (bad, field) in [
+            (json!({"identifier_type": "phone", "identifier": "x", "signature": good}), "identifier_type:"),
+            (json!({"identifier_type": "email", "signature": good}), "identifier:"),
+            (json!({"identifier_type": "email", "identifier": "", "signature": good}), "identifier:"),
+            (json!({"identifier_type": "email", "identifier": "x", "signature": "abc"}), "signature:"),
+            (json!({"identifier_type": "email", "identifier": "x", "signature": good, "extra": 1}), "extra:"),
+            (json!({"identifier_type": "email", "identifier": "x", "signature": good, "ttl_seconds": 5}), "ttl_seconds:"),
+        ] {
+            assert!(parse_simple_auth(&bad).is_err_and(|e| e.starts_with(field)), "{bad}");
+        }
+        let list = vec!["uuid".to_string(), "email".to_string()];
+        assert!(missing_attributes(Some(&list), "email").is_empty());
+        assert_eq!(missing_attributes(Some(&list), "custom_id"), vec!["customId"]);
+        assert_eq!(missing_attributes(Some(&[]), "email"), vec!["uuid", "email"]);
+        assert!(missing_attributes(None, "email").is_empty());
     }
 }

@@ -177,6 +177,7 @@ async fn check(req: web_sys::Request, method: Method, url: worker::Url, env: &En
         if let Some((code, message)) = super::tokens::judge(&claims, &key) {
             return settled(&key, deny(code, message), code, env, ctx, now);
         }
+        let key = super::tokens::as_token_key(&claims, key);
         let credential = Credential { key: String::new(), workspace: None, sources: vec![CredentialSource::Bearer] };
         return decided(req, method, url, env, ctx, now, Checked { headers, client_ip, credential, key, store, token_id: Some(claims.jti.clone()) }).await;
     }

@@ -92,7 +92,7 @@ async fn management(req: web_sys::Request, env: &Env, rest: &str) -> Result<Resp
     match rest {
         "ping" if request.method() == worker::Method::Get => return admin::ping(&request, env, now_ms()).await,
         "openapi.json" if request.method() == worker::Method::Get => return admin::openapi(env).await,
-        "auth/token" | "auth/refresh" => return tokens::auth(request, env, rest).await,
+        "auth/token" | "auth/refresh" | "auth/simple" => return tokens::auth(request, env, rest).await,
         _ => {}
     }
     let writes = request.method() != worker::Method::Get;

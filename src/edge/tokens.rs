@@ -120,10 +120,24 @@ pub fn judge(claims: &Claims, key: &CompiledKey) -> Option<(Code, &'static str)>
     if key.record.id != claims.sub {
         return Some((Code::TokenInvalid, "the token is not valid: its key is not the one it names"));
     }
-    if token::revoked_by_key(claims.iat, key.record.tokens_not_before) {
+    if claims.idt.is_some() && !key.record.simple_auth {
+        return Some((Code::TokenInvalid, "the token is not valid: its key no longer has simple_auth"));
+    }
+    if token::revoked_by_key(claims.iat_ms, key.record.tokens_not_before) {
         return Some((Code::TokenInvalid, "the token was revoked (its key's tokens issued before revoke_tokens are refused)"));
     }
     None
+}
+
+/// The key a token decides with: the key itself, or for a simple-authentication token the key
+/// with the customer as its profile (so the profile rules and `X-Keyward-Profile-Id` are theirs).
+pub fn as_token_key(claims: &Claims, key: Rc<CompiledKey>) -> Rc<CompiledKey> {
+    if claims.idt.is_none() || claims.profile == key.record.profile_id {
+        return key;
+    }
+    let mut customer = (*key).clone();
+    customer.record.profile_id.clone_from(&claims.profile);
+    Rc::new(customer)
 }
 
 /// The message when a token's key has no record any more (deleted).
@@ -179,7 +193,7 @@ pub async fn jwks(method: &Method, env: &Env) -> Result<Response> {
 /// `POST /_keyward/v1/auth/token` and `/auth/refresh`, answered by the Worker: the key (or the
 /// token) is checked on the gate's own read path, then the control plane signs.
 pub async fn auth(mut req: Request, env: &Env, rest: &str) -> Result<Response> {
-    if !matches!(rest, "auth/token" | "auth/refresh") {
+    if !matches!(rest, "auth/token" | "auth/refresh" | "auth/simple") {
         return reply::error(404, "NOT_FOUND", "no such management endpoint");
     }
     if req.method() != Method::Post {
@@ -199,8 +213,8 @@ fn denial(code: Code, message: impl Into<String>) -> Refusal {
     Refusal(code.status(), code.as_str(), message.into())
 }
 
-/// The body's `ttl_seconds` (the only field): `None` when absent.
-async fn requested_ttl(req: &mut Request) -> std::result::Result<Option<Value>, Refusal> {
+/// The body of an `/auth/...` call as JSON; `None` when empty.
+async fn read_body(req: &mut Request) -> std::result::Result<Option<Value>, Refusal> {
     let declared = req.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_AUTH_BODY) {
         return Err(denial(Code::BadRequest, format!("body: must be at most {MAX_AUTH_BODY} bytes")));
@@ -212,7 +226,12 @@ async fn requested_ttl(req: &mut Request) -> std::result::Result<Option<Value>, 
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let body: Value = serde_json::from_slice(&bytes).map_err(|e| denial(Code::BadRequest, format!("body: is not valid JSON ({e})")))?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| denial(Code::BadRequest, format!("body: is not valid JSON ({e})")))
+}
+
+/// The `ttl_seconds` of a `/auth/token` or `/auth/refresh` body (its only field): `None` when absent.
+fn requested_ttl(body: Option<&Value>) -> std::result::Result<Option<Value>, Refusal> {
+    let Some(body) = body else { return Ok(None) };
     let object = body.as_object().ok_or_else(|| denial(Code::BadRequest, "body: must be a JSON object"))?;
     if let Some(other) = object.keys().find(|k| k.as_str() != "ttl_seconds") {
         return Err(denial(Code::BadRequest, format!("{other}: is not a token field (expected only \"ttl_seconds\")")));
@@ -220,9 +239,12 @@ async fn requested_ttl(req: &mut Request) -> std::result::Result<Option<Value>, 
     Ok(object.get("ttl_seconds").cloned())
 }
 
+/// The customer a simple-authentication token is for: `(identifier_type, identifier)`.
+type Subject = Option<(String, String)>;
+
 async fn auth_answer(req: &mut Request, env: &Env, rest: &str) -> Answer {
     let now = super::now_ms();
-    let ttl_field = requested_ttl(req).await?;
+    let body = read_body(req).await?;
     let headers = req.headers();
     let url = req.url().map_err(|_| denial(Code::BadRequest, "query: could not be read"))?;
     let authorization = headers.get("authorization").ok().flatten();
@@ -231,7 +253,8 @@ async fn auth_answer(req: &mut Request, env: &Env, rest: &str) -> Answer {
     let (origin, referer) = (headers.get("origin").ok().flatten(), headers.get("referer").ok().flatten());
     let store = Store::open(env).map_err(|_| denial(Code::StoreUnavailable, "the key store is unavailable"))?;
     let bearer = token::bearer_token(authorization.as_deref());
-    let (key, workspace, ttl) = if rest == "auth/refresh" {
+    let (key, workspace, ttl, subject): (Rc<CompiledKey>, Option<String>, u64, Subject) = if rest == "auth/refresh" {
+        let ttl_field = requested_ttl(body.as_ref())?;
         let Some(raw) = bearer else {
             return Err(denial(Code::TokenInvalid, "send the token to refresh as Authorization: Bearer <token>"));
         };
@@ -250,7 +273,8 @@ async fn auth_answer(req: &mut Request, env: &Env, rest: &str) -> Answer {
             None => u64::try_from(claims.exp.saturating_sub(claims.iat)).unwrap_or(0).clamp(token::MIN_TTL_SECONDS, token::MAX_TTL_SECONDS),
             Some(v) => token::parse_ttl(Some(&v)).map_err(|e| denial(Code::BadRequest, e))?,
         };
-        (key, None, ttl)
+        let subject = claims.idt.clone().zip(claims.profile.clone());
+        (key, None, ttl, subject)
     } else {
         if bearer.is_some() {
             return Err(denial(Code::BadRequest, "this call takes an API key; a token is exchanged for a new one at /_keyward/v1/auth/refresh"));
@@ -263,8 +287,13 @@ async fn auth_answer(req: &mut Request, env: &Env, rest: &str) -> Answer {
         parse_key(&credential.key).map_err(|e| denial(Code::MalformedKey, super::gate::malformed_key(e)))?;
         let key = store.key(&key_digest(&credential.key), now).await.map_err(|_| denial(Code::StoreUnavailable, "the key store is unavailable"))?;
         let key = key.ok_or_else(|| denial(Code::UnknownKey, super::gate::UNKNOWN_KEY))?;
-        let ttl = token::parse_ttl(ttl_field.as_ref()).map_err(|e| denial(Code::BadRequest, e))?;
-        (key, credential.workspace, ttl)
+        let (ttl, subject) = if rest == "auth/simple" {
+            let ask = token::parse_simple_auth(body.as_ref().unwrap_or(&Value::Null)).map_err(|e| denial(Code::BadRequest, e))?;
+            (ask.ttl_seconds, Some(simple_subject(&key, ask)?))
+        } else {
+            (token::parse_ttl(requested_ttl(body.as_ref())?.as_ref()).map_err(|e| denial(Code::BadRequest, e))?, None)
+        };
+        (key, credential.workspace, ttl, subject)
     };
     let request = GateRequest {
         client_ip: client_ip.as_deref(),
@@ -277,10 +306,46 @@ async fn auth_answer(req: &mut Request, env: &Env, rest: &str) -> Answer {
     if !decision.valid {
         return Err(denial(decision.code, decision.message));
     }
-    let ask = json!({"digest": key.record.digest, "ttl_seconds": ttl, "iss": issuer(env)});
+    let mut ask = json!({"digest": key.record.digest, "ttl_seconds": ttl, "iss": issuer(env)});
+    if let (Some(map), Some((identifier_type, identifier))) = (ask.as_object_mut(), subject) {
+        map.insert("subject".into(), json!({"identifier_type": identifier_type, "identifier": identifier}));
+    }
     let signed = sign_remotely(env, &ask).await?;
     let response = reply::success(200, signed)?;
     Ok(response)
+}
+
+/// Checks a simple-authentication request against its key: a profile key with `simple_auth`,
+/// whose attribute allowlist lets the customer's identifier and `uuid` through, and a signature
+/// that is the HMAC-SHA256 of the identifier under the key's salt.
+fn simple_subject(key: &CompiledKey, ask: token::SimpleAuth) -> std::result::Result<(String, String), Refusal> {
+    let record = &key.record;
+    if record.key_type != crate::core::record::KeyType::Profile {
+        return Err(denial(Code::BadRequest, "simple authentication needs a profile key"));
+    }
+    let Some(salt) = record.simple_auth_salt.as_deref().filter(|_| record.simple_auth) else {
+        return Err(denial(Code::BadRequest, "simple_auth: is not turned on for this key (PUT {\"simple_auth\": true} gives it a salt)"));
+    };
+    let missing = token::missing_attributes(record.attribute_allowlist.as_deref(), &ask.identifier_type);
+    if !missing.is_empty() {
+        return Err(denial(
+            Code::BadRequest,
+            format!("attribute_allowlist: must include uuid and {} for simple authentication by {} (missing: {})", token::identifier_attribute(&ask.identifier_type), ask.identifier_type, missing.join(", ")),
+        ));
+    }
+    if !token::simple_signature_ok(salt, &ask.identifier, &ask.signature) {
+        return Err(Refusal(401, "UNAUTHORIZED", "signature: is not the HMAC-SHA256 of the identifier under the key's salt".into()));
+    }
+    Ok((ask.identifier_type, ask.identifier))
+}
+
+/// A salt for a record that turned `simple_auth` on (32 bytes from the CSPRNG, in hex).
+pub fn give_salt(record: &mut KeyRecord) -> std::result::Result<(), Refusal> {
+    if record.simple_auth && record.simple_auth_salt.is_none() {
+        let bytes = super::random_bytes::<32>().map_err(|_| Refusal(503, "RANDOM_UNAVAILABLE", "no randomness".into()))?;
+        record.simple_auth_salt = Some(bytes.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    Ok(())
 }
 
 /// Asks the control plane to sign a token for the key at `ask.digest`.
@@ -402,6 +467,14 @@ struct SignAsk {
     digest: String,
     ttl_seconds: u64,
     iss: String,
+    #[serde(default)]
+    subject: Option<SignSubject>,
+}
+
+#[derive(Deserialize)]
+struct SignSubject {
+    identifier_type: String,
+    identifier: String,
 }
 
 /// The control plane's internal token calls (`/_internal/jwks`, `/_internal/sign`), which only
@@ -431,13 +504,16 @@ async fn sign(req: &mut Request, ledger: &Ledger, now: i64) -> std::result::Resu
         KeyStatus::Revoked => return Err(denial(Code::KeyRevoked, "the API key has been revoked")),
         KeyStatus::Expired => return Err(denial(Code::KeyExpired, "the API key has expired")),
     }
+    if ask.subject.is_some() && !(record.simple_auth && record.simple_auth_salt.is_some()) {
+        return Err(denial(Code::BadRequest, "simple_auth: is not turned on for this key"));
+    }
     let ttl = ask.ttl_seconds.clamp(token::MIN_TTL_SECONDS, token::MAX_TTL_SECONDS);
-    let (token, expires_in) = issue(ledger.sql(), &record, ttl, &ask.iss, now)?;
+    let (token, expires_in) = issue(ledger.sql(), &record, ttl, &ask.iss, ask.subject, now)?;
     Ok(reply::json(200, &json!({"token": token, "token_type": "Bearer", "expires_in": expires_in})))
 }
 
 /// Signs a token for `record` with the current key, and notes how long that key must be kept.
-fn issue(sql: &SqlStorage, record: &KeyRecord, ttl: u64, iss: &str, now: i64) -> std::result::Result<(String, i64), Refusal> {
+fn issue(sql: &SqlStorage, record: &KeyRecord, ttl: u64, iss: &str, subject: Option<SignSubject>, now: i64) -> std::result::Result<(String, i64), Refusal> {
     let key = current_key(sql, now)?;
     let secret: [u8; 32] = STANDARD
         .decode(&key.secret)
@@ -446,18 +522,20 @@ fn issue(sql: &SqlStorage, record: &KeyRecord, ttl: u64, iss: &str, now: i64) ->
         .ok_or_else(|| denial(Code::StoreUnavailable, "the signing key is unreadable"))?;
     let jti_bytes = super::random_bytes::<16>().map_err(|_| Refusal(503, "RANDOM_UNAVAILABLE", "no randomness".into()))?;
     let expires = record.expires_at.as_deref().and_then(crate::core::time::parse_rfc3339);
-    let (iat, exp) = token::times(now, ttl, expires, record.tokens_not_before);
+    let (iat, exp) = token::times(now, ttl, expires);
     let claims = Claims {
         iss: iss.to_string(),
         sub: record.id.clone(),
         iat,
+        iat_ms: now,
         nbf: iat,
         exp,
         jti: format!("tok_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti_bytes)),
         key_type: record.key_type,
         workspace: record.workspace.clone(),
-        profile: record.profile_id.clone(),
+        profile: subject.as_ref().map_or_else(|| record.profile_id.clone(), |s| Some(s.identifier.clone())),
         kwd: record.digest.clone(),
+        idt: subject.map(|s| s.identifier_type),
     };
     if exp > key.last_exp {
         run(sql, "UPDATE signing_keys SET last_exp = ? WHERE kid = ?", vec![int(exp), text(&key.kid)])?;

@@ -329,6 +329,74 @@ test('a profile key\'s token carries its profile and type', async () => {
   assert.equal(codeOf(await use(token, '/v4/profiles/p-43')), 'PROFILE_MISMATCH');
 });
 
+test('simple authentication: a profile key\'s customer logs in with the HMAC of their identifier under the key\'s salt', async () => {
+  const refusedOnWorkspace = await kw.admin('POST', '/api_keys', { api_key: { name: 'sa', simple_auth: true } });
+  assert.equal(refusedOnWorkspace.status, 400);
+  assert.match(refusedOnWorkspace.body.error_message, /^simple_auth: is only allowed on a profile key/);
+  const { key, id } = await createKey({ type: 'profile', profile_id: 'p-1', permissions: ['profiles:read'], simple_auth: true, attribute_allowlist: ['uuid', 'email', 'firstName'] });
+  const view = (await kw.admin('GET', `/api_keys/${id}`)).body.data;
+  assert.equal(view.simple_auth, true);
+  assert.match(view.simple_auth_salt, /^[0-9a-f]{64}$/);
+  const salt = view.simple_auth_salt;
+  const hmac = (identifier, s = salt) => createHmac('sha256', s).update(identifier).digest('hex');
+  const simple = (body, k = key) => kw.request('POST', '/_keyward/v1/auth/simple', { headers: { 'x-api-key': k }, body });
+
+  const r = await simple({ identifier_type: 'email', identifier: 'ann@example.com', signature: hmac('ann@example.com'), ttl_seconds: 600 });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.body.data.expires_in, 600);
+  const token = r.body.data.token;
+  const claims = claimsOf(token);
+  assert.equal(claims.sub, id);
+  assert.equal(claims.type, 'profile');
+  assert.equal(claims.profile, 'ann@example.com');
+  assert.equal(claims.idt, 'email');
+  origin.clear();
+  assert.equal((await use(token, '/v4/profiles/ann@example.com')).status, 200);
+  assert.equal(origin.last().headers['x-keyward-profile-id'], 'ann@example.com');
+  assert.equal(codeOf(await use(token, '/v4/profiles/p-1')), 'PROFILE_MISMATCH', 'the customer, not the key\'s own profile');
+  const refreshed = await kw.request('POST', '/_keyward/v1/auth/refresh', { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(refreshed.status, 200, refreshed.text);
+  assert.equal(claimsOf(refreshed.body.data.token).profile, 'ann@example.com');
+
+  // Refusals, each naming its field.
+  const wrong = await simple({ identifier_type: 'email', identifier: 'bob@example.com', signature: hmac('ann@example.com') });
+  assert.equal(wrong.status, 401);
+  assert.match(wrong.body.error_message, /^signature:/);
+  const customId = await simple({ identifier_type: 'custom_id', identifier: 'c-9', signature: hmac('c-9') });
+  assert.equal(customId.status, 400);
+  assert.match(customId.body.error_message, /^attribute_allowlist: must include uuid and customId .*missing: customId/);
+  for (const [body, field] of [
+    [{ identifier: 'x', signature: hmac('x') }, 'identifier_type'],
+    [{ identifier_type: 'phone', identifier: 'x', signature: hmac('x') }, 'identifier_type'],
+    [{ identifier_type: 'email', signature: hmac('x') }, 'identifier'],
+    [{ identifier_type: 'email', identifier: 'x', signature: 'abc' }, 'signature'],
+    [{ identifier_type: 'email', identifier: 'x', signature: hmac('x'), more: 1 }, 'more'],
+    [{ identifier_type: 'email', identifier: 'x', signature: hmac('x'), ttl_seconds: 1 }, 'ttl_seconds'],
+  ]) {
+    const bad = await simple(body);
+    assert.equal(bad.status, 400, `${field}: ${bad.text}`);
+    assert.ok(bad.body.error_message.startsWith(`${field}:`), bad.text);
+  }
+  const plain = await createKey({ type: 'profile', profile_id: 'p-2', permissions: ['profiles:read'] });
+  const off = await simple({ identifier_type: 'email', identifier: 'x', signature: hmac('x') }, plain.key);
+  assert.equal(off.status, 400);
+  assert.match(off.body.error_message, /^simple_auth: is not turned on/);
+  const workspace = await createKey();
+  assert.match((await simple({ identifier_type: 'email', identifier: 'x', signature: hmac('x') }, workspace.key)).body.error_message, /profile key/);
+
+  // Turning it off ends the customers' tokens and the salt; turning it on again makes a new salt.
+  await kw.admin('PUT', `/api_keys/${id}`, { api_key: { simple_auth: false } });
+  assert.equal((await kw.admin('GET', `/api_keys/${id}`)).body.data.simple_auth_salt, null);
+  assert.equal(codeOf(await use(token, '/v4/profiles/ann@example.com')), 'TOKEN_INVALID');
+  const again = await kw.admin('PUT', `/api_keys/${id}`, { api_key: { simple_auth: true } });
+  assert.match(again.body.data.simple_auth_salt, /^[0-9a-f]{64}$/);
+  assert.notEqual(again.body.data.simple_auth_salt, salt);
+  assert.equal((await simple({ identifier_type: 'email', identifier: 'ann@example.com', signature: hmac('ann@example.com') })).status, 401, 'the old salt\'s signature no longer works');
+  const salted = await kw.admin('PUT', `/api_keys/${id}`, { api_key: { simple_auth_salt: 'mine' } });
+  assert.equal(salted.status, 400);
+  assert.match(salted.body.error_message, /^simple_auth_salt: is read-only/);
+});
+
 test('two locations: a token made at one is used at the other, and its key\'s revocation ends it there within the interval', async () => {
   const env = { WRANGLER_REGISTRY_PATH: mkdtempSync(path.join(ROOT, 'test-output', 'registry-')) };
   const a = await startKeyward({ origin: origin.url, env });

@@ -53,6 +53,7 @@ pub(super) async fn create(req: &mut Request, call: &Call<'_>) -> Answer {
         .with_attributes(attrs, WriteMode::Create)
         .map_err(Refusal::field)?;
     super::check_tier(call.env, &record, None)?;
+    crate::edge::tokens::give_salt(&mut record)?;
     record.version = 1;
     record.key_preview = Some(key_preview(&key));
     record.stamp_credits(None, call.now);
@@ -167,6 +168,7 @@ pub(super) async fn update(req: &mut Request, call: &Call<'_>, id: &str) -> Answ
     }
     let mut next = record.with_attributes(attrs, WriteMode::Update).map_err(Refusal::field)?;
     super::check_tier(call.env, &next, Some(&record))?;
+    crate::edge::tokens::give_salt(&mut next)?;
     next.version = record.version.saturating_add(1);
     next.updated_at = format_rfc3339(call.now);
     // Credits given here are set, whatever the Limiter counted: they get a new stamp.

@@ -60,6 +60,7 @@ fn apply(
     };
     let mut record = base.with_attributes(attrs, WriteMode::Push).map_err(Refusal::field)?;
     super::check_tier(call.env, &record, existing.as_ref())?;
+    crate::edge::tokens::give_salt(&mut record)?;
     // A push repeating the credits already stored keeps the live count (an origin pushes whole
     // records on every change, and must not refill the key each time); other credits are set.
     if let (Some(new), Some(stored)) = (record.credits, existing.as_ref().and_then(|o| o.credits)) {
