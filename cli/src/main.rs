@@ -11,6 +11,7 @@ mod keys;
 mod output;
 mod policy;
 mod revoke;
+mod token;
 
 use std::process::ExitCode;
 
@@ -63,6 +64,8 @@ enum Command {
     Verify(keys::VerifyArgs),
     /// Read the audit log, newest first; --follow prints new entries as they come
     Audit(audit::AuditArgs),
+    /// Exchange a key for a short-lived signed token (POST /auth/token), or refresh a token
+    Token(token::TokenArgs),
     /// Print a shell completion script
     Completions {
         shell: clap_complete::Shell,
@@ -105,6 +108,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Policy(command) => policy::run(&context, command),
         Command::Verify(args) => keys::verify(&context, &args),
         Command::Audit(args) => audit::run(&context, &args),
+        Command::Token(args) => token::run(&context, &args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

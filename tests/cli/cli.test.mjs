@@ -176,6 +176,27 @@ test('a wrong token: one line, non-zero, the token never printed', async () => {
   failedWithOneLine(await cli(['keys', 'list'], { env: { KEYWARD_TOKEN: '' } }), /--token/);
 });
 
+test('token: a key exchanged for a token the gate accepts, refreshed; a revoked key refused in one line', async () => {
+  const made = await kw.admin('POST', '/api_keys', { api_key: { name: 'cli token', permissions: ['users:read'] } });
+  const { api_key: key, id } = made.body.data;
+  const r = await cli(['token', '--key', key, '--ttl', '120']);
+  assert.equal(r.code, 0, r.stderr);
+  const token = r.stdout.trim();
+  assert.equal(token.split('.').length, 3);
+  assert.equal(JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).sub, id);
+  assert.equal((await kw.request('GET', USERS, { headers: { authorization: `Bearer ${token}` } })).status, 200);
+  const refreshed = await cli(['token', '--refresh', '-', '--json'], { input: `${token}\n` });
+  assert.equal(refreshed.code, 0, refreshed.stderr);
+  const data = JSON.parse(refreshed.stdout);
+  assert.equal(data.token_type, 'Bearer');
+  assert.equal(data.expires_in, 120);
+  failedWithOneLine(await cli(['token', '--key', key, '--ttl', '30']), /--ttl/);
+  await kw.admin('POST', `/api_keys/${id}/revoke`);
+  const refused = await cli(['token', '--key', key]);
+  failedWithOneLine(refused, /keyward refused the key \(401 KEY_REVOKED/);
+  assert.ok(!refused.stderr.includes(key));
+});
+
 test('an unreachable URL: one line, non-zero', async () => {
   const port = await freePort();
   failedWithOneLine(await cli(['keys', 'list'], { env: { KEYWARD_URL: `http://127.0.0.1:${port}` } }), /cannot reach keyward at http:\/\/127\.0\.0\.1:\d+/);
