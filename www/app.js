@@ -313,6 +313,8 @@ function openEditor(record) {
   $('#f-type').value = r.type;
   $('#f-profile').value = r.profile_id ?? '';
   $('#profile-field').hidden = r.type !== 'profile';
+  $('#f-simple-auth').checked = Boolean(r.simple_auth);
+  fillTokens(record);
   const { everything, checked, extra } = toMatrix(r.permissions);
   $('#perm-all').checked = everything;
   for (const box of $$('#matrix input')) box.checked = checked.has(box.dataset.permission);
@@ -451,6 +453,7 @@ function formAttributes() {
     description: $('#f-description').value,
     type: $('#f-type').value,
     profile_id: $('#f-type').value === 'profile' ? $('#f-profile').value : null,
+    simple_auth: $('#f-type').value === 'profile' && $('#f-simple-auth').checked,
     workspace: $('#f-workspace').value.trim() || null,
     permissions: fromMatrix($('#perm-all').checked, checked, extra),
     event_allowlist: lines($('#f-allow').value),
@@ -525,6 +528,34 @@ $('#act-delete').addEventListener('click', async () => {
   if (!ok) return;
   const data = await lifecycle('DELETE', `/api_keys/${editing.id}`);
   if (data) location.hash = '#/keys';
+});
+
+/** The tokens card of a saved key that is not revoked: when its tokens were last revoked, its salt. */
+function fillTokens(record) {
+  const card = $('#tokens-card');
+  card.hidden = !record || record.status === 'revoked';
+  if (card.hidden) return;
+  $('#tokens-since').textContent = record.tokens_not_before
+    ? `Tokens issued before ${new Date(record.tokens_not_before).toLocaleString()} are refused.`
+    : '';
+  $('#tokens-salt-line').hidden = !record.simple_auth_salt;
+  $('#tokens-salt').textContent = record.simple_auth_salt ?? '';
+}
+
+$('#tokens-revoke').addEventListener('click', async () => {
+  const ok = await confirmAction('Revoke this key\'s tokens?', `Every token made from “${editing.name}” until now is refused from now on. The key itself keeps working, and new tokens can be made.`, 'Revoke its tokens');
+  if (!ok) return;
+  const data = await lifecycle('POST', `/api_keys/${editing.id}/revoke_tokens`);
+  if (data) {
+    await loadEditor(editing.id);
+    flash('Its tokens issued until now are refused.');
+  }
+});
+$('#tokens-rotate').addEventListener('click', async () => {
+  const ok = await confirmAction('Rotate the signing key?', 'New tokens of every key are signed with the next key, already published. Tokens signed until now stay valid until they expire. This needs the admin token.', 'Rotate');
+  if (!ok) return;
+  const data = await lifecycle('POST', '/signing_keys/rotate');
+  if (data) flash(`Tokens are now signed with ${data.kid}.`);
 });
 
 // ---------------------------------------------------------------- dialogs
