@@ -103,8 +103,9 @@ test('create a key: the plaintext is shown once, with a copy button, and works a
   await shot(page, '03-create-plaintext-once');
   await page.click('#secret-done');
   await page.waitForSelector('#secret-dialog:not([open])', { state: 'attached' });
-  // Gone from the page once the dialog is closed, and not in what the API shows.
-  assert.equal(await page.inputValue('#secret-value'), '');
+  // Gone from the page once the dialog is closed (its close event, which follows the [open]
+  // attribute's removal as a task of its own: waited for, not raced), and not in what the API shows.
+  await page.waitForFunction(() => document.querySelector('#secret-value').value === '', null, { timeout: 5000 });
   await page.waitForSelector('#view-edit:not([hidden]) #lifecycle:not([hidden])');
   assert.ok(!(await page.content()).includes(key));
   assert.equal((await gate(key)).status, 200);
