@@ -9,7 +9,7 @@ import Complete from '../build/index.js';
 // prototype of its entrypoint class; none of them uses `this`.
 const {
   gate_background, gate_body, gate_check, gate_configure, gate_constants, gate_digest, gate_failed, gate_load,
-  gate_retry_after, gate_text, gate_unknown_read,
+  gate_retry_after, gate_text, gate_token_id, gate_unknown_read,
 } = Complete.prototype;
 
 // How many arguments this entry passes to each of those functions. A build/ made from other
@@ -18,7 +18,7 @@ const {
 // expired at once. The Worker refuses to start on one instead (scripts/build.sh makes both).
 const ARGUMENTS = {
   gate_background: 1, gate_body: 3, gate_check: 4, gate_configure: 1, gate_constants: 0, gate_digest: 0,
-  gate_failed: 2, gate_load: 4, gate_retry_after: 0, gate_text: 0, gate_unknown_read: 2,
+  gate_failed: 2, gate_load: 4, gate_retry_after: 0, gate_text: 0, gate_token_id: 0, gate_unknown_read: 2,
 };
 for (const [name, count] of Object.entries(ARGUMENTS)) {
   const fn = Complete.prototype[name];
@@ -42,6 +42,8 @@ const BACKGROUND = 1 << 4;
 const UNKNOWN_READ = 1 << 5;
 const STRIP_AUTHORIZATION = 1 << 6;
 const STRIP_X_API_KEY = 1 << 7;
+// On a forward: the credential is a token (gate_token_id gives its X-Keyward-Token-Id).
+const TOKEN = 1 << 17;
 const KIND = 7;
 const REFRESH = 1 << 16;
 const REFRESH_REFUSAL = 1 << 3;
@@ -274,9 +276,10 @@ export default {
     forwarded.set('x-keyward-key-type', type);
     if (profile !== undefined) forwarded.set('x-keyward-profile-id', profile);
     else forwarded.delete('x-keyward-profile-id');
-    // Set only by the complete path, for keys with credits and for tokens (which never come this way).
+    // Set only by the complete path, for keys with credits (which never come this way).
     forwarded.delete('x-keyward-credits-remaining');
-    forwarded.delete('x-keyward-token-id');
+    if (answer & TOKEN) forwarded.set('x-keyward-token-id', gate_token_id());
+    else forwarded.delete('x-keyward-token-id');
     const init = { method, headers: forwarded, redirect: 'manual' };
     if (method !== 'GET' && method !== 'HEAD') {
       if (body !== undefined) init.body = body;

@@ -23,6 +23,7 @@ use worker::wasm_bindgen_futures::future_to_promise;
 use worker::Env;
 
 use super::gate;
+use super::tokens;
 use super::reply;
 use super::store::{self, Held, SyncPlan, SyncSettings};
 use super::cache;
@@ -57,6 +58,8 @@ const BODY_TOO_LARGE: u32 = 3;
 /// with [`gate_text`] (bit 16); the same for an [`ANSWER_NEED_RECORD`]'s digest ([`gate_digest`]).
 const SLOT_SHIFT: u32 = 8;
 const FLAG_REFRESH: u32 = 1 << 16;
+/// On a forward: the credential is a token; set `X-Keyward-Token-Id` to [`gate_token_id`].
+const FLAG_TOKEN: u32 = 1 << 17;
 /// On a refusal (whose status takes bits 16 and up): fetch the slot's body anew.
 const FLAG_REFRESH_REFUSAL: u32 = 1 << 3;
 /// The HTTP status of a refusal, from bit 16.
@@ -83,6 +86,8 @@ struct Last {
     /// A refusal's JSON body, or a forward's `id\ntype[\nprofile]`.
     text: String,
     retry_after: Option<u32>,
+    /// A forward's `X-Keyward-Token-Id` ([`FLAG_TOKEN`]).
+    token_id: String,
 }
 
 thread_local! {
@@ -122,6 +127,8 @@ struct Waiting {
     client_ip: Option<String>,
     basic_workspace: Option<String>,
     strip: u32,
+    /// The token's `jti` when the credential is a token.
+    token_id: Option<String>,
 }
 
 /// How many requests the fast path answered itself (`GET /_keyward/debug/stats`, tests only).
@@ -169,6 +176,7 @@ fn refusal_slot(code: Code, message: &str) -> u8 {
 #[wasm_bindgen]
 pub fn gate_configure(env: Env) -> u32 {
     store::configure(&env);
+    tokens::configure(&env);
     gate::origin_timeout_ms(&env)
 }
 
@@ -222,7 +230,7 @@ pub fn gate_body(ticket: u32, body: Option<Vec<u8>>, body_error: u32) -> u32 {
         origin: None,
         referer: None,
     };
-    count(finish(&w.key, &w.digest, Ok(Some(RouteMatch { rule, params: w.params })), &request, w.strip, 0, w.now))
+    count(finish(&w.key, &w.digest, Ok(Some(RouteMatch { rule, params: w.params })), &request, (w.strip, w.token_id.as_deref()), 0, w.now))
 }
 
 /// `Date.now()`: an integer of ms, well inside i64.
@@ -276,13 +284,28 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64, dige
         Ok(Some(c)) if c.has(CredentialSource::Query) => return ANSWER_COMPLETE,
         Ok(Some(c)) => c,
     };
+    // A token alone in Bearer: checked here when the isolate holds its public key (else the
+    // complete path fetches it), then found by its key's digest like a key. A token of simple
+    // authentication (the customer as profile) goes to the complete path.
+    let mut token = None;
     if let Err(e) = parse_key(&credential.key) {
-        if bearer_token(authorization).is_some() {
+        let Some(raw) = bearer_token(authorization) else {
+            return deny(Code::MalformedKey, &gate::malformed_key(e), flags);
+        };
+        if credential.sources.len() != 1 {
             return ANSWER_COMPLETE;
         }
-        return deny(Code::MalformedKey, &gate::malformed_key(e), flags);
+        match tokens::held_claims(raw, now) {
+            None => return ANSWER_COMPLETE,
+            Some(Err((code, message))) => return deny(code, &message, flags),
+            Some(Ok(claims)) if claims.idt.is_some() => return ANSWER_COMPLETE,
+            Some(Ok(claims)) => token = Some(claims),
+        }
     }
-    let digest = digest.map_or_else(|| key_digest(&credential.key), str::to_string);
+    let digest = match &token {
+        Some(claims) => claims.kwd.clone(),
+        None => digest.map_or_else(|| key_digest(&credential.key), str::to_string),
+    };
     let loaded = LOADED.with(|l| l.borrow().as_ref().filter(|(d, at, _)| *d == digest && *at == now).map(|(_, _, key)| key.clone()));
     let held = match loaded {
         Some(key) => store::judged(&digest, key),
@@ -294,18 +317,25 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64, dige
     let key = match held {
         Held::Stale => return ANSWER_COMPLETE,
         Held::Miss => {
-            if let Some(seconds) = cache::unknown_read_retry_after(client_ip, now) {
+            // A token's digest is signed: no unknown-key budget for it.
+            if let Some(seconds) = cache::unknown_read_retry_after(client_ip, now).filter(|_| token.is_none()) {
                 LAST.with(|l| l.borrow_mut().retry_after = Some(seconds));
                 return deny(Code::RateLimited, gate::TOO_MANY_UNKNOWN_KEYS, flags);
             }
             return need_record(digest, flags);
         }
+        Held::Ready(None) if token.is_some() => return deny(Code::TokenInvalid, tokens::KEY_GONE, flags),
         Held::Ready(None) => return deny(Code::UnknownKey, gate::UNKNOWN_KEY, flags),
         Held::Ready(Some(key)) => key,
     };
     if !gate::fast_path_eligible(&key) {
         return ANSWER_COMPLETE;
     }
+    if let Some((code, message)) = token.as_ref().and_then(|claims| tokens::judge(claims, &key)) {
+        flags |= background_if(gate::settle(&key, code, now));
+        return deny(code, message, flags);
+    }
+    let token_id = token.map(|claims| claims.jti.clone());
     let Some(policy) = store::held_policy(now) else { return ANSWER_COMPLETE };
     // The entry sends requests with an override header to the complete path; a `_method`
     // parameter is found here.
@@ -350,6 +380,7 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64, dige
             client_ip: client_ip.map(str::to_string),
             basic_workspace: credential.workspace,
             strip,
+            token_id,
         };
         WAITING.with(|w| {
             if let Some(slot) = w.borrow_mut().get_mut(ticket as usize % WAITING_SLOTS) {
@@ -367,7 +398,7 @@ fn check(facts: &Facts<'_>, body: Option<&[u8]>, body_error: u32, now: i64, dige
         origin: None,
         referer: None,
     };
-    finish(&key, &digest, found, &request, strip, flags, now)
+    finish(&key, &digest, found, &request, (strip, token_id.as_deref()), flags, now)
 }
 
 /// FNV-1a of `bytes`, folded to a byte.
@@ -393,7 +424,7 @@ fn finish(
     digest: &str,
     found: Result<Option<RouteMatch<'_>>, PathError>,
     request: &GateRequest<'_>,
-    strip: u32,
+    (strip, token_id): (u32, Option<&str>),
     mut flags: u32,
     now: i64,
 ) -> u32 {
@@ -404,6 +435,10 @@ fn finish(
         return deny(decision.code, &decision.message, flags);
     }
     flags |= strip;
+    if let Some(jti) = token_id {
+        flags |= FLAG_TOKEN;
+        LAST.with(|l| l.borrow_mut().token_id = jti.to_string());
+    }
     // The forward's headers: the entry keeps them per slot, and fetches them only when the slot
     // holds other values than this record's (another key, or this key's record changed).
     let slot = digest_slot(digest);
@@ -490,6 +525,12 @@ pub fn gate_text() -> String {
     LAST.with(|l| l.borrow().text.clone())
 }
 
+/// After a forward with [`FLAG_TOKEN`]: the token's `jti`, for `X-Keyward-Token-Id`.
+#[wasm_bindgen]
+pub fn gate_token_id() -> String {
+    LAST.with(|l| l.borrow().token_id.clone())
+}
+
 /// The `Retry-After` seconds of the last 429, if any (taken: it is reported once).
 #[wasm_bindgen]
 pub fn gate_retry_after() -> Option<u32> {
@@ -506,6 +547,8 @@ pub fn gate_load(request: &str, digest: &str, record: Option<String>, now: f64) 
     let facts = Facts::parse(request);
     count(match store::loaded(digest, record.as_deref(), now) {
         Err(_) => deny(Code::StoreUnavailable, "the key store is unavailable", 0),
+        // A token whose key is gone (its digest is signed: not an unknown key to charge for).
+        Ok(Held::Ready(None)) if bearer_token(facts.authorization).is_some() => deny(Code::TokenInvalid, tokens::KEY_GONE, 0),
         Ok(Held::Ready(None)) => {
             cache::charge_unknown_read(facts.client_ip, now);
             deny(Code::UnknownKey, gate::UNKNOWN_KEY, FLAG_UNKNOWN_READ)

@@ -60,10 +60,63 @@ thread_local! {
     /// Tests only (`/_keyward/debug/token-clock`, with `KEYWARD_DEBUG`): added to the time tokens
     /// are checked at, so that a test sees a token expire without waiting for it.
     static CLOCK_OFFSET_MS: Cell<i64> = const { Cell::new(0) };
+    static ISSUER: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+/// `TOKEN_ISSUER` (default `keyward`), read once per isolate: vars do not change while it lives.
 fn issuer(env: &Env) -> String {
-    env.var("TOKEN_ISSUER").map(|v| v.to_string()).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_ISSUER.into())
+    if let Some(held) = ISSUER.with(|i| i.borrow().clone()) {
+        return held;
+    }
+    let value = env.var("TOKEN_ISSUER").map(|v| v.to_string()).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_ISSUER.into());
+    ISSUER.with(|i| *i.borrow_mut() = Some(value.clone()));
+    value
+}
+
+/// Reads the vars the fast path needs (it has no `env`): the issuer.
+pub fn configure(env: &Env) {
+    issuer(env);
+}
+
+/// The fast path's [`claims`], without I/O: `None` when only the complete path can answer (the
+/// isolate does not hold the token's public key, or has not read its vars yet).
+pub fn held_claims(token: &str, now: i64) -> Option<std::result::Result<Rc<Claims>, (Code, String)>> {
+    let at = token_now(now);
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if let Some(claims) = VERIFIED.with(|v| v.borrow().get(&hash).cloned()) {
+        if at >= claims.exp.saturating_mul(1000) {
+            return Some(Err((Code::TokenExpired, "the token has expired".into())));
+        }
+        return Some(Ok(claims));
+    }
+    let issuer = ISSUER.with(|i| i.borrow().clone())?;
+    let kid = match token::kid_of(token) {
+        Ok(kid) => kid,
+        Err(e) => return Some(Err((e.code, e.message))),
+    };
+    let keys = KEYS.with(|k| {
+        let k = k.borrow();
+        let fresh = k.fetched_ms.is_some_and(|at| now.saturating_sub(at) <= KEYS_MAX_AGE_MS);
+        (fresh && k.keys.iter().any(|key| key.kid == kid)).then(|| k.keys.clone())
+    })?;
+    Some(match token::verify(token, &keys, &issuer, at) {
+        Err(e) => Err((e.code, e.message)),
+        Ok(claims) => {
+            let claims = Rc::new(claims);
+            remember_verified(hash, claims.clone());
+            Ok(claims)
+        }
+    })
+}
+
+fn remember_verified(hash: [u8; 32], claims: Rc<Claims>) {
+    VERIFIED.with(|v| {
+        let mut v = v.borrow_mut();
+        if v.len() >= VERIFIED_MAX {
+            v.clear();
+        }
+        v.insert(hash, claims);
+    });
 }
 
 /// Sets the tokens' test clock offset (`offset_ms`), tests only.
@@ -104,13 +157,7 @@ pub async fn claims(env: &Env, token: &str, x_api_key: Option<&str>, query: Opti
     let kid = token::kid_of(token)?;
     let keys = public_keys(env, &kid, now).await?;
     let claims = Rc::new(token::verify(token, &keys, &issuer(env), at)?);
-    VERIFIED.with(|v| {
-        let mut v = v.borrow_mut();
-        if v.len() >= VERIFIED_MAX {
-            v.clear();
-        }
-        v.insert(hash, claims.clone());
-    });
+    remember_verified(hash, claims.clone());
     Ok(claims)
 }
 

@@ -136,6 +136,41 @@ test('keys in other states: the same answers on both paths', async () => {
   assert.equal((await same('origin_allowlist key', 'GET', USERS, { headers: { authorization: `Bearer ${originKey.api_key}`, referer: 'https://app.example/x' } }, { fast: false })).status, 200);
 });
 
+test('tokens: the same answers on both paths; a warm token is answered by the fast path', async () => {
+  const k = await createKey({ permissions: ['users:read', 'events:create'], event_denylist: ['bad.event'] });
+  const login = await kw.request('POST', '/_keyward/v1/auth/token', { headers: { 'x-api-key': k.api_key } });
+  assert.equal(login.status, 200, login.text);
+  const token = login.body.data.token;
+  const t = { authorization: `Bearer ${token}` };
+  const TOKEN_INVALID = /"error_code":"TOKEN_INVALID"/;
+  // The first use fetches the public keys on the complete path; then the fast path holds them.
+  assert.equal((await kw.request('GET', USERS, { headers: t })).status, 200);
+  const allowed = await same('token allowed', 'GET', `${USERS}?q=1`, { headers: { ...t, 'x-keyward-token-id': 'spoofed', 'x-keyward-key-id': 'spoofed' } });
+  assert.equal(allowed.status, 200);
+  assert.equal(allowed.echo.headers['x-keyward-token-id'], JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).jti);
+  assert.equal(allowed.echo.headers['x-keyward-key-id'], k.id);
+  assert.equal(allowed.echo.headers.authorization, undefined);
+  assert.equal((await same('token, permission denied', 'GET', '/api/v2/projects/7', { headers: t })).status, 403);
+  const events = { ...t, 'content-type': 'application/json' };
+  assert.equal((await same('token, body event refused', 'POST', '/v4/events', { headers: events, body: '{"action":"bad.event"}' })).status, 403);
+  assert.equal((await same('token, body event allowed', 'POST', '/v4/events', { headers: events, body: '{"action":"ok.event"}' })).status, 200);
+  const [h, p, sig] = token.split('.');
+  const changed = `${h}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url')), sub: 'key_x' })).toString('base64url')}.${sig}`;
+  assert.match((await same('token, changed claim', 'GET', USERS, { headers: { authorization: `Bearer ${changed}` } })).text, TOKEN_INVALID);
+  assert.match((await same('token, truncated', 'GET', USERS, { headers: { authorization: `Bearer ${h}.${p}` } })).text, TOKEN_INVALID);
+  // Never the fast path's: a token beside a key, a kid the isolate does not hold, a huge token.
+  assert.equal((await same('token and key', 'GET', USERS, { headers: { ...t, 'x-api-key': k.api_key } }, { fast: false })).status, 400);
+  const nowhere = `${Buffer.from(JSON.stringify({ alg: 'EdDSA', kid: 'kw-nowhere' })).toString('base64url')}.${p}.${sig}`;
+  assert.match((await same('unknown kid', 'GET', USERS, { headers: { authorization: `Bearer ${nowhere}` } }, { fast: false })).text, TOKEN_INVALID);
+  assert.match((await same('huge token', 'GET', USERS, { headers: { authorization: `Bearer ${h}.${'x'.repeat(5000)}.${sig}` } }, { fast: false })).text, TOKEN_INVALID);
+  // revoke_tokens reaches the fast path (this isolate answered the call, so at once).
+  await kw.admin('POST', `/api_keys/${k.id}/revoke_tokens`);
+  assert.match((await same('token revoked by revoke_tokens', 'GET', USERS, { headers: t })).text, TOKEN_INVALID);
+  await kw.admin('POST', `/api_keys/${k.id}/revoke`);
+  const fresh = await kw.request('POST', '/_keyward/v1/auth/token', { headers: { 'x-api-key': k.api_key } });
+  assert.equal(fresh.body.error_code, 'KEY_REVOKED');
+});
+
 test('a cache miss on the fast path reads KV once and answers as the complete path does', async () => {
   const { api_key: key } = await createKey({});
   const h = { authorization: `Bearer ${key}` };
