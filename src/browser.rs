@@ -137,6 +137,25 @@ pub fn parse_key_js(key: &str) -> JsValue {
     }
 }
 
+/// Verifies a token (its form, `alg`, `kid`, signature, issuer and times) against `jwks` (a JWK
+/// set as `/_keyward/jwks.json` serves it) at `now_ms`: the same function the gate runs.
+/// `{"type": "success", "code": "VALID", "claims"}` or `{"type": "success", "code", "message"}`.
+#[wasm_bindgen(js_name = verifyToken)]
+pub fn verify_token_js(token: &str, jwks: JsValue, issuer: &str, now_ms: f64) -> JsValue {
+    use crate::core::token::{verify, PublicKey};
+    let jwks = match from_js(jwks, "jwks") {
+        Ok(v) => v,
+        Err(e) => return failure(&e),
+    };
+    let keys: Vec<PublicKey> = jwks.get("keys").and_then(Value::as_array).map(|a| a.iter().filter_map(PublicKey::from_jwk).collect()).unwrap_or_default();
+    #[allow(clippy::cast_possible_truncation, reason = "Date.now() is an integer of ms, well inside i64")]
+    let now = now_ms as i64;
+    match verify(token, &keys, issuer, now) {
+        Ok(claims) => to_js(&json!({"type": "success", "code": "VALID", "claims": claims})),
+        Err(e) => to_js(&json!({"type": "success", "code": e.code.as_str(), "message": e.message})),
+    }
+}
+
 /// The SHA-256 digest under which a key is stored.
 #[wasm_bindgen]
 pub fn digest(key: &str) -> String {

@@ -89,3 +89,30 @@ fn known_answer_vectors() {
     assert!(failures.is_empty(), "{} of {count} vectors disagree:\n{}", failures.len(), failures.join("\n"));
     assert!(count >= 80, "only {count} vectors");
 }
+
+/// The token vectors (tests/vectors/tokens/verify.json, made with Node's crypto) through the
+/// core's verification; the same file runs through the wasm core in Chromium.
+#[test]
+fn token_vectors() {
+    use keyward::core::token::{verify, PublicKey};
+    let file: Value = serde_json::from_str(&std::fs::read_to_string("tests/vectors/tokens/verify.json").unwrap()).unwrap();
+    let keys: Vec<PublicKey> = file["jwks"]["keys"].as_array().unwrap().iter().map(|k| PublicKey::from_jwk(k).unwrap()).collect();
+    let issuer = file["issuer"].as_str().unwrap();
+    let cases = file["cases"].as_array().unwrap();
+    assert!(cases.len() >= 20, "the token vectors are missing");
+    let mut failures = Vec::new();
+    for case in cases {
+        let outcome = verify(case["token"].as_str().unwrap(), &keys, issuer, case["now_ms"].as_i64().unwrap());
+        let (code, sub, profile) = match &outcome {
+            Ok(claims) => ("VALID", Some(claims.sub.clone()), claims.profile.clone()),
+            Err(e) => (e.code.as_str(), None, None),
+        };
+        let expected_profile = case.get("profile").and_then(Value::as_str).map(str::to_string);
+        if code != case["code"].as_str().unwrap()
+            || (code == "VALID" && (sub.as_deref() != case["sub"].as_str() || profile != expected_profile))
+        {
+            failures.push(format!("{}: got {code} {outcome:?}", case["name"]));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

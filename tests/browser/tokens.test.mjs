@@ -1,9 +1,13 @@
 // The console's tokens card in real headless Chromium against the built Worker under `wrangler
 // dev`: a saved key shows it; "Revoke its tokens" refuses the tokens made until then (and only
 // them); "Rotate the signing key" makes new tokens carry the next kid; a profile key's simple
-// authentication is turned on from the form and its salt shown.
+// authentication is turned on from the form and its salt shown. And the token known-answer
+// vectors (tests/vectors/tokens/verify.json) through the wasm core in the page.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ROOT } from '../support/keyward.mjs';
 import { consoleSession, newPage, shot, signIn } from './support.mjs';
 
 const session = consoleSession();
@@ -58,4 +62,26 @@ test('the tokens card: revoke a key\'s tokens, rotate the signing key, turn simp
   assert.match(salt, /^[0-9a-f]{64}$/);
   assert.equal((await session.kw.admin('GET', `/api_keys/${profile.body.data.id}`)).body.data.simple_auth_salt, salt);
   assert.deepEqual(page.errors, []);
+});
+
+test('every token known-answer vector, through the wasm core in the page', async () => {
+  const vectors = JSON.parse(readFileSync(path.join(ROOT, 'tests/vectors/tokens/verify.json'), 'utf8'));
+  const page = await newPage(session.browser);
+  await page.goto(`${session.kw.url}/_keyward/console/`);
+  const result = await page.evaluate(async (file) => {
+    const core = await import('./pkg/keyward.js');
+    await core.default();
+    const wrong = [];
+    for (const c of file.cases) {
+      const out = core.verifyToken(c.token, file.jwks, file.issuer, c.now_ms);
+      const ok = out.type === 'success' && out.code === c.code
+        && (c.code !== 'VALID' || (out.claims.sub === c.sub && (out.claims.profile ?? undefined) === (c.profile ?? undefined)));
+      if (!ok) wrong.push(`${c.name}: ${JSON.stringify(out)}`);
+    }
+    return { count: file.cases.length, wrong };
+  }, vectors);
+  assert.ok(result.count >= 20, `${result.count} vectors`);
+  assert.deepEqual(result.wrong, []);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
 });
