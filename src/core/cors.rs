@@ -218,6 +218,39 @@ pub fn preflight(policy: &RoutePolicy, method: &str, path: &str, origin: Option<
     }
 }
 
+/// The preflight of one of keyward's own endpoints that a page may call with a key (`POST
+/// /_keyward/v1/auth/token` and the other token calls): as [`preflight`], under the same `cors`
+/// settings, with the endpoint's one method (`allowed`) in place of a route rule. Without `cors`
+/// in the policy, no page of another origin may call it.
+pub fn preflight_endpoint(policy: &RoutePolicy, origin: &str, request_method: &str, allowed: &str) -> Preflight {
+    let Some(cors) = policy.cors().filter(|c| c.allows(origin)) else {
+        return Preflight::Answer {
+            status: 403,
+            code: Code::OriginNotAllowed,
+            message: format!("the origin {} may not call this API from a browser", shorten(origin)),
+            headers: Vec::new(),
+        };
+    };
+    if !request_method.trim().eq_ignore_ascii_case(allowed) {
+        return Preflight::Answer {
+            status: 400,
+            code: Code::BadRequest,
+            message: format!("only {allowed} is allowed here"),
+            headers: response_headers(policy, Some(origin)),
+        };
+    }
+    let mut headers = vec![
+        ("access-control-allow-origin", origin.to_string()),
+        ("vary", "Origin".to_string()),
+        ("access-control-allow-methods", allowed.to_string()),
+        ("access-control-allow-headers", cors.allow_headers.clone()),
+    ];
+    if let Some(age) = cors.max_age {
+        headers.push(("access-control-max-age", age.to_string()));
+    }
+    Preflight::Answer { status: 204, code: Code::Valid, message: String::new(), headers }
+}
+
 /// The CORS headers for any other answer to a request with this `Origin`, forwarded or denied:
 /// none without `cors` in the policy (the origin's own pass through); else `Vary: Origin`, with the
 /// grant for an allowed origin, in place of any [`OWNED_HEADERS`] the origin sent.
@@ -242,6 +275,22 @@ fn shorten(text: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn endpoint_preflights_follow_the_cors_settings() {
+        let with = policy(json!({"allowed_origins": ["https://app.example.com"], "max_age": 60}));
+        let Preflight::Answer { status, headers, .. } = preflight_endpoint(&with, "https://app.example.com", "post", "POST") else { panic!() };
+        assert_eq!(status, 204);
+        assert!(headers.contains(&("access-control-allow-methods", "POST".to_string())));
+        assert!(headers.contains(&("access-control-max-age", "60".to_string())));
+        let Preflight::Answer { status, code, .. } = preflight_endpoint(&with, "https://evil.example.com", "POST", "POST") else { panic!() };
+        assert_eq!((status, code), (403, Code::OriginNotAllowed));
+        let Preflight::Answer { status, .. } = preflight_endpoint(&with, "https://app.example.com", "DELETE", "POST") else { panic!() };
+        assert_eq!(status, 400);
+        let without = RoutePolicy::from_value(&json!({"rules": []})).unwrap();
+        let Preflight::Answer { status, .. } = preflight_endpoint(&without, "https://app.example.com", "POST", "POST") else { panic!() };
+        assert_eq!(status, 403);
+    }
 
     fn policy(cors: Value) -> RoutePolicy {
         RoutePolicy::from_value(&json!({"rules": [

@@ -25,6 +25,7 @@ use super::admin::{authorize_call, Refusal};
 use super::ledger::Ledger;
 use super::reply;
 use super::store::{self, Store};
+use crate::core::cors::{self, Preflight};
 use crate::core::credential::{find_credential, query_values};
 use crate::core::decision::decide_permission;
 use crate::core::digest::key_digest;
@@ -243,15 +244,47 @@ pub async fn auth(mut req: Request, env: &Env, rest: &str) -> Result<Response> {
     if !matches!(rest, "auth/token" | "auth/refresh" | "auth/simple") {
         return reply::error(404, "NOT_FOUND", "no such management endpoint");
     }
-    if req.method() != Method::Post {
+    // A page of another origin (a web app logging in with its profile key) is answered under the
+    // route policy's `cors` settings, as the gate answers it.
+    let origin = req.headers().get("origin").ok().flatten();
+    let asked = req.headers().get("access-control-request-method").ok().flatten();
+    if let (Method::Options, Some(origin), Some(asked)) = (req.method(), origin.as_deref(), asked.as_deref()) {
+        let Some(policy) = route_policy(env).await else {
+            return reply::error(503, "STORE_UNAVAILABLE", "the route policy is unavailable");
+        };
+        let Preflight::Answer { status, code, message, headers } = cors::preflight_endpoint(&policy, origin, asked, "POST") else {
+            return reply::error(403, "ORIGIN_NOT_ALLOWED", "this preflight cannot be answered");
+        };
+        let response = if status == 204 { Response::empty()?.with_status(204) } else { reply::error(status, code.as_str(), &message)? };
+        return with_cors_headers(response, &headers);
+    }
+    let response = if req.method() == Method::Post {
+        match auth_answer(&mut req, env, rest).await {
+            Ok(response) => response,
+            Err(Refusal(status, code, message)) => reply::error(status, code, &message)?,
+        }
+    } else {
         let response = reply::error(405, "METHOD_NOT_ALLOWED", &format!("{} is not allowed here", req.method()))?;
         response.headers().set("allow", "POST")?;
-        return Ok(response);
+        response
+    };
+    let Some(origin) = origin else { return Ok(response) };
+    match route_policy(env).await {
+        Some(policy) => with_cors_headers(response, &cors::response_headers(&policy, Some(&origin))),
+        None => Ok(response),
     }
-    match auth_answer(&mut req, env, rest).await {
-        Ok(response) => Ok(response),
-        Err(Refusal(status, code, message)) => reply::error(status, code, &message),
+}
+
+async fn route_policy(env: &Env) -> Option<Rc<crate::core::RoutePolicy>> {
+    Store::open(env).ok()?.policy(super::now_ms()).await.ok()
+}
+
+/// Sets CORS headers on one of keyward's own answers (their headers are mutable).
+fn with_cors_headers(response: Response, headers: &[cors::Header]) -> Result<Response> {
+    for (name, value) in headers {
+        response.headers().set(name, value)?;
     }
+    Ok(response)
 }
 
 type Answer = std::result::Result<Response, Refusal>;

@@ -398,6 +398,45 @@ test('simple authentication: a profile key\'s customer logs in with the HMAC of 
   assert.match(salted.body.error_message, /^simple_auth_salt: is read-only/);
 });
 
+test('a web page of an allowed origin logs in across origins, under the route policy\'s cors settings', async () => {
+  const APP = 'https://app.example.com';
+  const before = (await kw.admin('GET', '/policy')).body.data;
+  const preflight = (p, origin, method = 'POST') => kw.request('OPTIONS', p, { headers: { origin, 'access-control-request-method': method, 'access-control-request-headers': 'x-api-key,content-type' } });
+  // Without cors in the policy, no page of another origin may call it.
+  assert.equal(codeOf(await preflight('/_keyward/v1/auth/token', APP)), 'ORIGIN_NOT_ALLOWED');
+  assert.equal((await kw.admin('PUT', '/policy', { rules: before.rules, cors: { allowed_origins: [APP], max_age: 600 } })).status, 200);
+  try {
+    for (const p of ['/_keyward/v1/auth/token', '/_keyward/v1/auth/refresh', '/_keyward/v1/auth/simple']) {
+      const ok = await preflight(p, APP);
+      assert.equal(ok.status, 204, `${p}: ${ok.text}`);
+      assert.equal(ok.headers['access-control-allow-origin'], APP);
+      assert.equal(ok.headers['access-control-allow-methods'], 'POST');
+      assert.match(ok.headers['access-control-allow-headers'], /x-api-key/);
+      assert.equal(ok.headers['access-control-max-age'], '600');
+      assert.equal(ok.headers['access-control-allow-credentials'], undefined);
+    }
+    const evil = await preflight('/_keyward/v1/auth/token', 'https://evil.example.com');
+    assert.equal(codeOf(evil), 'ORIGIN_NOT_ALLOWED');
+    assert.equal(evil.headers['access-control-allow-origin'], undefined);
+    assert.equal((await preflight('/_keyward/v1/auth/token', APP, 'DELETE')).status, 400);
+
+    const { key } = await createKey({ origin_allowlist: [APP] });
+    const r = await login({ 'x-api-key': key, origin: APP });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers['access-control-allow-origin'], APP);
+    assert.match(r.headers.vary, /Origin/);
+    // The token is then used from the page like the key: the gate's own CORS.
+    const used = await use(r.body.data.token, USERS, { origin: APP });
+    assert.equal(used.status, 200, used.text);
+    assert.equal(used.headers['access-control-allow-origin'], APP);
+    const refused = await login({ 'x-api-key': key, origin: 'https://evil.example.com' });
+    assert.equal(codeOf(refused), 'ORIGIN_NOT_ALLOWED');
+    assert.equal(refused.headers['access-control-allow-origin'], undefined);
+  } finally {
+    assert.equal((await kw.admin('PUT', '/policy', { rules: before.rules })).status, 200);
+  }
+});
+
 test('two locations: a token made at one is used at the other, and its key\'s revocation ends it there within the interval', async () => {
   const env = { WRANGLER_REGISTRY_PATH: mkdtempSync(path.join(ROOT, 'test-output', 'registry-')) };
   const a = await startKeyward({ origin: origin.url, env });
