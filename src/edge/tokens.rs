@@ -275,6 +275,39 @@ pub async fn auth(mut req: Request, env: &Env, rest: &str) -> Result<Response> {
     }
 }
 
+/// `GET /_keyward/v1/ping` with a token: its key's id and type and the token's id, or the
+/// refusal the gate would give the token (its key's rules that need no route: status, IP, website).
+pub async fn ping(req: &Request, env: &Env, token: &str, now: i64) -> Result<Response> {
+    let headers = req.headers();
+    let query = req.url().ok().and_then(|u| u.query().map(str::to_string));
+    let x_api_key = headers.get("x-api-key").ok().flatten();
+    let claims = match claims(env, token, x_api_key.as_deref(), query.as_deref(), now).await {
+        Ok(c) => c,
+        Err(Refused::Token(code, message)) => return reply::error(code.status(), code.as_str(), &message),
+        Err(Refused::Store) => return reply::error(503, "STORE_UNAVAILABLE", "the signing keys are unavailable"),
+    };
+    let Ok(store) = Store::open(env) else {
+        return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable");
+    };
+    let key = match store.key(&claims.kwd, now).await {
+        Err(_) => return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable"),
+        Ok(None) => return reply::error(401, Code::TokenInvalid.as_str(), KEY_GONE),
+        Ok(Some(key)) => key,
+    };
+    if let Some((code, message)) = judge(&claims, &key) {
+        return reply::error(code.status(), code.as_str(), message);
+    }
+    let key = as_token_key(&claims, key);
+    let client_ip = headers.get("cf-connecting-ip").ok().flatten();
+    let (origin, referer) = (headers.get("origin").ok().flatten(), headers.get("referer").ok().flatten());
+    let request = GateRequest { client_ip: client_ip.as_deref(), origin: origin.as_deref(), referer: referer.as_deref(), ..GateRequest::default() };
+    let decision = decide_permission(&key, None, &request, now);
+    if !decision.valid {
+        return reply::error(decision.code.status(), decision.code.as_str(), &decision.message);
+    }
+    reply::success(200, json!({"key_id": key.record.id, "type": key.record.key_type.as_str(), "token_id": claims.jti}))
+}
+
 async fn route_policy(env: &Env) -> Option<Rc<crate::core::RoutePolicy>> {
     Store::open(env).ok()?.policy(super::now_ms()).await.ok()
 }

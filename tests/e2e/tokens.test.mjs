@@ -125,6 +125,12 @@ test('a key logs in, its token is used with the key\'s rules, refreshed, and ver
   assert.equal((await kw.request('GET', USERS, { headers: { 'x-api-key': key, 'x-keyward-token-id': 'forged' } })).status, 200);
   assert.equal(origin.last().headers['x-keyward-token-id'], undefined);
 
+  // GET /ping takes a token too: the key's id and type, and the token's id.
+  const ping = await kw.request('GET', '/_keyward/v1/ping', { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(ping.status, 200, ping.text);
+  assert.deepEqual(ping.body.data, { key_id: id, type: 'workspace', token_id: claims.jti });
+  assert.equal(codeOf(await kw.request('GET', '/_keyward/v1/ping', { headers: { authorization: `Bearer ${changed}` } })), 'TOKEN_INVALID');
+
   // Refresh: a new token (a new jti) of the same lifetime, or the one asked for.
   const refreshed = await kw.request('POST', '/_keyward/v1/auth/refresh', { headers: { authorization: `Bearer ${token}` } });
   assert.equal(refreshed.status, 200, refreshed.text);
@@ -309,6 +315,7 @@ test('revoke_tokens, rotation, and the key\'s revocation, expiry and deletion en
   assert.equal((await use(et)).status, 200, 'reactivated, its tokens work again');
   await kw.admin('POST', `/api_keys/${id}/revoke`);
   assert.equal(codeOf(await use(newer)), 'KEY_REVOKED');
+  assert.equal(codeOf(await kw.request('GET', '/_keyward/v1/ping', { headers: { authorization: `Bearer ${newer}` } })), 'KEY_REVOKED');
   await kw.admin('PUT', `/api_keys/${e.id}`, { api_key: { active: false } });
   assert.equal((await kw.admin('DELETE', `/api_keys/${e.id}`)).status, 200);
   const gone = await use(et);

@@ -37,6 +37,11 @@ async fn ping_answer(req: &Request, env: &Env, now: i64) -> Answer {
     let store = Store::open(env)?;
     let url = req.url().map_err(|_| Refusal::bad("query: could not be read"))?;
     let headers = req.headers();
+    // A token in place of the key (docs/tokens.md).
+    let authorization = headers.get("authorization").ok().flatten();
+    if let Some(token) = crate::core::token::bearer_token(authorization.as_deref()) {
+        return Ok(crate::edge::tokens::ping(req, env, token, now).await?);
+    }
     let credential = find_credential(
         headers.get("authorization").ok().flatten().as_deref(),
         headers.get("x-api-key").ok().flatten().as_deref(),
