@@ -305,7 +305,11 @@ test('revoke_tokens, rotation, and the key\'s revocation, expiry and deletion en
   assert.equal((await use(after)).status, 200, 'a token of the old key is valid until it expires');
   await jwtVerify(after, createLocalJWKSet((await kw.request('GET', '/_keyward/jwks.json')).body));
 
-  // The key's revocation, expiry and deletion end its tokens.
+  // The key's revocation, expiry, roll past its grace and deletion end its tokens.
+  const rolled = await createKey();
+  const rolledToken = await tokenFor(rolled.key);
+  assert.equal((await kw.admin('POST', `/api_keys/${rolled.id}/roll`, { grace_seconds: 0 })).status, 201);
+  assert.equal(codeOf(await use(rolledToken)), 'KEY_EXPIRED');
   const e = await createKey();
   const et = await tokenFor(e.key);
   await kw.admin('PUT', `/api_keys/${e.id}`, { api_key: { active: false } });
