@@ -47,7 +47,7 @@ thread_local! {
 pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env: &Env, ctx: &Context) -> Result<Response> {
     let now = super::now_ms();
     // The change feed: read in the background while traffic flows, before answering when this
-    // isolate is new or was idle, and never trusted past MAX_STALENESS_MS.
+    // isolate is new or was idle (FRESHNESS), and never trusted past MAX_STALENESS_MS.
     let settings = SyncSettings::from_env(env);
     match store::sync_plan(now, settings) {
         SyncPlan::Current => {}
@@ -56,6 +56,7 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
             ctx.wait_until(async move { background(&env).await });
         }
         SyncPlan::Inline => {
+            store::count_inline();
             let _ = store::sync(env, false).await;
         }
     }

@@ -37,6 +37,7 @@ async fn call_text(env: &Env, name: &str, op: &str, body: String) -> std::result
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
     let request = Request::new_with_init(&format!("https://limiter/{op}"), &init).map_err(|e| e.to_string())?;
+    super::store::remote_delay(env).await;
     let mut response = stub.fetch_with_request(request).await.map_err(|e| e.to_string())?;
     let status = response.status_code();
     let text = response.text().await.map_err(|e| e.to_string())?;

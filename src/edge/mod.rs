@@ -71,10 +71,17 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
             return limiter_debug(&url, &env).await;
         }
         // Test harnesses only: production never sets KEYWARD_DEBUG, so this is a 404 there.
+        if path == "/_keyward/debug/neighbour" && env.var("KEYWARD_DEBUG").is_ok() {
+            return match store::neighbour_read(&env).await {
+                Ok(()) => reply::success(200, serde_json::json!({"shared": true})),
+                Err(e) => reply::error(503, "STORE_UNAVAILABLE", &e.0),
+            };
+        }
         if path == "/_keyward/debug/stats" && env.var("KEYWARD_DEBUG").is_ok() {
             let mut stats = cache::stats();
             if let Some(map) = stats.as_object_mut() {
                 map.insert("usage".into(), usage::stats());
+                map.insert("feed".into(), store::feed_stats());
             }
             return reply::success(200, stats);
         }
@@ -118,6 +125,7 @@ async fn management(req: web_sys::Request, env: &Env, rest: &str) -> Result<Resp
         }
         Request::new_with_init(request.url()?.as_str(), &init)?
     };
+    store::remote_delay(env).await;
     let response = match stub.fetch_with_request(forwarded).await {
         // An answer that is not the control plane's own envelope is the runtime's (the object
         // could not be reached or was reset): the store is unavailable.

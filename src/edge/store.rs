@@ -7,6 +7,16 @@
 //! and their newest version. A record older than the feed's version is not trusted: the gate asks
 //! the control plane for that one record instead (once; the answer is cached). If the feed cannot
 //! be read for `MAX_STALENESS_MS`, the gate fails closed.
+//!
+//! Distance (docs/distance.md): the control plane may be a continent away. Each feed answer is
+//! shared within the location through the Cache API (`caches.default`, keyed by the cursor it
+//! answers), and used from there while its view is under three quarters of an interval old: the
+//! isolates of one location send the control plane about one read per interval, and an idle
+//! isolate next to a busy one reads the location's copy (local) instead. A busy isolate refreshes
+//! in the background every quarter interval, so its view is never old enough to make a request
+//! wait. `FRESHNESS` says what an
+//! isolate with no recent view does: `strict` reads before answering, `bounded` answers from a
+//! view up to `MAX_STALENESS_MS` old and catches up in the background.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -58,6 +68,8 @@ struct FeedState {
     /// Change-log position read up to; -1 before the first read.
     cursor: i64,
     policy_seq: i64,
+    /// When the view the isolate holds was the control plane's: the time the last successful
+    /// read was sent to it, or the time of the location's copy it read (never later than true).
     last_ok_ms: Option<i64>,
     first_request_ms: Option<i64>,
     last_attempt_ms: i64,
@@ -72,6 +84,10 @@ thread_local! {
     static SETTINGS: std::cell::Cell<Option<SyncSettings>> = const { std::cell::Cell::new(None) };
     /// `CACHE_TTL_SECONDS` in ms: vars do not change within an isolate, so read once.
     static TTL_MS: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+    /// `KEYWARD_TEST_REMOTE_DELAY_MS` (test-only), read once.
+    static REMOTE_DELAY_MS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    /// Feed reads by source, and the reads a request waited for (the debug stats).
+    static FEED_READS: std::cell::Cell<FeedReads> = const { std::cell::Cell::new(FeedReads { control: 0, location: 0, inline: 0 }) };
     /// The records last compiled from KV, by slot (see [`compile_read`]).
     static COMPILED: RefCell<Vec<Option<Compiled>>> = RefCell::new((0..COMPILED_SLOTS).map(|_| None).collect());
 }
@@ -88,11 +104,35 @@ struct Compiled {
     key: Weak<CompiledKey>,
 }
 
+#[derive(Clone, Copy)]
+struct FeedReads {
+    control: u64,
+    location: u64,
+    inline: u64,
+}
+
+/// The cache key of the location's copy of a feed page (never a real host: `caches.default` is
+/// keyed by URL, and nothing else is stored under this one).
+const FEED_CACHE_URL: &str = "https://keyward-feed.internal/feed";
+/// The header of a cached feed page: when the control plane's view it holds was current (ms).
+const AS_OF_HEADER: &str = "x-keyward-feed-as-of";
+
+/// `FRESHNESS`: what an isolate whose view of the feed is not recent does before answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Reads the feed (the location's copy, else the control plane) before answering when its
+    /// view is older than two intervals.
+    Strict,
+    /// Answers from a view up to `MAX_STALENESS_MS` old and reads in the background.
+    Bounded,
+}
+
 /// The feed timings, from wrangler.toml.
 #[derive(Clone, Copy)]
 pub struct SyncSettings {
     pub interval_ms: i64,
     pub max_staleness_ms: i64,
+    pub freshness: Freshness,
 }
 
 impl SyncSettings {
@@ -104,7 +144,12 @@ impl SyncSettings {
         let read = |name: &str, default: i64| {
             env.var(name).ok().and_then(|v| v.to_string().parse::<i64>().ok()).unwrap_or(default).clamp(50, 3_600_000)
         };
-        let settings = SyncSettings { interval_ms: read("SYNC_INTERVAL_MS", 1000), max_staleness_ms: read("MAX_STALENESS_MS", 10_000) };
+        // Anything but "bounded" is strict: the safe reading of a mistyped value.
+        let freshness = match env.var("FRESHNESS").map(|v| v.to_string()) {
+            Ok(v) if v.trim().eq_ignore_ascii_case("bounded") => Freshness::Bounded,
+            _ => Freshness::Strict,
+        };
+        let settings = SyncSettings { interval_ms: read("SYNC_INTERVAL_MS", 1000), max_staleness_ms: read("MAX_STALENESS_MS", 10_000), freshness };
         SETTINGS.with(|s| s.set(Some(settings)));
         settings
     }
@@ -126,22 +171,78 @@ pub enum SyncPlan {
     Inline,
 }
 
-/// Plans the feed read for a request at `now`, marking it started when one is due.
+impl SyncSettings {
+    /// How often an isolate with traffic refreshes its view: a quarter interval (from the
+    /// location's copy when it is recent enough, so mostly a local read).
+    pub fn refresh_ms(self) -> i64 {
+        (self.interval_ms / 4).max(1)
+    }
+
+    /// How old a view the location's copy of a feed page may hold and still be used: three
+    /// quarters of an interval, so that with [`SyncSettings::refresh_ms`] a change is in every
+    /// busy isolate's view within one interval plus the read's round trip.
+    pub fn shared_age_ms(self) -> i64 {
+        self.interval_ms - self.refresh_ms()
+    }
+
+    /// The oldest view an isolate answers from without reading the feed first.
+    fn trusted_age_ms(self) -> i64 {
+        match self.freshness {
+            Freshness::Strict => self.interval_ms.saturating_mul(2),
+            Freshness::Bounded => self.max_staleness_ms,
+        }
+    }
+}
+
+/// Plans the feed read for a request at `now`. A view refreshed every quarter interval while traffic
+/// flows is never old enough for `Inline`: only an isolate that is new, or idle for longer than
+/// [`SyncSettings::trusted_age_ms`], reads before answering.
 pub fn sync_plan(now: i64, settings: SyncSettings) -> SyncPlan {
     FEED.with(|f| {
         let mut f = f.borrow_mut();
         f.first_request_ms.get_or_insert(now);
-        let due = !f.in_flight && now.saturating_sub(f.last_attempt_ms) >= settings.interval_ms;
+        let due = !f.in_flight && now.saturating_sub(f.last_attempt_ms) >= settings.refresh_ms();
         if !due {
             return SyncPlan::Current;
         }
-        let verified = f.last_ok_ms.is_some_and(|ok| now.saturating_sub(ok) <= settings.interval_ms.saturating_mul(2));
-        if verified {
+        let trusted = f.last_ok_ms.is_some_and(|ok| now.saturating_sub(ok) <= settings.trusted_age_ms());
+        if trusted {
             SyncPlan::Background
         } else {
             SyncPlan::Inline
         }
     })
+}
+
+/// Counts a feed read a request waits for (`SyncPlan::Inline`), for the debug stats.
+pub fn count_inline() {
+    FEED_READS.with(|c| {
+        let mut n = c.get();
+        n.inline += 1;
+        c.set(n);
+    });
+}
+
+/// The feed reads of this isolate (`GET /_keyward/debug/stats`, tests only): from the control
+/// plane, from the location's copy, and those a request waited for.
+pub fn feed_stats() -> serde_json::Value {
+    let n = FEED_READS.with(std::cell::Cell::get);
+    serde_json::json!({"control": n.control, "location": n.location, "inline": n.inline})
+}
+
+/// Waits `KEYWARD_TEST_REMOTE_DELAY_MS` (test-only, never set in production) before a call from
+/// this isolate to the control plane or a Limiter, as if it were that far away.
+pub async fn remote_delay(env: &Env) {
+    let ms = REMOTE_DELAY_MS.with(|cell| {
+        cell.get().unwrap_or_else(|| {
+            let ms = env.var("KEYWARD_TEST_REMOTE_DELAY_MS").ok().and_then(|v| v.to_string().trim().parse::<u64>().ok()).unwrap_or(0).min(60_000);
+            cell.set(Some(ms));
+            ms
+        })
+    });
+    if ms > 0 {
+        worker::Delay::from(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 /// True when the feed has not been read for longer than `MAX_STALENESS_MS`: fail closed.
@@ -181,8 +282,10 @@ pub fn control_stub(env: &Env) -> Result<Stub, StoreError> {
     Ok(env.durable_object("CONTROL")?.id_from_name(super::control::OBJECT_NAME)?.get_stub()?)
 }
 
-/// Reads the change feed from where this isolate left it and applies it. `force` reads even while
-/// another read is in flight (after a management write, so this isolate sees it at once).
+/// Reads the change feed from where this isolate left it and applies it: the location's copy
+/// when it is recent, else the control plane (whose answer becomes the location's copy). `force`
+/// reads the control plane even while another read is in flight (after a management write, so
+/// this isolate sees it at once).
 pub async fn sync(env: &Env, force: bool) -> Result<(), StoreError> {
     let start = FEED.with(|f| {
         let mut f = f.borrow_mut();
@@ -196,36 +299,109 @@ pub async fn sync(env: &Env, force: bool) -> Result<(), StoreError> {
     if start.is_none() {
         return Ok(());
     }
-    let outcome = read_feed(env).await;
+    let outcome = read_feed(env, force).await;
     FEED.with(|f| {
         let mut f = f.borrow_mut();
         f.in_flight = false;
-        if outcome.is_ok() {
-            f.last_ok_ms = Some(super::now_ms());
+        if let Ok(as_of) = outcome {
+            f.last_ok_ms = Some(f.last_ok_ms.map_or(as_of, |ok| ok.max(as_of)));
         }
     });
-    outcome
+    outcome.map(|_| ())
 }
 
-async fn read_feed(env: &Env) -> Result<(), StoreError> {
-    let stub = control_stub(env)?;
+/// Reads and applies the feed's pages; the time the view it gave was current (the oldest page's).
+async fn read_feed(env: &Env, force: bool) -> Result<i64, StoreError> {
+    let settings = SyncSettings::from_env(env);
+    let mut as_of = i64::MAX;
     for _ in 0..MAX_FEED_PAGES {
         let (cursor, policy_seq) = FEED.with(|f| {
             let f = f.borrow();
             (f.cursor, f.policy_seq)
         });
-        let mut response = stub.fetch_with_str(&format!("https://control/_internal/feed?after={cursor}&policy={policy_seq}")).await?;
-        if response.status_code() != 200 {
-            return Err(StoreError(format!("the change feed answered {}", response.status_code())));
-        }
-        let answer: FeedAnswer = response.json().await?;
+        let key = format!("{FEED_CACHE_URL}?after={cursor}&policy={policy_seq}");
+        let nearby = if force { None } else { location_copy(&key, settings).await };
+        let (text, page_as_of) = match nearby {
+            Some(copy) => {
+                FEED_READS.with(|c| {
+                    let mut n = c.get();
+                    n.location += 1;
+                    c.set(n);
+                });
+                copy
+            }
+            None => {
+                let sent = super::now_ms();
+                let text = read_control(env, cursor, policy_seq).await?;
+                share(&key, &text, sent, settings).await;
+                (text, sent)
+            }
+        };
+        as_of = as_of.min(page_as_of);
+        let answer: FeedAnswer = serde_json::from_str(&text)?;
         let more = answer.more;
         apply(answer, super::now_ms())?;
         if !more {
             break;
         }
     }
+    Ok(as_of.min(super::now_ms()))
+}
+
+/// Test harnesses only (`/_keyward/debug/neighbour`, under KEYWARD_DEBUG): what a busy
+/// neighbour isolate's background read leaves in the location: the control plane's feed page
+/// from this isolate's position, shared as the location's copy, without changing this isolate's
+/// view. (`wrangler dev` runs one isolate per Worker, and its processes share no cache.)
+pub async fn neighbour_read(env: &Env) -> Result<(), StoreError> {
+    let settings = SyncSettings::from_env(env);
+    let (cursor, policy_seq) = FEED.with(|f| {
+        let f = f.borrow();
+        (f.cursor, f.policy_seq)
+    });
+    let sent = super::now_ms();
+    let text = read_control(env, cursor, policy_seq).await?;
+    share(&format!("{FEED_CACHE_URL}?after={cursor}&policy={policy_seq}"), &text, sent, settings).await;
     Ok(())
+}
+
+/// One feed page from the control plane, as its JSON text.
+async fn read_control(env: &Env, cursor: i64, policy_seq: i64) -> Result<String, StoreError> {
+    let stub = control_stub(env)?;
+    remote_delay(env).await;
+    FEED_READS.with(|c| {
+        let mut n = c.get();
+        n.control += 1;
+        c.set(n);
+    });
+    let mut response = stub.fetch_with_str(&format!("https://control/_internal/feed?after={cursor}&policy={policy_seq}")).await?;
+    if response.status_code() != 200 {
+        return Err(StoreError(format!("the change feed answered {}", response.status_code())));
+    }
+    Ok(response.text().await?)
+}
+
+/// The location's copy of the feed page under `key`, when its view is recent enough:
+/// its text and when it was current. Any failure is a miss (the control plane is read instead).
+async fn location_copy(key: &str, settings: SyncSettings) -> Option<(String, i64)> {
+    let mut response = worker::Cache::default().get(key, false).await.ok()??;
+    let as_of = response.headers().get(AS_OF_HEADER).ok()??.parse::<i64>().ok()?;
+    if super::now_ms().saturating_sub(as_of) > settings.shared_age_ms() {
+        return None;
+    }
+    Some((response.text().await.ok()?, as_of))
+}
+
+/// Stores a feed page the control plane gave as the location's copy (best effort: a failed put
+/// only means the next isolate reads the control plane itself).
+async fn share(key: &str, text: &str, as_of: i64, settings: SyncSettings) {
+    let Ok(mut response) = worker::Response::ok(text) else { return };
+    let headers = response.headers_mut();
+    // Kept a little longer than it is trusted; the as-of header decides.
+    let seconds = settings.interval_ms / 1000 + 1;
+    if headers.set("cache-control", &format!("max-age={seconds}")).is_err() || headers.set(AS_OF_HEADER, &as_of.to_string()).is_err() {
+        return;
+    }
+    let _ = worker::Cache::default().put(key, response).await;
 }
 
 fn apply(answer: FeedAnswer, now: i64) -> Result<(), StoreError> {
@@ -324,6 +500,7 @@ impl Store {
 
     /// One record from the source of truth, for a key whose KV copy is older than the feed says.
     async fn authoritative(&self, digest: &str) -> Result<Option<KeyRecord>, StoreError> {
+        remote_delay(&self.env).await;
         let mut response = control_stub(&self.env)?.fetch_with_str(&format!("https://control/_internal/record?digest={digest}")).await?;
         if response.status_code() != 200 {
             return Err(StoreError(format!("the control plane answered {}", response.status_code())));

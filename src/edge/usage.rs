@@ -104,6 +104,7 @@ async fn flush(env: &Env) -> Result<(), StoreError> {
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
     let request = Request::new_with_init("https://control/_internal/usage", &init)?;
+    store::remote_delay(env).await;
     let response = store::control_stub(env)?.fetch_with_request(request).await?;
     if response.status_code() != 200 {
         return Err(StoreError(format!("the control plane answered {}", response.status_code())));

@@ -1,0 +1,155 @@
+// Distance (docs/distance.md): the control plane and the Limiters a continent away, played by the
+// test-only KEYWARD_TEST_REMOTE_DELAY_MS (every call from a gate isolate to them waits that long
+// first). These tests assert behaviour, not timings: which requests wait for a feed read (the
+// `feed.inline` count of /_keyward/debug/stats) and where the reads went (`feed.control`, the
+// control plane; `feed.location`, the location's copy in the Cache API). Timings are measured by
+// `scripts/bench.sh distance` instead.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import path from 'node:path';
+import { startOrigin } from '../support/origin.mjs';
+import { startKeyward, secondLocationConfig, ROOT } from '../support/keyward.mjs';
+
+const USERS = '/api/v2/projects/1/users';
+const DELAY = 150;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+let origin;
+before(async () => { origin = await startOrigin(); });
+after(async () => { await origin?.stop(); });
+
+const feed = async (kw) => {
+  const r = await kw.request('GET', '/_keyward/debug/stats');
+  assert.equal(r.status, 200, r.text);
+  return r.body.data.feed;
+};
+const code = async (kw, key) => {
+  const r = await kw.request('GET', USERS, { headers: { 'x-api-key': key } });
+  return r.body?.error_code ?? (r.status === 200 ? 'VALID' : String(r.status));
+};
+
+async function createKey(kw) {
+  const r = await kw.admin('POST', '/api_keys', { api_key: { name: 'distance', permissions: ['users:read'] } });
+  assert.equal(r.status, 201, r.text);
+  return { key: r.body.data.api_key, id: r.body.data.id };
+}
+
+/** Polls `probe` every 20 ms until it returns true; the milliseconds it took, or throws. */
+async function within(ms, probe, what) {
+  const start = Date.now();
+  for (;;) {
+    if (await probe()) return Date.now() - start;
+    if (Date.now() - start > ms) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(20);
+  }
+}
+
+test('strict: a busy isolate never reads the feed on a request\'s path; an idle one reads once, from the location\'s copy when a neighbour left one', async () => {
+  // SYNC_INTERVAL_MS=400: a view older than 800 ms is "idle"; refreshed every 100 ms with traffic.
+  const kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_DEBUG: '1', KEYWARD_TEST_REMOTE_DELAY_MS: String(DELAY), SYNC_INTERVAL_MS: '400' } });
+  try {
+    const { key } = await createKey(kw);
+    assert.equal(await code(kw, key), 'VALID');
+    // Busy: 40 requests 50 ms apart (20 req/s, for 2 s, five intervals): the feed is read again
+    // and again, always after the answers.
+    const start = await feed(kw);
+    for (let i = 0; i < 40; i++) {
+      assert.equal(await code(kw, key), 'VALID');
+      await sleep(50);
+    }
+    const busy = await feed(kw);
+    assert.equal(busy.inline, start.inline, `no request waited for the feed: ${JSON.stringify({ start, busy })}`);
+    assert.ok(busy.control + busy.location - start.control - start.location >= 4, `the feed was read in the background: ${JSON.stringify({ start, busy })}`);
+    assert.ok(busy.location > start.location, `later reads used the location's copy: ${JSON.stringify({ start, busy })}`);
+
+    // Idle for 1.2 s (past two intervals), alone in its location: the next request waits for one
+    // read of the control plane (strict).
+    await sleep(1200);
+    const before1 = await feed(kw);
+    assert.equal(await code(kw, key), 'VALID');
+    const alone = await feed(kw);
+    assert.equal(alone.inline, before1.inline + 1, 'the idle isolate read the feed before answering');
+    assert.equal(alone.control, before1.control + 1, 'from the control plane: no recent copy in the location');
+
+    // Idle again, but a busy neighbour has just read the feed: the copy it shared in the location
+    // is what the idle isolate reads, and the control plane is not asked.
+    await sleep(1200);
+    assert.equal((await kw.request('GET', '/_keyward/debug/neighbour')).status, 200);
+    const before2 = await feed(kw);
+    assert.equal(await code(kw, key), 'VALID');
+    const neighbour = await feed(kw);
+    assert.equal(neighbour.inline, before2.inline + 1, 'the idle isolate read the feed before answering');
+    assert.equal(neighbour.location, before2.location + 1, 'from the location\'s copy');
+    assert.equal(neighbour.control, before2.control, 'not from the control plane');
+  } finally {
+    await kw.stop();
+  }
+});
+
+test('bounded: an idle isolate answers from memory and catches up after; past MAX_STALENESS_MS it reads first', async () => {
+  const kw = await startKeyward({
+    origin: origin.url,
+    vars: { KEYWARD_DEBUG: '1', KEYWARD_TEST_REMOTE_DELAY_MS: String(DELAY), SYNC_INTERVAL_MS: '200', MAX_STALENESS_MS: '2500', FRESHNESS: 'bounded' },
+  });
+  try {
+    const { key } = await createKey(kw);
+    assert.equal(await code(kw, key), 'VALID');
+    await sleep(1000);
+    const before1 = await feed(kw);
+    assert.equal(await code(kw, key), 'VALID');
+    const after1 = await feed(kw);
+    assert.equal(after1.inline, before1.inline, 'idle 1 s (5 intervals): answered from memory');
+    await within(2000, async () => {
+      const f = await feed(kw);
+      return f.control + f.location > after1.control + after1.location;
+    }, 'the background read after the answer');
+    // Past MAX_STALENESS_MS a view is never used: the request reads first.
+    await sleep(3000);
+    const before2 = await feed(kw);
+    assert.equal(await code(kw, key), 'VALID');
+    assert.equal((await feed(kw)).inline, before2.inline + 1, 'idle 3 s > MAX_STALENESS_MS: read before answering');
+  } finally {
+    await kw.stop();
+  }
+});
+
+test('two locations, both far from the control plane: a revocation is honoured by a busy location within the interval plus a round trip, by an idle one at once (strict) or after one answer (bounded)', async () => {
+  const env = { WRANGLER_REGISTRY_PATH: mkdtempSync(path.join(ROOT, 'test-output', 'registry-')) };
+  const far = { KEYWARD_DEBUG: '1', KEYWARD_TEST_REMOTE_DELAY_MS: String(DELAY), SYNC_INTERVAL_MS: '500' };
+  const a = await startKeyward({ origin: origin.url, env, vars: far });
+  const config = secondLocationConfig();
+  const b = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config, vars: far });
+  const c = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config: secondLocationConfig(), vars: { ...far, FRESHNESS: 'bounded' } });
+  try {
+    // Busy B: polled while the key is revoked at A.
+    const k1 = await createKey(a);
+    await within(3000, async () => (await code(b, k1.key)) === 'VALID', 'the new key at B');
+    for (let i = 0; i < 10; i++) { await code(b, k1.key); await sleep(30); }
+    assert.equal((await a.admin('POST', `/api_keys/${k1.id}/revoke`)).status, 200);
+    const took = await within(500 + 2 * DELAY + 1000, async () => (await code(b, k1.key)) === 'KEY_REVOKED', 'revocation at busy B');
+    console.log(`revocation honoured by a busy location ${took} ms after the answer to the revoke`);
+
+    // Idle B (strict): its first request after the revocation already refuses it.
+    const k2 = await createKey(a);
+    await within(3000, async () => (await code(b, k2.key)) === 'VALID', 'the second key at B');
+    await sleep(1500);
+    const idleB = await feed(b);
+    assert.equal((await a.admin('POST', `/api_keys/${k2.id}/revoke`)).status, 200);
+    assert.equal(await code(b, k2.key), 'KEY_REVOKED', 'strict: the idle location read the feed before answering');
+    assert.equal((await feed(b)).inline, idleB.inline + 1);
+
+    // Idle C (bounded): the first request is answered from memory (the documented trade), the
+    // background read after it brings the revocation.
+    const k3 = await createKey(a);
+    await within(3000, async () => (await code(c, k3.key)) === 'VALID', 'the third key at C');
+    await sleep(1500);
+    assert.equal((await a.admin('POST', `/api_keys/${k3.id}/revoke`)).status, 200);
+    const idleC = await feed(c);
+    assert.equal(await code(c, k3.key), 'VALID', 'bounded: answered from a view under MAX_STALENESS_MS old');
+    assert.equal((await feed(c)).inline, idleC.inline, 'bounded: no read on the path');
+    await within(500 + 2 * DELAY + 1000, async () => (await code(c, k3.key)) === 'KEY_REVOKED', 'revocation at idle C after its catch-up');
+  } finally {
+    await Promise.all([a.stop(), b.stop(), c.stop()]);
+  }
+});
