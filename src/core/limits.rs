@@ -270,6 +270,20 @@ impl SlidingLog {
         self.total = self.total.saturating_add(count);
     }
 
+    /// Takes back up to `count` requests counted at exactly `at` (a lease's unused share, see
+    /// [`lease`]); returns how many it took back. None when the entry has left the window.
+    pub fn remove(&mut self, at: i64, count: u64) -> u64 {
+        let Some(index) = self.entries.iter().position(|&(entry, _)| entry == at) else { return 0 };
+        let Some(entry) = self.entries.get_mut(index) else { return 0 };
+        let taken = entry.1.min(count);
+        entry.1 -= taken;
+        self.total = self.total.saturating_sub(taken);
+        if entry.1 == 0 {
+            self.entries.remove(index);
+        }
+        taken
+    }
+
     /// Milliseconds from `now` until fewer than `limit` requests are in the window.
     pub fn wait_ms(&self, limit: u64, period_ms: i64, now: i64) -> i64 {
         let excess = self.total.saturating_sub(limit).saturating_add(1);
@@ -499,6 +513,90 @@ pub fn admit(
             reset_seconds: ceil_seconds(log.reset_ms(limit.period_ms(), now)),
         }),
         credits_remaining: credits.map(|(state, _)| state.remaining),
+    }
+}
+
+/// A lease (docs/distance.md): besides the request it admits (if any), a share of the key's
+/// window and credits that one isolate may spend on its own until `now + ttl_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The request's outcome (for a prefetch, with no request: `VALID` and the counts after it).
+    pub admission: Admission,
+    /// Requests granted besides the one admitted, each of the route's `cost` in credits.
+    pub extra: u64,
+    /// Where the extra requests are counted in the window: at the lease's end, the latest instant
+    /// any of them can be forwarded, so that each counts for a full period after it was used.
+    pub at: i64,
+}
+
+/// Admits a request (`take_now`) as [`admit`] does, then grants up to `want` more requests to
+/// the caller: at most half of what the rate limit and the credits leave after it, so that other
+/// isolates and locations keep a share. The extra requests are counted in the log at
+/// `now + ttl_ms` and spent from the credits at once; what the caller does not use it gives back
+/// with [`return_lease`]. The sum of what is admitted and leased never passes the limit nor the
+/// credits, so neither does what is forwarded.
+pub fn lease(
+    rate: Option<(&RateLimit, &mut SlidingLog)>,
+    credits: Option<(&mut CreditState, Option<&Refill>)>,
+    cost: u64,
+    take_now: bool,
+    want: u64,
+    ttl_ms: i64,
+    now: i64,
+) -> Lease {
+    let (mut rate, mut credits) = (rate, credits);
+    let mut admission = if take_now {
+        admit(
+            rate.as_mut().map(|(limit, log)| (*limit, &mut **log)),
+            credits.as_mut().map(|(state, refill)| (&mut **state, *refill)),
+            cost,
+            now,
+        )
+    } else {
+        if let Some((limit, log)) = rate.as_mut() {
+            log.forget_expired(limit.period_ms(), now);
+        }
+        if let Some((state, refill)) = credits.as_mut() {
+            state.refill(*refill, now);
+        }
+        Admission { code: Code::Valid, retry_after_seconds: 0, rate: None, credits_remaining: None }
+    };
+    let at = now.saturating_add(ttl_ms.max(0));
+    let mut extra = 0;
+    if admission.code == Code::Valid {
+        let rate_room = rate.as_ref().map_or(u64::MAX, |(limit, log)| limit.limit.saturating_sub(log.total()));
+        let credit_room = credits.as_ref().map_or(u64::MAX, |(state, _)| state.remaining.checked_div(cost).unwrap_or(u64::MAX));
+        extra = want.min(rate_room.min(credit_room) / 2);
+        if extra > 0 {
+            if let Some((_, log)) = rate.as_mut() {
+                log.add(at, extra);
+            }
+            if let Some((state, _)) = credits.as_mut() {
+                state.remaining = state.remaining.saturating_sub(extra.saturating_mul(cost));
+            }
+        }
+        admission.rate = rate.as_ref().map(|(limit, log)| RateStatus {
+            limit: limit.limit,
+            period_seconds: limit.period_seconds,
+            remaining: limit.limit.saturating_sub(log.total()),
+            reset_seconds: ceil_seconds(log.reset_ms(limit.period_ms(), now)),
+        });
+        admission.credits_remaining = credits.as_ref().map(|(state, _)| state.remaining);
+    }
+    Lease { admission, extra, at }
+}
+
+/// Gives back `count` requests of a lease counted at `at` (each `cost` credits). The credits come
+/// back only if they are still the ones the lease was taken from (`epoch`: the state's
+/// `refilled_at_ms` and `set_at_ms` then): a refill or a `set` since has replaced them.
+pub fn return_lease(rate: Option<&mut SlidingLog>, credits: Option<&mut CreditState>, at: i64, count: u64, cost: u64, epoch: (i64, i64)) {
+    if let Some(log) = rate {
+        log.remove(at, count);
+    }
+    if let Some(state) = credits {
+        if (state.refilled_at_ms, state.set_at_ms) == epoch {
+            state.remaining = state.remaining.saturating_add(count.saturating_mul(cost)).min(MAX_CREDITS);
+        }
     }
 }
 
@@ -743,6 +841,79 @@ mod tests {
                 let _ = parse_ratelimit(&value);
                 let _ = parse_credits(&value);
             }
+        }
+    }
+
+    #[test]
+    fn a_lease_takes_at_most_half_of_what_is_left_and_gives_back_what_was_not_used() {
+        let rate = RateLimit { limit: 10, period_seconds: 60, mode: RateMode::Exact };
+        let mut log = SlidingLog::default();
+        let mut credits = CreditState { remaining: 100, refilled_at_ms: 0, set_at_ms: 0 };
+        let first = lease(Some((&rate, &mut log)), Some((&mut credits, None)), 2, true, 50, 1000, 5000);
+        assert_eq!(first.admission.code, Code::Valid);
+        // 9 left after the request: 4 leased, counted at the lease's end.
+        assert_eq!((first.extra, first.at), (4, 6000));
+        assert_eq!(log.total(), 5);
+        assert_eq!(credits.remaining, 90);
+        assert_eq!(first.admission.rate.map(|r| r.remaining), Some(5));
+        assert_eq!(first.admission.credits_remaining, Some(90));
+        // A prefetch takes no request of its own.
+        let second = lease(Some((&rate, &mut log)), Some((&mut credits, None)), 2, false, 50, 1000, 5100);
+        assert_eq!((second.admission.code, second.extra, second.at), (Code::Valid, 2, 6100));
+        assert_eq!(log.total(), 7);
+        // Unused: 3 of the first lease come back, window and credits.
+        return_lease(Some(&mut log), Some(&mut credits), first.at, 3, 2, (0, 0));
+        assert_eq!((log.total(), credits.remaining), (4, 92));
+        // A set since the lease: the credits it came from are gone, the window still frees up.
+        credits.set_at_ms = 7;
+        return_lease(Some(&mut log), Some(&mut credits), second.at, 2, 2, (0, 0));
+        assert_eq!((log.total(), credits.remaining), (2, 92));
+        // Nothing more than the entry held, and nothing for an entry that left.
+        return_lease(Some(&mut log), None, first.at, 9, 2, (0, 0));
+        assert_eq!(log.total(), 1);
+        // A refused request gets no lease.
+        let full = RateLimit { limit: 1, period_seconds: 60, mode: RateMode::Exact };
+        let refused = lease(Some((&full, &mut log)), None, 1, true, 50, 1000, 5200);
+        assert_eq!((refused.admission.code, refused.extra), (Code::RateLimited, 0));
+    }
+
+    proptest::proptest! {
+        /// Isolates take leases and forward each leased request at any instant before the lease
+        /// ends; the Limiter admits others directly; unused shares come back. In no window of
+        /// the period are more requests forwarded than the limit, and credits never go below 0.
+        #[test]
+        fn leases_never_let_more_through_than_the_limit(
+            steps in proptest::collection::vec((0i64..300, 0u8..4, 1u64..20, 0u64..100), 1..200),
+        ) {
+            let period_ms = 1000;
+            let rate = RateLimit { limit: 12, period_seconds: 1, mode: RateMode::Exact };
+            let mut log = SlidingLog::default();
+            let mut credits = CreditState { remaining: 150, refilled_at_ms: 0, set_at_ms: 0 };
+            let mut now = 0i64;
+            let mut forwarded: Vec<i64> = Vec::new();
+            let mut spent = 0u64;
+            for (gap, op, want, used_at) in steps {
+                now += gap;
+                let lease = lease(Some((&rate, &mut log)), Some((&mut credits, None)), 1, op != 0, want, 400, now);
+                if lease.admission.code == Code::Valid && op != 0 {
+                    forwarded.push(now);
+                    spent += 1;
+                }
+                // The isolate uses part of the extras, somewhere before the lease ends.
+                let used = if op == 3 { lease.extra } else { lease.extra / 2 };
+                for i in 0..used {
+                    forwarded.push(now + (used_at as i64 * 4 + i as i64).min(400));
+                }
+                spent += used;
+                return_lease(Some(&mut log), Some(&mut credits), lease.at, lease.extra - used, 1, (0, 0));
+            }
+            forwarded.sort_unstable();
+            for (i, &start) in forwarded.iter().enumerate() {
+                let within = forwarded[i..].iter().take_while(|&&t| t < start + period_ms).count();
+                proptest::prop_assert!(within <= 12, "{} forwarded in the window from {}", within, start);
+            }
+            proptest::prop_assert!(spent <= 150);
+            proptest::prop_assert_eq!(credits.remaining, 150 - spent);
         }
     }
 }
