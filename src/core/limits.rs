@@ -588,13 +588,13 @@ pub fn lease(
 
 /// Gives back `count` requests of a lease counted at `at` (each `cost` credits). The credits come
 /// back only if they are still the ones the lease was taken from (`epoch`: the state's
-/// `refilled_at_ms` and `set_at_ms` then): a refill or a `set` since has replaced them.
-pub fn return_lease(rate: Option<&mut SlidingLog>, credits: Option<&mut CreditState>, at: i64, count: u64, cost: u64, epoch: (i64, i64)) {
+/// `refilled_at_ms` then): a refill or a `set` since (both move it) has replaced them.
+pub fn return_lease(rate: Option<&mut SlidingLog>, credits: Option<&mut CreditState>, at: i64, count: u64, cost: u64, epoch: i64) {
     if let Some(log) = rate {
         log.remove(at, count);
     }
     if let Some(state) = credits {
-        if (state.refilled_at_ms, state.set_at_ms) == epoch {
+        if state.refilled_at_ms == epoch {
             state.remaining = state.remaining.saturating_add(count.saturating_mul(cost)).min(MAX_CREDITS);
         }
     }
@@ -862,14 +862,15 @@ mod tests {
         assert_eq!((second.admission.code, second.extra, second.at), (Code::Valid, 2, 6100));
         assert_eq!(log.total(), 7);
         // Unused: 3 of the first lease come back, window and credits.
-        return_lease(Some(&mut log), Some(&mut credits), first.at, 3, 2, (0, 0));
+        return_lease(Some(&mut log), Some(&mut credits), first.at, 3, 2, 0);
         assert_eq!((log.total(), credits.remaining), (4, 92));
-        // A set since the lease: the credits it came from are gone, the window still frees up.
-        credits.set_at_ms = 7;
-        return_lease(Some(&mut log), Some(&mut credits), second.at, 2, 2, (0, 0));
+        // A set or a refill since the lease: the credits it came from are gone, the window still
+        // frees up.
+        credits.refilled_at_ms = 7;
+        return_lease(Some(&mut log), Some(&mut credits), second.at, 2, 2, 0);
         assert_eq!((log.total(), credits.remaining), (2, 92));
         // Nothing more than the entry held, and nothing for an entry that left.
-        return_lease(Some(&mut log), None, first.at, 9, 2, (0, 0));
+        return_lease(Some(&mut log), None, first.at, 9, 2, 0);
         assert_eq!(log.total(), 1);
         // A refused request gets no lease.
         let full = RateLimit { limit: 1, period_seconds: 60, mode: RateMode::Exact };
@@ -905,7 +906,7 @@ mod tests {
                     forwarded.push(now + (used_at as i64 * 4 + i as i64).min(400));
                 }
                 spent += used;
-                return_lease(Some(&mut log), Some(&mut credits), lease.at, lease.extra - used, 1, (0, 0));
+                return_lease(Some(&mut log), Some(&mut credits), lease.at, lease.extra - used, 1, 0);
             }
             forwarded.sort_unstable();
             for (i, &start) in forwarded.iter().enumerate() {

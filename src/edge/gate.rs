@@ -329,7 +329,12 @@ async fn decided(req: web_sys::Request, method: Method, url: worker::Url, env: &
         forwarded.set("x-keyward-profile-id", profile)?;
     }
     // Last: the key's rate limit and credits (no call at all for a key with neither).
-    let fields = match super::limits::admit(env, &key.record, super::limits::cost(&policy, decision.rule), &forwarded).await? {
+    let admitted = super::limits::admit(env, &key.record, super::limits::cost(&policy, decision.rule), &forwarded).await?;
+    if super::lease::background_due() {
+        let env = env.clone();
+        ctx.wait_until(async move { super::lease::background(&env).await });
+    }
+    let fields = match admitted {
         super::limits::Admit::Refuse((code, refused)) => return settled(&key, Ok(refused), code, env, ctx, now),
         super::limits::Admit::Forward(fields) => fields,
     };

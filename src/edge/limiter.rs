@@ -14,7 +14,9 @@ use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
 
 use super::reply;
-use crate::core::limits::{admit, decode_fields, encode_fields, CreditState, Credits, RateLimit, RateMode, Refill, RefillInterval, SlidingLog, MAX_CREDITS};
+use crate::core::limits::{
+    admit, decode_fields, encode_fields, lease, return_lease, CreditState, Credits, RateLimit, RateMode, Refill, RefillInterval, SlidingLog, MAX_CREDITS,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS hits (at INTEGER PRIMARY KEY, n INTEGER NOT NULL);
@@ -79,6 +81,68 @@ impl LimitRequest {
             add: add.map(u64_of),
             stamp: stamp.unwrap_or(0),
         })
+    }
+}
+
+/// What a `/lease` call asks besides its [`LimitRequest`] (docs/distance.md): `take_now` (a
+/// request waits for this answer and takes one request of it), `want` more requests for the
+/// isolate to spend on its own until `ttl_ms` from now, and a share of an earlier lease to give
+/// back first (`return_count` requests counted at `return_at`, `return_cost` credits each,
+/// taken while the credits' refill epoch was `return_epoch`). On the wire: [`encode_fields`],
+/// on the line after the [`LimitRequest`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseAsk {
+    pub take_now: bool,
+    pub want: u64,
+    pub ttl_ms: i64,
+    pub return_at: i64,
+    pub return_count: u64,
+    pub return_cost: u64,
+    pub return_epoch: i64,
+}
+
+impl LeaseAsk {
+    pub fn encode(&self) -> String {
+        encode_fields(&[
+            Some(i64::from(self.take_now)),
+            Some(i64_of(self.want)),
+            Some(self.ttl_ms),
+            Some(self.return_at),
+            Some(i64_of(self.return_count)),
+            Some(i64_of(self.return_cost)),
+            Some(self.return_epoch),
+        ])
+    }
+
+    pub fn decode(text: &str) -> Option<LeaseAsk> {
+        let [take_now, want, ttl, at, count, cost, epoch] = decode_fields::<7>(text)?;
+        Some(LeaseAsk {
+            take_now: take_now? != 0,
+            want: u64_of(want?),
+            ttl_ms: ttl?.clamp(0, 60_000),
+            return_at: at?,
+            return_count: u64_of(count?),
+            return_cost: u64_of(cost?),
+            return_epoch: epoch?,
+        })
+    }
+}
+
+/// The Limiter's answer to `/lease`: the request's [`Admission`](crate::core::limits::Admission)
+/// (its encoding), then on the next line `extra at epoch`: the requests leased besides it, where
+/// they are counted, and the credits' refill epoch they were taken in.
+pub struct LeaseGrant {
+    pub admission: crate::core::limits::Admission,
+    pub extra: u64,
+    pub at: i64,
+    pub epoch: i64,
+}
+
+impl LeaseGrant {
+    pub fn decode(text: &str) -> Option<LeaseGrant> {
+        let (admission, rest) = text.split_once('\n')?;
+        let [extra, at, epoch] = decode_fields::<3>(rest)?;
+        Some(LeaseGrant { admission: crate::core::limits::Admission::decode(admission)?, extra: u64_of(extra?), at: at?, epoch: epoch.unwrap_or(0) })
     }
 }
 
@@ -177,6 +241,10 @@ impl DurableObject for Limiter {
         };
         // From here on nothing awaits: the decision and its writes are one step.
         let outcome = match path.as_str() {
+            "/lease" => match body.split_once('\n').and_then(|(r, a)| Some((LimitRequest::decode(r)?, LeaseAsk::decode(a)?))) {
+                Some((r, ask)) => self.lease(&r, &ask),
+                None => return reply::error(400, "BAD_REQUEST", "body: not a lease request"),
+            },
             "/check" | "/peek" | "/credits" => match LimitRequest::decode(&body) {
                 Some(r) if path == "/credits" => self.change_credits(&r),
                 Some(r) => self.check(&r, path == "/check"),
@@ -301,6 +369,62 @@ impl Limiter {
         Ok(admission.encode())
     }
 
+    /// `/lease` (docs/distance.md): gives back the unused share of an earlier lease, then admits
+    /// the waiting request (if any) and leases more, all in one step with its writes.
+    fn lease(&self, req: &LimitRequest, ask: &LeaseAsk) -> std::result::Result<String, Refused> {
+        self.load()?;
+        let now = self.now();
+        let mut held = self.held.borrow_mut();
+        let Some(held) = held.as_mut() else {
+            return Err(Refused(503, "STORE_UNAVAILABLE", "the limiter's state could not be read".into()));
+        };
+        let credits_before = held.credits;
+        let mut credits = req.credits.map(|c| CreditState::adopt(held.credits, &c, now));
+        let mut touched: Vec<i64> = Vec::new();
+        if ask.return_count > 0 {
+            return_lease(req.ratelimit.map(|_| &mut held.log), credits.as_mut(), ask.return_at, ask.return_count, ask.return_cost, ask.return_epoch);
+            touched.push(ask.return_at);
+        }
+        if let Some(limit) = &req.ratelimit {
+            let oldest = held.log.entries().next().copied();
+            let cutoff = held.log.forget_expired(limit.period_ms(), now);
+            if oldest.is_some_and(|(at, _)| at <= cutoff) {
+                self.sql.exec("DELETE FROM hits WHERE at <= ?", vec![int(cutoff)])?;
+            }
+        }
+        let granted = lease(
+            req.ratelimit.as_ref().map(|r| (r, &mut held.log)),
+            match (credits.as_mut(), &req.credits) {
+                (Some(state), Some(c)) => Some((state, c.refill.as_ref())),
+                _ => None,
+            },
+            req.cost,
+            ask.take_now,
+            ask.want,
+            ask.ttl_ms,
+            now,
+        );
+        if req.ratelimit.is_some() {
+            // What this step may have changed: the entries from now on, and the one given back.
+            touched.extend(held.log.entries().map(|&(at, _)| at).filter(|at| *at >= now));
+            for at in touched {
+                match held.log.entries().find(|(entry, _)| *entry == at) {
+                    Some(&(at, n)) => self.sql.exec(
+                        "INSERT INTO hits (at, n) VALUES (?, ?) ON CONFLICT (at) DO UPDATE SET n = excluded.n",
+                        vec![int(at), int(i64_of(n))],
+                    )?,
+                    None => self.sql.exec("DELETE FROM hits WHERE at = ?", vec![int(at)])?,
+                };
+            }
+        }
+        let epoch = credits.map_or(0, |c| c.refilled_at_ms);
+        if let Some(state) = credits.filter(|c| Some(*c) != credits_before) {
+            self.save_credits(&state)?;
+            held.credits = Some(state);
+        }
+        Ok(format!("{}\n{}", granted.admission.encode(), encode_fields(&[Some(i64_of(granted.extra)), Some(granted.at), Some(epoch)])))
+    }
+
     /// `POST /api_keys/{id}/credits`: sets or adds, on the live count, in one step.
     fn change_credits(&self, change: &LimitRequest) -> std::result::Result<String, Refused> {
         let Some(credits) = change.credits else {
@@ -325,6 +449,10 @@ impl Limiter {
             _ => return Err(Refused(400, "BAD_REQUEST", "set: give exactly one of set and add".into())),
         };
         state.set_at_ms = state.set_at_ms.max(change.stamp);
+        if change.set.is_some() {
+            // A set replaces the credits, as a refill does: a lease taken before gives none back.
+            state.refilled_at_ms = state.refilled_at_ms.max(change.stamp);
+        }
         self.save_credits(&state)?;
         held.credits = Some(state);
         Ok(i64_of(state.remaining).to_string())

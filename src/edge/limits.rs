@@ -11,7 +11,7 @@ use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
 use super::limiter::{Counts, LimitRequest};
 use super::reply;
-use crate::core::limits::{limit_message, local_tier, ratelimit_headers, Admission, RateLimit, RateStatus};
+use crate::core::limits::{limit_message, local_tier, ratelimit_headers, RateLimit, RateStatus};
 use crate::core::record::KeyRecord;
 use crate::core::Code;
 
@@ -151,8 +151,9 @@ async fn admit_limited(env: &Env, record: &KeyRecord, cost: u64, forwarded: &Hea
     let Some(request) = limit_request(record, cost) else {
         return Ok(Admit::Forward(fields));
     };
-    let answer = call(env, record.limiter_name(), "check", request.encode()).await;
-    let admission = match answer.and_then(|a| Admission::decode(&a).ok_or_else(|| "the limiter's answer was not understood".into())) {
+    // Through this isolate's shares of the key's window and credits when it holds any (leases,
+    // docs/distance.md); otherwise one call to the Limiter, which may lease more.
+    let admission = match super::lease::admit(env, record.limiter_name(), request).await {
         Ok(a) => a,
         Err(e) => {
             worker::console_error!("keyward: the limiter of {} could not be reached: {}", record.id, e);

@@ -5,6 +5,7 @@ mod cache;
 mod control;
 mod fast;
 mod gate;
+mod lease;
 mod ledger;
 mod limiter;
 mod limits;
@@ -82,6 +83,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
             if let Some(map) = stats.as_object_mut() {
                 map.insert("usage".into(), usage::stats());
                 map.insert("feed".into(), store::feed_stats());
+                map.insert("lease".into(), lease::stats());
             }
             return reply::success(200, stats);
         }

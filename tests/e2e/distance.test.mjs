@@ -153,3 +153,43 @@ test('two locations, both far from the control plane: a revocation is honoured b
     await Promise.all([a.stop(), b.stop(), c.stop()]);
   }
 });
+
+test('leases: two far locations spend a key\'s credits and window locally, never more than them, and give back what they did not use', async () => {
+  const env = { WRANGLER_REGISTRY_PATH: mkdtempSync(path.join(ROOT, 'test-output', 'registry-')) };
+  const far = { KEYWARD_DEBUG: '1', KEYWARD_TEST_REMOTE_DELAY_MS: String(DELAY), LEASE_TTL_MS: '1000' };
+  const a = await startKeyward({ origin: origin.url, env, vars: far });
+  const b = await startKeyward({ origin: origin.url, env, adminToken: a.adminToken, config: secondLocationConfig(), vars: far });
+  const reached = (id) => origin.seen.filter((s) => s.headers['x-keyward-key-id'] === id).length;
+  const lease = async (kw) => (await kw.request('GET', '/_keyward/debug/stats')).body.data.lease;
+  try {
+    for (const [attrs, allowed] of [[{ credits: { remaining: 120 } }, 120], [{ ratelimit: { limit: 90, period_seconds: 600 } }, 90]]) {
+      const made = await a.admin('POST', '/api_keys', { api_key: { name: 'leased', permissions: ['users:read'], ...attrs } });
+      assert.equal(made.status, 201, made.text);
+      const { api_key: key, id } = made.body.data;
+      await within(3000, async () => (await code(b, key)) === 'VALID', 'the key at B');
+      await code(a, key);
+      const before = { a: await lease(a), b: await lease(b) };
+      // Four clients per location, each sending its next request when the last is answered:
+      // 320 requests for what allows `allowed` (two already spent above).
+      const statuses = [];
+      await Promise.all([a, b].flatMap((loc) => Array.from({ length: 4 }, async () => {
+        for (let i = 0; i < 40; i++) statuses.push((await loc.request('GET', USERS, { headers: { 'x-api-key': key } })).status);
+      })));
+      const forwarded = reached(id);
+      assert.ok(forwarded <= allowed, `${JSON.stringify(attrs)}: ${forwarded} forwarded, more than ${allowed}`);
+      assert.equal(statuses.filter((s) => s === 200).length + 2, forwarded);
+      const after = { a: await lease(a), b: await lease(b) };
+      const local = after.a.spent_locally + after.b.spent_locally - before.a.spent_locally - before.b.spent_locally;
+      assert.ok(local > 0, `requests were spent from leases: ${JSON.stringify({ before, after })}`);
+      // What a location held unused comes back after the lease's time; then the rest is spent.
+      await sleep(1500);
+      for (let i = 0; i < 40 && reached(id) < allowed; i++) {
+        await Promise.all([a, b].map((loc) => loc.request('GET', USERS, { headers: { 'x-api-key': key } })));
+      }
+      assert.equal(reached(id), allowed, `${JSON.stringify(attrs)}: in the end exactly what was allowed (${forwarded} during the run)`);
+      console.log(`${JSON.stringify(attrs)}: ${forwarded} forwarded during the run, ${local} of them from leases; ${reached(id)} in the end`);
+    }
+  } finally {
+    await Promise.all([a.stop(), b.stop()]);
+  }
+});
