@@ -2,8 +2,9 @@
 # The benchmark command: what a check costs natively (criterion, beside cedar-policy), in wasm,
 # and through the gate under wrangler dev (wrk, beside a pass-through Worker and a hand-written
 # JavaScript check), how it scales, the wasm's size and start, and the `keyward` CLI's import rate
-# (100 000 generated keys through POST /keys/batch), and what rate limits and credits cost
-# (bench/limits.mjs). Prints one table and writes it
+# (100 000 generated keys through POST /keys/batch), what rate limits and credits cost
+# (bench/limits.mjs), and what distance to the control plane and Limiters adds, measured
+# (bench/distance.mjs) and simulated for a worldwide fleet (bench/distance-sim.mjs). Prints one table and writes it
 # to bench-output/results.json. Figures are for comparing runs on one machine, not assertions.
 #
 #   scripts/bench.sh [--table FILE]
@@ -34,6 +35,12 @@ node bench/run.mjs
 
 echo "bench: rate limits and credits (p50, isolate time, one limited key's req/s)"
 node bench/limits.mjs
+
+echo "bench: distance (KEYWARD_TEST_REMOTE_DELAY_MS=150 vs 0: busy, limited, idle isolates)"
+node bench/distance.mjs
+
+echo "bench: distance, simulated (300 locations x 20 isolates, old design vs new)"
+node bench/distance-sim.mjs
 
 echo "bench: the control plane (batch push, lists at 1 000 / 20 000 / 100 000 keys, propagation)"
 node bench/control.mjs 100000 > bench-output/control.json

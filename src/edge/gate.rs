@@ -57,7 +57,7 @@ pub async fn handle(req: web_sys::Request, method: Method, url: worker::Url, env
         }
         SyncPlan::Inline => {
             store::count_inline();
-            let _ = store::sync(env, false).await;
+            let _ = store::sync(env, store::SyncMode::Inline).await;
         }
     }
     if store::too_stale(super::now_ms(), settings) {
@@ -147,7 +147,7 @@ pub(crate) async fn background(env: &Env) {
     // Asked for by usage alone, the feed is read only if it is due anyway.
     let due = SyncSettings::cached().is_none_or(|s| store::sync_plan(super::now_ms(), s) != SyncPlan::Current);
     if due {
-        let _ = store::sync(env, false).await;
+        let _ = store::sync(env, store::SyncMode::Background).await;
     }
     usage::flush_in_background(env).await;
 }

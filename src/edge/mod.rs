@@ -135,7 +135,7 @@ async fn management(req: web_sys::Request, env: &Env, rest: &str) -> Result<Resp
         _ => return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable"),
     };
     if writes && response.status_code() < 300 {
-        let _ = store::sync(env, true).await;
+        let _ = store::sync(env, store::SyncMode::Force).await;
     }
     Ok(response)
 }

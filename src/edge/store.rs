@@ -10,13 +10,13 @@
 //!
 //! Distance (docs/distance.md): the control plane may be a continent away. Each feed answer is
 //! shared within the location through the Cache API (`caches.default`, keyed by the cursor it
-//! answers), and used from there while its view is under three quarters of an interval old: the
-//! isolates of one location send the control plane about one read per interval, and an idle
-//! isolate next to a busy one reads the location's copy (local) instead. A busy isolate refreshes
-//! in the background every quarter interval, so its view is never old enough to make a request
-//! wait. `FRESHNESS` says what an
-//! isolate with no recent view does: `strict` reads before answering, `bounded` answers from a
-//! view up to `MAX_STALENESS_MS` old and catches up in the background.
+//! answers), and used from there while its view is recent (three quarters of an interval less the
+//! round trip): the isolates of one location send the control plane about one read per interval,
+//! and an idle isolate next to a busy one reads the location's copy (local) instead. A busy
+//! isolate refreshes in the background every quarter interval, so its view is never old enough to
+//! make a request wait. `FRESHNESS` says what an isolate whose view is older does: `strict` reads
+//! before answering once it is older than the interval plus its round trip, `bounded` answers
+//! from a view up to `MAX_STALENESS_MS` old and catches up in the background.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -71,6 +71,8 @@ struct FeedState {
     /// When the view the isolate holds was the control plane's: the time the last successful
     /// read was sent to it, or the time of the location's copy it read (never later than true).
     last_ok_ms: Option<i64>,
+    /// How long this isolate's last read of the control plane took (its round trip).
+    rtt_ms: i64,
     first_request_ms: Option<i64>,
     last_attempt_ms: i64,
     in_flight: bool,
@@ -178,25 +180,28 @@ impl SyncSettings {
         (self.interval_ms / 4).max(1)
     }
 
-    /// How old a view the location's copy of a feed page may hold and still be used: three
-    /// quarters of an interval, so that with [`SyncSettings::refresh_ms`] a change is in every
-    /// busy isolate's view within one interval plus the read's round trip.
-    pub fn shared_age_ms(self) -> i64 {
-        self.interval_ms - self.refresh_ms()
+    /// How old a view the location's copy of a feed page may hold and still be used, for an
+    /// isolate `rtt_ms` from the control plane: recent enough that a view refreshed from it stays
+    /// within [`SyncSettings::trusted_age_ms`] until the next refresh, even when that one must go
+    /// to the control plane. So a busy isolate never reads before answering.
+    fn shared_age_ms(self, rtt_ms: i64) -> i64 {
+        (self.interval_ms - self.refresh_ms() - rtt_ms).max(0)
     }
 
-    /// The oldest view an isolate answers from without reading the feed first.
-    fn trusted_age_ms(self) -> i64 {
+    /// The oldest view an isolate answers from without reading the feed first. Strict: one
+    /// interval plus the isolate's round trip to the control plane, so that a change is honoured
+    /// everywhere within that (the contract's bound); bounded: `MAX_STALENESS_MS`.
+    fn trusted_age_ms(self, rtt_ms: i64) -> i64 {
         match self.freshness {
-            Freshness::Strict => self.interval_ms.saturating_mul(2),
+            Freshness::Strict => self.interval_ms.saturating_add(rtt_ms),
             Freshness::Bounded => self.max_staleness_ms,
         }
     }
 }
 
 /// Plans the feed read for a request at `now`. A view refreshed every quarter interval while traffic
-/// flows is never old enough for `Inline`: only an isolate that is new, or idle for longer than
-/// [`SyncSettings::trusted_age_ms`], reads before answering.
+/// flows is never old enough for `Inline`: only an isolate that is new, or whose view is older
+/// than [`SyncSettings::trusted_age_ms`] (it was idle), reads before answering.
 pub fn sync_plan(now: i64, settings: SyncSettings) -> SyncPlan {
     FEED.with(|f| {
         let mut f = f.borrow_mut();
@@ -205,7 +210,7 @@ pub fn sync_plan(now: i64, settings: SyncSettings) -> SyncPlan {
         if !due {
             return SyncPlan::Current;
         }
-        let trusted = f.last_ok_ms.is_some_and(|ok| now.saturating_sub(ok) <= settings.trusted_age_ms());
+        let trusted = f.last_ok_ms.is_some_and(|ok| now.saturating_sub(ok) <= settings.trusted_age_ms(f.rtt_ms));
         if trusted {
             SyncPlan::Background
         } else {
@@ -282,14 +287,28 @@ pub fn control_stub(env: &Env) -> Result<Stub, StoreError> {
     Ok(env.durable_object("CONTROL")?.id_from_name(super::control::OBJECT_NAME)?.get_stub()?)
 }
 
-/// Reads the change feed from where this isolate left it and applies it: the location's copy
-/// when it is recent, else the control plane (whose answer becomes the location's copy). `force`
-/// reads the control plane even while another read is in flight (after a management write, so
-/// this isolate sees it at once).
-pub async fn sync(env: &Env, force: bool) -> Result<(), StoreError> {
+/// Why the feed is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// After the answers, while traffic flows: the location's copy when it is recent enough to
+    /// keep the view trusted until the next refresh; else the control plane, unless another
+    /// isolate of the location is reading it right now (then the view is kept, and the next
+    /// refresh looks again).
+    Background,
+    /// A request waits: the location's copy when its view is under one interval old, else the
+    /// control plane.
+    Inline,
+    /// After a management write: the control plane, even while another read is in flight, so
+    /// this isolate sees the change at once.
+    Force,
+}
+
+/// Reads the change feed from where this isolate left it and applies it (see [`SyncMode`]); the
+/// control plane's answer becomes the location's copy.
+pub async fn sync(env: &Env, mode: SyncMode) -> Result<(), StoreError> {
     let start = FEED.with(|f| {
         let mut f = f.borrow_mut();
-        if f.in_flight && !force {
+        if f.in_flight && mode != SyncMode::Force {
             return None;
         }
         f.in_flight = true;
@@ -299,28 +318,33 @@ pub async fn sync(env: &Env, force: bool) -> Result<(), StoreError> {
     if start.is_none() {
         return Ok(());
     }
-    let outcome = read_feed(env, force).await;
+    let outcome = read_feed(env, mode).await;
     FEED.with(|f| {
         let mut f = f.borrow_mut();
         f.in_flight = false;
-        if let Ok(as_of) = outcome {
+        if let Ok(Some(as_of)) = outcome {
             f.last_ok_ms = Some(f.last_ok_ms.map_or(as_of, |ok| ok.max(as_of)));
         }
     });
     outcome.map(|_| ())
 }
 
-/// Reads and applies the feed's pages; the time the view it gave was current (the oldest page's).
-async fn read_feed(env: &Env, force: bool) -> Result<i64, StoreError> {
+/// Reads and applies the feed's pages; the time the view it gave was current (the oldest page's),
+/// or `None` when it left the read to another isolate of the location.
+async fn read_feed(env: &Env, mode: SyncMode) -> Result<Option<i64>, StoreError> {
     let settings = SyncSettings::from_env(env);
     let mut as_of = i64::MAX;
-    for _ in 0..MAX_FEED_PAGES {
-        let (cursor, policy_seq) = FEED.with(|f| {
+    for page in 0..MAX_FEED_PAGES {
+        let (cursor, policy_seq, rtt) = FEED.with(|f| {
             let f = f.borrow();
-            (f.cursor, f.policy_seq)
+            (f.cursor, f.policy_seq, f.rtt_ms)
         });
         let key = format!("{FEED_CACHE_URL}?after={cursor}&policy={policy_seq}");
-        let nearby = if force { None } else { location_copy(&key, settings).await };
+        let nearby = match mode {
+            SyncMode::Force => None,
+            SyncMode::Inline => location_copy(&key, settings.interval_ms).await,
+            SyncMode::Background => location_copy(&key, settings.shared_age_ms(rtt)).await,
+        };
         let (text, page_as_of) = match nearby {
             Some(copy) => {
                 FEED_READS.with(|c| {
@@ -331,9 +355,18 @@ async fn read_feed(env: &Env, force: bool) -> Result<i64, StoreError> {
                 copy
             }
             None => {
+                let claim = format!("{key}&claim");
+                if page == 0 && mode == SyncMode::Background && claimed(&claim, rtt).await {
+                    return Ok(None);
+                }
                 let sent = super::now_ms();
+                if mode != SyncMode::Force {
+                    put_cached(&claim, "", sent, settings).await;
+                }
                 let text = read_control(env, cursor, policy_seq).await?;
-                share(&key, &text, sent, settings).await;
+                let took = super::now_ms().saturating_sub(sent);
+                FEED.with(|f| f.borrow_mut().rtt_ms = took);
+                put_cached(&key, &text, sent, settings).await;
                 (text, sent)
             }
         };
@@ -345,7 +378,7 @@ async fn read_feed(env: &Env, force: bool) -> Result<i64, StoreError> {
             break;
         }
     }
-    Ok(as_of.min(super::now_ms()))
+    Ok(Some(as_of.min(super::now_ms())))
 }
 
 /// Test harnesses only (`/_keyward/debug/neighbour`, under KEYWARD_DEBUG): what a busy
@@ -360,7 +393,7 @@ pub async fn neighbour_read(env: &Env) -> Result<(), StoreError> {
     });
     let sent = super::now_ms();
     let text = read_control(env, cursor, policy_seq).await?;
-    share(&format!("{FEED_CACHE_URL}?after={cursor}&policy={policy_seq}"), &text, sent, settings).await;
+    put_cached(&format!("{FEED_CACHE_URL}?after={cursor}&policy={policy_seq}"), &text, sent, settings).await;
     Ok(())
 }
 
@@ -380,23 +413,32 @@ async fn read_control(env: &Env, cursor: i64, policy_seq: i64) -> Result<String,
     Ok(response.text().await?)
 }
 
-/// The location's copy of the feed page under `key`, when its view is recent enough:
+/// The location's copy of the feed page under `key`, when its view is at most `max_age_ms` old:
 /// its text and when it was current. Any failure is a miss (the control plane is read instead).
-async fn location_copy(key: &str, settings: SyncSettings) -> Option<(String, i64)> {
+async fn location_copy(key: &str, max_age_ms: i64) -> Option<(String, i64)> {
     let mut response = worker::Cache::default().get(key, false).await.ok()??;
     let as_of = response.headers().get(AS_OF_HEADER).ok()??.parse::<i64>().ok()?;
-    if super::now_ms().saturating_sub(as_of) > settings.shared_age_ms() {
+    if super::now_ms().saturating_sub(as_of) > max_age_ms {
         return None;
     }
     Some((response.text().await.ok()?, as_of))
 }
 
-/// Stores a feed page the control plane gave as the location's copy (best effort: a failed put
-/// only means the next isolate reads the control plane itself).
-async fn share(key: &str, text: &str, as_of: i64, settings: SyncSettings) {
+/// Whether another isolate of the location claimed the control-plane read under `claim` recently
+/// (within two of this isolate's round trips): its answer will be the location's copy.
+async fn claimed(claim: &str, rtt_ms: i64) -> bool {
+    let Some(response) = worker::Cache::default().get(claim, false).await.ok().flatten() else { return false };
+    let at = response.headers().get(AS_OF_HEADER).ok().flatten().and_then(|v| v.parse::<i64>().ok());
+    at.is_some_and(|at| super::now_ms().saturating_sub(at) < rtt_ms.saturating_mul(2).max(50))
+}
+
+/// Stores `text` in the location's cache under `key`, stamped `as_of` (a feed page the control
+/// plane gave, or an empty claim on the next read). Best effort: a failed put only means the next
+/// isolate reads the control plane itself.
+async fn put_cached(key: &str, text: &str, as_of: i64, settings: SyncSettings) {
     let Ok(mut response) = worker::Response::ok(text) else { return };
     let headers = response.headers_mut();
-    // Kept a little longer than it is trusted; the as-of header decides.
+    // Kept a little longer than it is used; the as-of header decides.
     let seconds = settings.interval_ms / 1000 + 1;
     if headers.set("cache-control", &format!("max-age={seconds}")).is_err() || headers.set(AS_OF_HEADER, &as_of.to_string()).is_err() {
         return;

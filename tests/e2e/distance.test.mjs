@@ -46,15 +46,17 @@ async function within(ms, probe, what) {
 }
 
 test('strict: a busy isolate never reads the feed on a request\'s path; an idle one reads once, from the location\'s copy when a neighbour left one', async () => {
-  // SYNC_INTERVAL_MS=400: a view older than 800 ms is "idle"; refreshed every 100 ms with traffic.
-  const kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_DEBUG: '1', KEYWARD_TEST_REMOTE_DELAY_MS: String(DELAY), SYNC_INTERVAL_MS: '400' } });
+  // SYNC_INTERVAL_MS=1000: a view older than 1000 ms plus the round trip (about 150 ms) is read
+  // again before answering; with traffic it is refreshed every 250 ms, from the location's copy
+  // while that is under 1000 - 250 - 150 ms old.
+  const kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_DEBUG: '1', KEYWARD_TEST_REMOTE_DELAY_MS: String(DELAY), SYNC_INTERVAL_MS: '1000' } });
   try {
     const { key } = await createKey(kw);
     assert.equal(await code(kw, key), 'VALID');
-    // Busy: 40 requests 50 ms apart (20 req/s, for 2 s, five intervals): the feed is read again
+    // Busy: 60 requests 50 ms apart (20 req/s, for 3 s, three intervals): the feed is read again
     // and again, always after the answers.
     const start = await feed(kw);
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 60; i++) {
       assert.equal(await code(kw, key), 'VALID');
       await sleep(50);
     }
@@ -63,9 +65,9 @@ test('strict: a busy isolate never reads the feed on a request\'s path; an idle 
     assert.ok(busy.control + busy.location - start.control - start.location >= 4, `the feed was read in the background: ${JSON.stringify({ start, busy })}`);
     assert.ok(busy.location > start.location, `later reads used the location's copy: ${JSON.stringify({ start, busy })}`);
 
-    // Idle for 1.2 s (past two intervals), alone in its location: the next request waits for one
-    // read of the control plane (strict).
-    await sleep(1200);
+    // Idle for 1.6 s (past the interval plus the round trip), alone in its location: the next
+    // request waits for one read of the control plane (strict).
+    await sleep(1600);
     const before1 = await feed(kw);
     assert.equal(await code(kw, key), 'VALID');
     const alone = await feed(kw);
@@ -74,7 +76,7 @@ test('strict: a busy isolate never reads the feed on a request\'s path; an idle 
 
     // Idle again, but a busy neighbour has just read the feed: the copy it shared in the location
     // is what the idle isolate reads, and the control plane is not asked.
-    await sleep(1200);
+    await sleep(1600);
     assert.equal((await kw.request('GET', '/_keyward/debug/neighbour')).status, 200);
     const before2 = await feed(kw);
     assert.equal(await code(kw, key), 'VALID');
