@@ -1,7 +1,9 @@
 // Distance (docs/distance.md): what a far control plane and far Limiters add to a gated request.
-// Runs the built Worker under `wrangler dev` twice, without and with KEYWARD_TEST_REMOTE_DELAY_MS
-// (every call from the gate isolate to the control plane or a Limiter waits that long first), and
-// measures one client's latency (keep-alive, one connection) in these cases:
+// Runs the built Worker under `wrangler dev` twice at once, without and with
+// KEYWARD_TEST_REMOTE_DELAY_MS (every call from the gate isolate to the control plane or a Limiter
+// waits that long first), and measures one client's latency (keep-alive, one connection per
+// instance, the two instances' requests alternating so that the machine's load falls on both
+// alike) in these cases:
 //   busy       a key without limits at 20 req/s
 //   limited    a key with credits and an exact rate limit at 20 req/s (leases)
 //   idle+nbr   strict, after BENCH_IDLE_MS idle, a busy neighbour having just read the feed (its
@@ -46,30 +48,39 @@ const pct = (xs, p) => {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
 };
 
-async function steady(kw, key) {
-  const times = [];
-  // 20 req/s: a request every 50 ms, from its start.
+// Both instances (without and with the delay) run at once and each case alternates between them
+// request by request, so that the machine's load (shared, noisy) falls on both alike.
+async function steady(pair, keys) {
+  const times = [[], []];
+  // 20 req/s on each: a request every 50 ms, from its start, to each instance in turn.
   for (let i = 0; i < STEADY; i++) {
     const t0 = Date.now();
-    const r = await get(kw.url, PATH, key);
-    if (r.status !== 200) throw new Error(`steady: ${r.status}`);
-    times.push(r.ms);
+    for (const k of [0, 1]) {
+      const r = await get(pair[k].url, PATH, keys[k]);
+      if (r.status !== 200) throw new Error(`steady: ${r.status}`);
+      if (i >= 10) times[k].push(r.ms);
+    }
     await sleep(Math.max(0, 50 - (Date.now() - t0)));
   }
-  return times.slice(10);
+  return times;
 }
 
-async function idle(kw, key, neighbour) {
-  const times = [];
+async function idle(pair, keys, neighbour) {
+  const times = [[], []];
   for (let i = 0; i < IDLE_SAMPLES; i++) {
     await sleep(IDLE_MS);
-    if (neighbour) {
-      const n = await get(kw.url, '/_keyward/debug/neighbour');
-      if (n.status !== 200) throw new Error(`neighbour: ${n.status}`);
+    for (const k of [0, 1]) {
+      if (neighbour) {
+        const n = await get(pair[k].url, '/_keyward/debug/neighbour');
+        if (n.status !== 200) throw new Error(`neighbour: ${n.status}`);
+      }
     }
-    const r = await get(kw.url, PATH, key);
-    if (r.status !== 200) throw new Error(`idle: ${r.status}`);
-    times.push(r.ms);
+    // The two requests one after the other: the second's instance idled a few ms longer.
+    for (const k of i % 2 ? [1, 0] : [0, 1]) {
+      const r = await get(pair[k].url, PATH, keys[k]);
+      if (r.status !== 200) throw new Error(`idle: ${r.status}`);
+      times[k].push(r.ms);
+    }
   }
   return times;
 }
@@ -80,32 +91,41 @@ async function createKey(kw, attrs = {}) {
   return r.body.data.api_key;
 }
 
-async function run(origin, delay) {
-  const vars = { KEYWARD_DEBUG: '1', KEYWARD_TEST_REMOTE_DELAY_MS: String(delay), SYNC_INTERVAL_MS: '1000' };
+const stats = async (kw) => (await (await fetch(`${kw.url}/_keyward/debug/stats`)).json()).data;
+
+async function start(origin, freshness) {
+  const vars = (delay) => ({ KEYWARD_DEBUG: '1', KEYWARD_TEST_REMOTE_DELAY_MS: String(delay), SYNC_INTERVAL_MS: '1000', FRESHNESS: freshness });
+  return Promise.all([startKeyward({ origin: origin.url, vars: vars(0) }), startKeyward({ origin: origin.url, vars: vars(DELAY) })]);
+}
+
+/** Each case's latencies: [without the delay, with it]. */
+async function run(origin) {
   const out = {};
-  const strict = await startKeyward({ origin: origin.url, vars });
+  const pair = await start(origin, 'strict');
   try {
-    const plain = await createKey(strict);
-    const limited = await createKey(strict, { credits: { remaining: 1_000_000 }, ratelimit: { limit: 100_000, period_seconds: 60 } });
-    await get(strict.url, PATH, plain);
-    out.busy = await steady(strict, plain);
-    await get(strict.url, PATH, limited);
-    out.limited = await steady(strict, limited);
-    const stats = (await (await fetch(`${strict.url}/_keyward/debug/stats`)).json()).data;
-    out.lease = stats.lease;
-    out['idle+nbr'] = await idle(strict, plain, true);
-    out['idle alone'] = await idle(strict, plain, false);
-    out.feed = (await (await fetch(`${strict.url}/_keyward/debug/stats`)).json()).data.feed;
+    const plain = await Promise.all(pair.map((kw) => createKey(kw)));
+    const limited = await Promise.all(pair.map((kw) => createKey(kw, { credits: { remaining: 1_000_000 }, ratelimit: { limit: 100_000, period_seconds: 60 } })));
+    for (const k of [0, 1]) await get(pair[k].url, PATH, plain[k]);
+    const before = await stats(pair[1]);
+    out.busy = await steady(pair, plain);
+    const after = await stats(pair[1]);
+    out.busy_inline_reads = after.feed.inline - before.feed.inline;
+    for (const k of [0, 1]) await get(pair[k].url, PATH, limited[k]);
+    out.limited = await steady(pair, limited);
+    out.lease = (await stats(pair[1])).lease;
+    out['idle+nbr'] = await idle(pair, plain, true);
+    out['idle alone'] = await idle(pair, plain, false);
+    out.feed = (await stats(pair[1])).feed;
   } finally {
-    await strict.stop();
+    await Promise.all(pair.map((kw) => kw.stop()));
   }
-  const bounded = await startKeyward({ origin: origin.url, vars: { ...vars, FRESHNESS: 'bounded' } });
+  const bounded = await start(origin, 'bounded');
   try {
-    const plain = await createKey(bounded);
-    await get(bounded.url, PATH, plain);
+    const plain = await Promise.all(bounded.map((kw) => createKey(kw)));
+    for (const k of [0, 1]) await get(bounded[k].url, PATH, plain[k]);
     out.bounded = await idle(bounded, plain, false);
   } finally {
-    await bounded.stop();
+    await Promise.all(bounded.map((kw) => kw.stop()));
   }
   return out;
 }
@@ -136,12 +156,10 @@ async function feedRate(origin) {
 
 const origin = await startOrigin();
 try {
-  const without = await run(origin, 0);
-  const withDelay = await run(origin, DELAY);
+  const out = await run(origin);
   const rows = [];
   for (const name of ['busy', 'limited', 'idle+nbr', 'idle alone', 'bounded']) {
-    const a = without[name];
-    const b = withDelay[name];
+    const [a, b] = out[name];
     rows.push({
       case: name,
       n: b.length,
@@ -160,8 +178,9 @@ try {
     idle_ms: IDLE_MS,
     load: os.loadavg(),
     rows,
-    leases_with_delay: withDelay.lease,
-    feed_reads_with_delay: withDelay.feed,
+    busy_requests_that_read_the_feed_first: out.busy_inline_reads,
+    leases_with_delay: out.lease,
+    feed_reads_with_delay: out.feed,
     control_plane_feed_reads_per_second: feedReadsPerSecond,
   };
   mkdirSync(path.join(ROOT, 'bench-output'), { recursive: true });
@@ -171,7 +190,7 @@ try {
   for (const r of rows) {
     console.log(`${r.case.padEnd(11)} ${String(r.n).padStart(3)} ${String(r.p50_ms).padStart(6)} ${String(r.p99_ms).padStart(6)} ${String(r.p50_delay_ms).padStart(8)} ${String(r.p99_delay_ms).padStart(6)} ${String(r.added_p50_ms).padStart(10)} ${String(r.added_p99_ms).padStart(10)}`);
   }
-  console.log(`leases (with delay): ${JSON.stringify(withDelay.lease)}; feed reads (with delay): ${JSON.stringify(withDelay.feed)}`);
+  console.log(`with the delay: busy requests that read the feed first: ${out.busy_inline_reads}; leases ${JSON.stringify(out.lease)}; feed reads ${JSON.stringify(out.feed)}`);
   console.log(`one control-plane object here: ${feedReadsPerSecond.toFixed(0)} feed reads/s (${FEED_CLIENTS} clients, each read through a gate isolate)`);
 } finally {
   await origin.stop();
