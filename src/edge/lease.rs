@@ -113,8 +113,10 @@ pub async fn admit(env: &Env, name: &str, request: LimitRequest) -> Result<Admis
         let mut l = l.borrow_mut();
         let key = l.entry(name.to_string()).or_default();
         settle(key, &request, now);
-        if now.saturating_sub(key.window_start) >= ttl {
-            key.last_window = key.window_count;
+        let since = now.saturating_sub(key.window_start);
+        if since >= ttl {
+            // The last window's count says the rate only if it was the window just before.
+            key.last_window = if since < ttl.saturating_mul(2) { key.window_count } else { 0 };
             key.window_count = 0;
             key.window_start = now;
         }
@@ -126,7 +128,7 @@ pub async fn admit(env: &Env, name: &str, request: LimitRequest) -> Result<Admis
             1
         }
     });
-    if let Some(admission) = take(name, now, want) {
+    if let Some(admission) = take(name, now, want, request.cost) {
         return Ok(admission);
     }
     let (returned, wanting) = LEASES.with(|l| {
@@ -166,15 +168,21 @@ pub async fn admit(env: &Env, name: &str, request: LimitRequest) -> Result<Admis
     while LEASES.with(|l| l.borrow().get(name).is_some_and(|k| k.wanting > 0)) && super::now_ms().saturating_sub(start) < MAX_WAIT_MS {
         worker::Delay::from(std::time::Duration::from_millis(2)).await;
     }
-    Ok(take(name, super::now_ms(), want).unwrap_or(admission))
+    Ok(take(name, super::now_ms(), want, request.cost).unwrap_or(admission))
+}
+
+/// Whether shares taken under `a` may be spent under `b`: the same rate limit and credits (the
+/// route's cost may differ: each share keeps its own).
+fn same_limits(a: Option<&LimitRequest>, b: &LimitRequest) -> bool {
+    a.is_some_and(|a| a.ratelimit == b.ratelimit && a.credits == b.credits)
 }
 
 /// Ends the shares taken under other limits than `request` and those past their end.
 fn settle(key: &mut KeyLeases, request: &LimitRequest, now: i64) {
-    if key.request.as_ref() != Some(request) {
+    if !same_limits(key.request.as_ref(), request) {
         key.returns.append(&mut key.shares);
-        key.request = Some(*request);
     }
+    key.request = Some(*request);
     let (ended, live): (Vec<Share>, Vec<Share>) = key.shares.drain(..).partition(|s| s.ends_ms <= now || s.left == 0);
     key.shares = live;
     key.returns.extend(ended.into_iter().filter(|s| s.left > 0));
@@ -183,15 +191,15 @@ fn settle(key: &mut KeyLeases, request: &LimitRequest, now: i64) {
     }
 }
 
-/// One request from this isolate's shares of the key, if it holds any.
-fn take(name: &str, now: i64, want: u64) -> Option<Admission> {
+/// One request of `cost` from this isolate's shares of the key, if it holds any.
+fn take(name: &str, now: i64, want: u64, cost: u64) -> Option<Admission> {
     LEASES.with(|l| {
         let mut l = l.borrow_mut();
         let key = l.get_mut(name)?;
-        let share = key.shares.iter_mut().filter(|s| s.left > 0 && s.ends_ms > now).min_by_key(|s| s.ends_ms)?;
+        let share = key.shares.iter_mut().filter(|s| s.left > 0 && s.ends_ms > now && s.cost == cost).min_by_key(|s| s.ends_ms)?;
         share.left -= 1;
         let admission = shown(share.admission, share.left, share.cost);
-        let held: u64 = key.shares.iter().filter(|s| s.ends_ms > now).map(|s| s.left).sum();
+        let held: u64 = key.shares.iter().filter(|s| s.ends_ms > now && s.cost == cost).map(|s| s.left).sum();
         if want > 1 && held < want / 2 && !key.prefetching {
             key.prefetch_due = true;
             BACKGROUND_DUE.with(|b| b.set(true));
@@ -253,7 +261,7 @@ pub async fn background(env: &Env) {
     let prefetch: Vec<(String, LimitRequest, u64)> = LEASES.with(|l| {
         let mut l = l.borrow_mut();
         l.iter_mut()
-            .filter(|(_, k)| k.prefetch_due && !k.prefetching)
+            .filter(|(_, k)| k.prefetch_due && !k.prefetching && k.request.is_some())
             .filter_map(|(name, k)| {
                 k.prefetch_due = false;
                 k.prefetching = true;
@@ -271,7 +279,7 @@ pub async fn background(env: &Env) {
             key.prefetching = false;
             match answer {
                 // Taken under other limits meanwhile: given back at once.
-                Ok(grant) if key.request != Some(request) => key.returns.push(Share {
+                Ok(grant) if !same_limits(key.request.as_ref(), &request) && grant.extra > 0 => key.returns.push(Share {
                     left: grant.extra,
                     at: grant.at,
                     ends_ms: sent,
@@ -279,6 +287,7 @@ pub async fn background(env: &Env) {
                     cost: request.cost,
                     admission: grant.admission,
                 }),
+                Ok(_) if !same_limits(key.request.as_ref(), &request) => {}
                 Ok(grant) => keep(key, &request, grant.extra, &grant, sent, ttl),
                 Err(_) => key.returns.extend(returned),
             }

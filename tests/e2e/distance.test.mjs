@@ -195,3 +195,38 @@ test('leases: two far locations spend a key\'s credits and window locally, never
     await Promise.all([a.stop(), b.stop()]);
   }
 });
+
+test('leases: a change of credits ends the leases; a set replaces what they held, an add loses nothing', async () => {
+  const kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_DEBUG: '1', KEYWARD_TEST_REMOTE_DELAY_MS: '50', LEASE_TTL_MS: '3000' } });
+  const reached = (id) => origin.seen.filter((s) => s.headers['x-keyward-key-id'] === id).length;
+  const use = (key) => kw.request('GET', USERS, { headers: { 'x-api-key': key } });
+  const lease = async () => (await kw.request('GET', '/_keyward/debug/stats')).body.data.lease;
+  const remaining = async (id) => (await kw.admin('GET', `/api_keys/${id}`)).body.data.credits.remaining;
+  try {
+    const made = await kw.admin('POST', '/api_keys', { api_key: { name: 'leased', permissions: ['users:read'], credits: { remaining: 1000 } } });
+    const { api_key: key, id } = made.body.data;
+    for (let i = 0; i < 30; i++) assert.equal((await use(key)).status, 200);
+    await sleep(300); // a prefetch in flight lands
+    const held = (await lease()).held;
+    assert.ok(held > 0, `the isolate holds leased requests: ${JSON.stringify(await lease())}`);
+    // The view reads the Limiter: what is leased and unused is not in it.
+    assert.equal(await remaining(id), 1000 - 30 - held);
+    // An add: the leases end and give their credits back; nothing is lost.
+    assert.equal((await kw.admin('POST', `/api_keys/${id}/credits`, { add: 5 })).status, 200);
+    assert.equal((await use(key)).status, 200);
+    // (The request after the add may take a new lease: it too comes back when it ends.)
+    await within(8000, async () => (await remaining(id)) === 1000 + 5 - reached(id), 'the leased credits given back after the add');
+    // Busy again, then a set: what the leases held is replaced, and exactly 3 more pass.
+    for (let i = 0; i < 30; i++) assert.equal((await use(key)).status, 200);
+    assert.ok((await lease()).held > 0, 'leased again');
+    assert.equal((await kw.admin('POST', `/api_keys/${id}/credits`, { set: 3 })).status, 200);
+    const before = reached(id);
+    const statuses = [];
+    for (let i = 0; i < 8; i++) statuses.push((await use(key)).status);
+    assert.deepEqual(statuses, [200, 200, 200, 429, 429, 429, 429, 429]);
+    assert.equal(reached(id) - before, 3);
+    assert.equal(await remaining(id), 0);
+  } finally {
+    await kw.stop();
+  }
+});
