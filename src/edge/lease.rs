@@ -149,7 +149,13 @@ pub async fn admit(env: &Env, name: &str, request: LimitRequest) -> Result<Admis
         }
         match answer {
             Ok(grant) => {
-                keep(key, &request, grant.extra, &grant, sent, ttl);
+                if same_limits(key.request.as_ref(), &request) {
+                    keep(key, &request, grant.extra, &grant, sent, ttl);
+                } else if grant.extra > 0 {
+                    // The key's limits changed while the call was out: its extra goes back.
+                    key.returns.push(Share { left: grant.extra, at: grant.at, ends_ms: sent, epoch: grant.epoch, cost: request.cost, admission: grant.admission });
+                    BACKGROUND_DUE.with(|b| b.set(true));
+                }
                 Ok(shown(grant.admission, grant.extra, request.cost))
             }
             Err(e) => {
@@ -165,7 +171,7 @@ pub async fn admit(env: &Env, name: &str, request: LimitRequest) -> Result<Admis
     }
     // Refused: this isolate's other calls in flight may bring requests it can spend.
     let start = super::now_ms();
-    while LEASES.with(|l| l.borrow().get(name).is_some_and(|k| k.wanting > 0)) && super::now_ms().saturating_sub(start) < MAX_WAIT_MS {
+    while LEASES.with(|l| l.borrow().get(name).is_some_and(|k| k.wanting > 0 || k.prefetching)) && super::now_ms().saturating_sub(start) < MAX_WAIT_MS {
         worker::Delay::from(std::time::Duration::from_millis(2)).await;
     }
     Ok(take(name, super::now_ms(), want, request.cost).unwrap_or(admission))
