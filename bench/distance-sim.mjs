@@ -5,7 +5,8 @@
 // isolate reads the control plane once per SYNC_INTERVAL_MS; a new isolate or one whose last
 // read is older than two intervals reads before answering) with the new one (the feed's pages
 // shared within a location through the Cache API and used while under 3/4 of an interval old;
-// busy isolates refresh every quarter interval in the background, leaving the control-plane read
+// busy isolates refresh in the background (a view half an interval old, at most every quarter
+// interval), leaving the control-plane read
 // to another isolate of the location that claimed it; FRESHNESS strict or bounded).
 // Prints, per design: control-plane reads per second, requests that waited for a feed read (how
 // many, how long), and the time from a change (a revocation) to the last request answered
@@ -76,7 +77,7 @@ function traffic() {
  */
 function simulate({ events, rtt, rates }, mode) {
   const shared = mode !== 'old';
-  // As src/edge/store.rs: refresh every quarter interval; strict trusts a view for the interval
+  // As src/edge/store.rs: refresh at most every quarter interval; strict trusts a view for the interval
   // plus the round trip (the old design: two intervals), bounded for MAX_STALENESS_MS.
   const refresh = shared ? INTERVAL / 4 : INTERVAL;
   const trust = (l) => (mode === 'bounded' ? MAX_STALENESS : mode === 'old' ? 2 * INTERVAL : INTERVAL + rtt[l]);
@@ -133,7 +134,9 @@ function simulate({ events, rtt, rates }, mode) {
     settle(iso, t);
     if (rates[l * ISOLATES + i] >= 10) busyRequests++;
     let now = t;
-    const due = !iso.pending && t - iso.lastAttempt >= refresh;
+    // As src/edge/store.rs: a refresh is due a quarter interval after the last attempt, and in
+    // the new design only once the view is half an interval old (a younger one needs none).
+    const due = !iso.pending && t - iso.lastAttempt >= refresh && (!shared || process.env.SIM_EAGER || iso.asOf === null || t - iso.asOf >= INTERVAL / 2);
     if (due) {
       const ok = iso.asOf !== null && t - iso.asOf <= trust(l);
       const done = read(iso, l, t, !ok);

@@ -13,7 +13,8 @@
 //! answers), and used from there while its view is recent (three quarters of an interval less the
 //! round trip): the isolates of one location send the control plane about one read per interval,
 //! and an idle isolate next to a busy one reads the location's copy (local) instead. A busy
-//! isolate refreshes in the background every quarter interval, so its view is never old enough to
+//! isolate refreshes in the background (every quarter interval once its view is half an interval
+//! old), so its view is never old enough to
 //! make a request wait. `FRESHNESS` says what an isolate whose view is older does: `strict` reads
 //! before answering once it is older than the interval plus its round trip, `bounded` answers
 //! from a view up to `MAX_STALENESS_MS` old and catches up in the background.
@@ -174,8 +175,8 @@ pub enum SyncPlan {
 }
 
 impl SyncSettings {
-    /// How often an isolate with traffic refreshes its view: a quarter interval (from the
-    /// location's copy when it is recent enough, so mostly a local read).
+    /// How often an isolate with traffic may refresh its view once it is half an interval old: a
+    /// quarter interval (from the location's copy when it is recent enough, a local read).
     pub fn refresh_ms(self) -> i64 {
         (self.interval_ms / 4).max(1)
     }
@@ -199,14 +200,17 @@ impl SyncSettings {
     }
 }
 
-/// Plans the feed read for a request at `now`. A view refreshed every quarter interval while traffic
+/// Plans the feed read for a request at `now`. A view refreshed in the background while traffic
 /// flows is never old enough for `Inline`: only an isolate that is new, or whose view is older
 /// than [`SyncSettings::trusted_age_ms`] (it was idle), reads before answering.
 pub fn sync_plan(now: i64, settings: SyncSettings) -> SyncPlan {
     FEED.with(|f| {
         let mut f = f.borrow_mut();
         f.first_request_ms.get_or_insert(now);
-        let due = !f.in_flight && now.saturating_sub(f.last_attempt_ms) >= settings.refresh_ms();
+        // A view under half an interval old needs no refresh yet: the background work (a cache
+        // read, sometimes a control-plane read) is isolate time, so it is not done 4 times a second.
+        let young = f.last_ok_ms.is_some_and(|ok| now.saturating_sub(ok) < settings.interval_ms / 2);
+        let due = !f.in_flight && !young && now.saturating_sub(f.last_attempt_ms) >= settings.refresh_ms();
         if !due {
             return SyncPlan::Current;
         }
