@@ -216,7 +216,9 @@ async fn public_keys(env: &Env, kid: &str, now: i64) -> std::result::Result<Vec<
 }
 
 async fn fetch_jwks(env: &Env) -> Option<Value> {
-    let mut response = store::control_stub(env).ok()?.fetch_with_str("https://control/_internal/jwks").await.ok()?;
+    let stub = store::control_stub(env).ok()?;
+    store::remote_delay(env).await;
+    let mut response = stub.fetch_with_str("https://control/_internal/jwks").await.ok()?;
     if response.status_code() != 200 {
         return None;
     }
@@ -468,6 +470,7 @@ async fn sign_remotely(env: &Env, ask: &Value) -> std::result::Result<Value, Ref
     let mut init = worker::RequestInit::new();
     init.with_method(Method::Post).with_body(Some(ask.to_string().into()));
     let request = Request::new_with_init("https://control/_internal/sign", &init).map_err(|_| unavailable())?;
+    store::remote_delay(env).await;
     let mut response = stub.fetch_with_request(request).await.map_err(|_| unavailable())?;
     let status = response.status_code();
     let body: Value = response.json().await.map_err(|_| unavailable())?;
