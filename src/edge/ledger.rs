@@ -13,7 +13,7 @@ use worker::{SqlStorage, SqlStorageValue};
 
 use super::store::StoreError;
 use crate::core::name_index::{self, NameIndex};
-use crate::core::record::KeyRecord;
+use crate::core::record::{KeyRecord, KeyStatus};
 
 /// How long change-log rows are kept: far longer than KV's own propagation (about 60 s), so an
 /// isolate that starts now learns of every change its KV replica may not have yet.
@@ -84,7 +84,64 @@ CREATE TABLE IF NOT EXISTS meta (
   name TEXT PRIMARY KEY,
   value TEXT NOT NULL
 );
+-- Workspaces created through the API (docs/workspaces.md); a workspace named only by keys'
+-- `workspace` exists implicitly, with the ceiling [\"*\"].
+CREATE TABLE IF NOT EXISTS workspaces (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  ceiling TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
 ";
+
+/// Columns added to `keys` and `audit` for workspaces and status lists, filled from the records
+/// once (a deployment made before them), then kept by every write. Each list filter is answered
+/// by one of the indexes below, never by reading records.
+const WORKSPACE_COLUMNS: &str = "
+ALTER TABLE keys ADD COLUMN workspace TEXT;
+ALTER TABLE keys ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keys ADD COLUMN expires_ms INTEGER;
+UPDATE keys SET workspace = json_extract(record, '$.workspace'),
+  state = CASE WHEN json_extract(record, '$.revoked_at') IS NOT NULL THEN 2
+               WHEN json_extract(record, '$.active') THEN 0 ELSE 1 END,
+  expires_ms = CAST(ROUND((julianday(json_extract(record, '$.expires_at')) - 2440587.5) * 86400000.0) AS INTEGER);
+";
+
+const AUDIT_WORKSPACE_COLUMN: &str = "
+ALTER TABLE audit ADD COLUMN workspace TEXT;
+UPDATE audit SET workspace = (SELECT k.workspace FROM keys k WHERE k.id = audit.key_id) WHERE key_id IS NOT NULL;
+";
+
+const WORKSPACE_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS keys_by_workspace ON keys (workspace, id);
+CREATE INDEX IF NOT EXISTS keys_by_state ON keys (state, id, expires_ms);
+CREATE INDEX IF NOT EXISTS keys_by_workspace_state ON keys (workspace, state, id, expires_ms);
+CREATE INDEX IF NOT EXISTS audit_by_workspace ON audit (workspace, seq);
+";
+
+/// `keys.state`: the stored lifecycle (expiry by time is read from `expires_ms` against now).
+const STATE_ACTIVE: i64 = 0;
+const STATE_INACTIVE: i64 = 1;
+const STATE_REVOKED: i64 = 2;
+
+fn state_of(record: &KeyRecord) -> i64 {
+    if record.is_revoked() {
+        STATE_REVOKED
+    } else if record.active {
+        STATE_ACTIVE
+    } else {
+        STATE_INACTIVE
+    }
+}
+
+fn expires_ms_of(record: &KeyRecord) -> SqlStorageValue {
+    record.expires_at.as_deref().and_then(crate::core::time::parse_rfc3339).map_or(SqlStorageValue::Null, int)
+}
+
+fn opt_text(value: Option<&str>) -> SqlStorageValue {
+    value.map_or(SqlStorageValue::Null, text)
+}
 
 /// Who made a change, as the audit log names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,11 +162,40 @@ impl Actor {
     }
 }
 
-/// The list filters of `GET /api_keys`, already lower-cased.
+/// The list filters of `GET /api_keys`, names already lower-cased.
 #[derive(Debug, Default)]
 pub struct ListFilter {
     pub name: Option<String>,
     pub name_contains: Option<String>,
+    pub workspace: Option<String>,
+    pub status: Option<KeyStatus>,
+    /// The time `status` is judged at (a key past its `expires_at` is expired).
+    pub now: i64,
+}
+
+impl ListFilter {
+    /// Whether only the name search is asked for (answered from memory alone).
+    fn names_only(&self) -> bool {
+        self.workspace.is_none() && self.status.is_none()
+    }
+}
+
+/// A workspace as stored (`explicit`) or as its keys name it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkspaceRow {
+    pub id: String,
+    pub name: String,
+    pub ceiling: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A workspace's key counts.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WorkspaceCount {
+    pub workspace: String,
+    pub keys: i64,
+    pub active: i64,
 }
 
 /// One answer of the change feed an isolate follows.
@@ -163,6 +249,7 @@ struct AuditRow {
     action: String,
     key_id: Option<String>,
     changes: String,
+    workspace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +308,14 @@ fn version_of(record: &KeyRecord) -> i64 {
 impl Ledger {
     pub fn open(sql: SqlStorage) -> Result<Ledger, StoreError> {
         sql.exec(SCHEMA, None)?;
+        // A probe that fails (the column is missing) writes nothing; the columns are then added.
+        if sql.exec("SELECT workspace, state, expires_ms FROM keys LIMIT 0", None).is_err() {
+            sql.exec(WORKSPACE_COLUMNS, None)?;
+        }
+        if sql.exec("SELECT workspace FROM audit LIMIT 0", None).is_err() {
+            sql.exec(AUDIT_WORKSPACE_COLUMN, None)?;
+        }
+        sql.exec(WORKSPACE_INDEXES, None)?;
         Ok(Ledger { sql, names: RefCell::new(None) })
     }
 
@@ -269,13 +364,28 @@ impl Ledger {
         let json = serde_json::to_string(record)?;
         self.run("DELETE FROM tombstones WHERE digest = ?", vec![text(&record.digest)])?;
         self.run(
-            "INSERT INTO keys (digest, id, name_lower, version, record) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO keys (digest, id, name_lower, version, record, workspace, state, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (digest) DO UPDATE SET id = excluded.id, name_lower = excluded.name_lower,
-               version = excluded.version, record = excluded.record",
-            vec![text(&record.digest), text(&record.id), text(&record.name.to_lowercase()), int(version_of(record)), text(&json)],
+               version = excluded.version, record = excluded.record, workspace = excluded.workspace,
+               state = excluded.state, expires_ms = excluded.expires_ms",
+            Self::key_row(record, &json),
         )?;
         self.changed(&record.digest, version_of(record), true, now)?;
-        self.audit_entry(actor, action, Some(&record.id), &diff(old.map(|o| o.view(now)), Some(record.view(now))), now)
+        let changes = diff(old.map(|o| o.view(now)), Some(record.view(now)));
+        self.audit_in(actor, action, Some(&record.id), record.workspace.as_deref(), &changes, now)
+    }
+
+    fn key_row(record: &KeyRecord, json: &str) -> Vec<SqlStorageValue> {
+        vec![
+            text(&record.digest),
+            text(&record.id),
+            text(&record.name.to_lowercase()),
+            int(version_of(record)),
+            text(json),
+            opt_text(record.workspace.as_deref()),
+            int(state_of(record)),
+            expires_ms_of(record),
+        ]
     }
 
     /// Whether a key other than the one at `digest` uses the Limiter named `limiter` (its own id,
@@ -296,7 +406,7 @@ impl Ledger {
             )?;
         }
         self.changed(&record.digest, version, tombstone.is_some(), now)?;
-        self.audit_entry(actor, "delete", Some(&record.id), &diff(Some(record.view(now)), None), now)
+        self.audit_in(actor, "delete", Some(&record.id), record.workspace.as_deref(), &diff(Some(record.view(now)), None), now)
     }
 
     fn changed(&self, digest: &str, version: i64, present: bool, now: i64) -> Result<(), StoreError> {
@@ -322,9 +432,14 @@ impl Ledger {
     }
 
     pub fn audit_entry(&self, actor: &Actor, action: &str, key_id: Option<&str>, changes: &Value, now: i64) -> Result<(), StoreError> {
+        self.audit_in(actor, action, key_id, None, changes, now)
+    }
+
+    /// An audit entry belonging to a workspace (the key's, or the workspace changed).
+    pub fn audit_in(&self, actor: &Actor, action: &str, key_id: Option<&str>, workspace: Option<&str>, changes: &Value, now: i64) -> Result<(), StoreError> {
         self.run(
-            "INSERT INTO audit (at, actor, action, key_id, changes) VALUES (?, ?, ?, ?, ?)",
-            vec![int(now), text(actor.name()), text(action), key_id.map_or(SqlStorageValue::Null, text), text(&changes.to_string())],
+            "INSERT INTO audit (at, actor, action, key_id, changes, workspace) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![int(now), text(actor.name()), text(action), opt_text(key_id), text(&changes.to_string()), opt_text(workspace)],
         )
     }
 
@@ -333,12 +448,12 @@ impl Ledger {
     /// page's records are read, by id. (Joining the page to `keys` instead made SQLite scan the
     /// whole table: 60 ms at 100 000 keys.)
     pub fn list(&self, filter: &ListFilter, after: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<KeyRecord>, usize), StoreError> {
-        if let Some(part) = &filter.name_contains {
+        if let Some(part) = filter.name_contains.as_ref().filter(|_| filter.names_only()) {
             let matches = self.with_names(|names| names.search(part, filter.name.as_deref(), after, offset, limit))?;
             return Ok((self.records_by_id(&matches.page)?, matches.total));
         }
-        let (clause, mut bindings) = Self::name_clause(filter);
-        let total = if filter.name.is_none() {
+        let (clause, mut bindings) = self.clause(filter)?;
+        let total = if clause == "1 = 1" {
             self.listed_count()?
         } else {
             self.count(&clause, bindings.clone())?
@@ -437,10 +552,10 @@ impl Ledger {
 
     /// How many listed keys matching the filter sort at or before `id`.
     pub fn position(&self, filter: &ListFilter, id: &str) -> Result<usize, StoreError> {
-        if let Some(part) = &filter.name_contains {
+        if let Some(part) = filter.name_contains.as_ref().filter(|_| filter.names_only()) {
             return self.with_names(|names| names.position(part, filter.name.as_deref(), id));
         }
-        let (clause, mut bindings) = Self::name_clause(filter);
+        let (clause, mut bindings) = self.clause(filter)?;
         bindings.push(text(id));
         self.count(&format!("{clause} AND id <= ?"), bindings)
     }
@@ -450,13 +565,87 @@ impl Ledger {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    /// The WHERE clause of a list without `name_contains` (that one is answered from memory by
-    /// `with_names`): the exact name, through the `(name_lower, id)` index.
-    fn name_clause(filter: &ListFilter) -> (String, Vec<SqlStorageValue>) {
-        match &filter.name {
-            Some(name) => ("name_lower = ?".to_string(), vec![text(name)]),
-            None => ("1 = 1".to_string(), Vec::new()),
+    /// The WHERE clause of a list, each filter on an indexed column: the exact name through
+    /// `(name_lower, id)`, the workspace through `(workspace, id)`, the status through
+    /// `(workspace, state, id, expires_ms)` or `(state, id, expires_ms)` (expiry by time is read
+    /// from the index against now). `name_contains` with other filters: the name search's ids.
+    fn clause(&self, filter: &ListFilter) -> Result<(String, Vec<SqlStorageValue>), StoreError> {
+        let mut parts: Vec<&str> = Vec::new();
+        let mut bindings = Vec::new();
+        if let Some(name) = &filter.name {
+            parts.push("name_lower = ?");
+            bindings.push(text(name));
         }
+        if let Some(workspace) = &filter.workspace {
+            parts.push("workspace = ?");
+            bindings.push(text(workspace));
+        }
+        match filter.status {
+            None => {}
+            Some(KeyStatus::Active) => {
+                parts.push("state = 0 AND (expires_ms IS NULL OR expires_ms > ?)");
+                bindings.push(int(filter.now));
+            }
+            Some(KeyStatus::Expired) => {
+                parts.push("state IN (0, 1) AND (state = 1 OR expires_ms <= ?)");
+                bindings.push(int(filter.now));
+            }
+            Some(KeyStatus::Revoked) => parts.push("state = 2"),
+        }
+        if let Some(part) = &filter.name_contains {
+            let all = self.with_names(|names| names.search(part, filter.name.as_deref(), None, 0, usize::MAX))?;
+            parts.push("id IN (SELECT value FROM json_each(?))");
+            bindings.push(text(&serde_json::to_string(&all.page)?));
+        }
+        if parts.is_empty() {
+            return Ok(("1 = 1".to_string(), bindings));
+        }
+        Ok((parts.join(" AND "), bindings))
+    }
+
+    /// The workspaces created through the API, by id.
+    pub fn workspaces(&self) -> Result<Vec<WorkspaceRow>, StoreError> {
+        self.rows("SELECT id, name, ceiling, created_at, updated_at FROM workspaces ORDER BY id", vec![])
+    }
+
+    pub fn workspace(&self, id: &str) -> Result<Option<WorkspaceRow>, StoreError> {
+        Ok(self
+            .rows("SELECT id, name, ceiling, created_at, updated_at FROM workspaces WHERE id = ?", vec![text(id)])?
+            .into_iter()
+            .next())
+    }
+
+    /// How many listed keys each workspace named by a key has, and how many of them are active
+    /// now (one pass over the `(workspace, state, id, expires_ms)` index); `only`: that one.
+    pub fn workspace_counts(&self, only: Option<&str>, now: i64) -> Result<Vec<WorkspaceCount>, StoreError> {
+        let (clause, mut bindings) = match only {
+            Some(w) => ("workspace = ?", vec![text(w)]),
+            None => ("workspace IS NOT NULL", Vec::new()),
+        };
+        bindings.insert(0, int(now));
+        self.rows(
+            &format!(
+                "SELECT workspace, COUNT(*) AS keys,
+                   COALESCE(SUM(state = 0 AND (expires_ms IS NULL OR expires_ms > ?)), 0) AS active
+                 FROM keys WHERE {clause} GROUP BY workspace ORDER BY workspace"
+            ),
+            bindings,
+        )
+    }
+
+    /// Creates or replaces a workspace's row, with its audit entry.
+    pub fn put_workspace(&self, row: &WorkspaceRow, old: Option<&Value>, new: &Value, actor: &Actor, action: &str, now: i64) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO workspaces (id, name, ceiling, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, ceiling = excluded.ceiling, updated_at = excluded.updated_at",
+            vec![text(&row.id), text(&row.name), text(&row.ceiling), int(row.created_at), int(row.updated_at)],
+        )?;
+        self.audit_in(actor, action, None, Some(&row.id), &diff(old.cloned(), Some(new.clone())), now)
+    }
+
+    pub fn delete_workspace(&self, id: &str, old: &Value, actor: &Actor, now: i64) -> Result<(), StoreError> {
+        self.run("DELETE FROM workspaces WHERE id = ?", vec![text(id)])?;
+        self.audit_in(actor, "workspace_delete", None, Some(id), &diff(Some(old.clone()), None), now)
     }
 
     /// The stored policy document and its change-log position, if one was ever stored.
@@ -544,9 +733,13 @@ impl Ledger {
     }
 
     /// Audit entries newest first, before position `before` (exclusive) when given.
-    pub fn audit(&self, key_id: Option<&str>, action: Option<&str>, before: Option<i64>, limit: usize) -> Result<Vec<Value>, StoreError> {
-        let mut query = String::from("SELECT seq, at, actor, action, key_id, changes FROM audit WHERE 1 = 1");
+    pub fn audit(&self, key_id: Option<&str>, action: Option<&str>, workspace: Option<&str>, before: Option<i64>, limit: usize) -> Result<Vec<Value>, StoreError> {
+        let mut query = String::from("SELECT seq, at, actor, action, key_id, changes, workspace FROM audit WHERE 1 = 1");
         let mut bindings = Vec::new();
+        if let Some(w) = workspace {
+            query.push_str(" AND workspace = ?");
+            bindings.push(text(w));
+        }
         if let Some(k) = key_id {
             query.push_str(" AND key_id = ?");
             bindings.push(text(k));
@@ -571,6 +764,7 @@ impl Ledger {
                     "actor": r.actor,
                     "action": r.action,
                     "key_id": r.key_id,
+                    "workspace": r.workspace,
                     "changes": serde_json::from_str::<Value>(&r.changes).unwrap_or(Value::Null),
                 })
             })
@@ -618,8 +812,8 @@ impl Ledger {
         let json = serde_json::to_string(record)?;
         if listed {
             self.run(
-                "INSERT OR IGNORE INTO keys (digest, id, name_lower, version, record) VALUES (?, ?, ?, ?, ?)",
-                vec![text(&record.digest), text(&record.id), text(&record.name.to_lowercase()), int(version_of(record)), text(&json)],
+                "INSERT OR IGNORE INTO keys (digest, id, name_lower, version, record, workspace, state, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                Self::key_row(record, &json),
             )?;
         } else {
             self.run(

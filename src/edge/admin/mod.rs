@@ -11,6 +11,7 @@ mod policy;
 mod push;
 mod usage;
 mod verify;
+mod workspaces;
 
 pub use verify::{openapi, ping};
 
@@ -83,6 +84,19 @@ pub(crate) struct Call<'a> {
     ledger: &'a Ledger,
     now: i64,
     actor: Actor,
+    /// The workspace the call is confined to: the management key's own ("current"), or the one
+    /// the path names (`/workspaces/{w}/...`, "specified"). Another workspace's key is a 404.
+    scope: Option<String>,
+    /// Set when the scope is the management key's own workspace: what that key holds (its
+    /// permissions and its role's), beyond which it can give no key anything.
+    confined: Option<crate::core::record::PermissionSet>,
+}
+
+impl Call<'_> {
+    /// Whether a record belongs to the workspace the call is confined to (any, when none).
+    pub(crate) fn in_scope(&self, record: &KeyRecord) -> bool {
+        self.scope.as_deref().is_none_or(|w| record.workspace.as_deref() == Some(w))
+    }
 }
 
 /// Who may call what.
@@ -90,6 +104,19 @@ pub(crate) struct Call<'a> {
 enum Need {
     Admin,
     Permission(&'static str),
+    /// The admin token, or a management key confined to its workspace holding the permission
+    /// (push and bulk revocation, within that workspace).
+    AdminOrConfined(&'static str),
+    /// The admin token, or a management key that is not confined to a workspace (creating and
+    /// changing workspaces, their ceilings included).
+    AdminOrUnconfined(&'static str),
+}
+
+/// Who is calling: the actor, and for a management key its workspace and what it holds.
+struct Caller {
+    actor: Actor,
+    workspace: Option<String>,
+    holds: Option<crate::core::record::PermissionSet>,
 }
 
 pub async fn handle(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, now: i64) -> Result<Response> {
@@ -119,6 +146,13 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, no
 
 /// The `Allow` header of a 405: the methods each endpoint answers.
 pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
+    let segments = match segments {
+        ["workspaces"] => return "GET, POST",
+        ["workspaces", _] => return "GET, PUT, DELETE",
+        ["workspaces", _, "usage"] => return "GET",
+        ["workspaces", _, rest @ ..] => rest,
+        _ => segments,
+    };
     match segments {
         ["api_keys"] => "GET, POST",
         ["api_keys", _] => "GET, PUT, DELETE",
@@ -132,8 +166,25 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
 }
 
 async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, segments: &[&str]) -> Answer {
+    // The workspaces themselves, and every key route again under `/workspaces/{w}/`.
+    if let Some(answer) = workspaces::route(req, env, ledger, now, method, segments).await {
+        return answer;
+    }
+    keys_route(req, env, ledger, now, method, segments, None).await
+}
+
+/// A key route, flat or (with `specified`) under `/workspaces/{specified}/`.
+async fn keys_route(
+    req: &mut Request,
+    env: &Env,
+    ledger: &Ledger,
+    now: i64,
+    method: &Method,
+    segments: &[&str],
+    specified: Option<&str>,
+) -> Answer {
     let need = match (method, segments) {
-        (Method::Post, ["keys", "batch"]) => Need::Admin,
+        (Method::Post, ["keys", "batch"]) => Need::AdminOrConfined("keys:update"),
         (_, ["keys", "batch"]) => {
             return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
         }
@@ -145,15 +196,20 @@ async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: 
         (Method::Delete, ["api_keys", _]) => Need::Permission("keys:delete"),
         (Method::Post, ["verify"]) => Need::Permission("keys:read"),
         (Method::Get, ["policy"]) => Need::Permission("keys:read"),
-        (Method::Put, ["keys", _] | ["policy"]) | (Method::Post, ["revocations"]) => Need::Admin,
+        (Method::Put, ["keys", _]) => Need::AdminOrConfined("keys:update"),
+        (Method::Post, ["revocations"]) => Need::AdminOrConfined("keys:update"),
+        (Method::Put, ["policy"]) => Need::Admin,
         (_, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "revoke" | "roll" | "usage" | "credits"] | ["keys", _] | ["policy"]
             | ["revocations"] | ["verify"] | ["ping"] | ["openapi.json"] | ["audit"]) => {
             return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
         }
         _ => return Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into())),
     };
-    let actor = authorize(req, env, ledger, need, now)?;
-    let call = Call { env, ledger, now, actor };
+    if specified.is_some() && matches!(segments, ["policy"] | ["ping"] | ["openapi.json"]) {
+        return Err(Refusal(404, "NOT_FOUND", "no such management endpoint under a workspace".into()));
+    }
+    let caller = authorize(req, env, ledger, need, now)?;
+    let call = scoped_call(env, ledger, now, caller, specified)?;
     match (method, segments) {
         (Method::Get, ["api_keys"]) => list::list(req, &call).await,
         (Method::Post, ["api_keys"]) => keys::create(req, &call).await,
@@ -181,8 +237,20 @@ fn boxed<'a>(answer: impl std::future::Future<Output = Answer> + 'a) -> std::pin
     Box::pin(answer)
 }
 
+/// The call as confined by the caller's workspace ("current") and the path's ("specified"): a
+/// management key of one workspace naming another gets a 404, as for anything else it cannot see.
+fn scoped_call<'a>(env: &'a Env, ledger: &'a Ledger, now: i64, caller: Caller, specified: Option<&str>) -> std::result::Result<Call<'a>, Refusal> {
+    let scope = match (&caller.workspace, specified) {
+        (Some(own), Some(named)) if own != named => return Err(workspaces::not_found(named)),
+        (Some(own), _) => Some(own.clone()),
+        (None, named) => named.map(str::to_string),
+    };
+    let confined = if caller.workspace.is_some() { caller.holds } else { None };
+    Ok(Call { env, ledger, now, actor: caller.actor, scope, confined })
+}
+
 /// `ADMIN_TOKEN` (compared in constant time) or a keyward key holding the needed permission.
-fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) -> std::result::Result<Actor, Refusal> {
+fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) -> std::result::Result<Caller, Refusal> {
     let unauthorized = || Refusal(401, "UNAUTHORIZED", "send Authorization: Bearer <admin token or management key>".into());
     let header = req.headers().get("authorization").ok().flatten().ok_or_else(unauthorized)?;
     let token = header
@@ -194,7 +262,7 @@ fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) ->
     let admin = env.secret("ADMIN_TOKEN").map(|s| s.to_string()).or_else(|_| env.var("ADMIN_TOKEN").map(|v| v.to_string()));
     if let Ok(admin) = admin {
         if !admin.is_empty() && constant_time_eq(token.as_bytes(), admin.as_bytes()) {
-            return Ok(Actor::Admin);
+            return Ok(Caller { actor: Actor::Admin, workspace: None, holds: None });
         }
     }
     if parse_key(token).is_err() {
@@ -204,20 +272,124 @@ fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) ->
         .record(&key_digest(token))?
         .ok_or_else(|| Refusal(401, "UNAUTHORIZED", "the management token is not valid".into()))?;
     let key = CompiledKey::compile(record).map_err(|_| Refusal::from(StoreError("stored record is invalid".into())))?;
-    let Need::Permission(permission) = need else {
-        return Err(Refusal(403, "PERMISSION_DENIED", "this call needs the admin token".into()));
+    let permission = match need {
+        Need::Permission(p) => p,
+        Need::AdminOrConfined(p) if key.record.workspace.is_some() => p,
+        Need::AdminOrUnconfined(p) if key.record.workspace.is_none() => p,
+        Need::AdminOrUnconfined(_) => {
+            return Err(Refusal(403, "PERMISSION_DENIED", "this call needs the admin token or a management key without a workspace".into()))
+        }
+        Need::Admin | Need::AdminOrConfined(_) => {
+            return Err(Refusal(403, "PERMISSION_DENIED", "this call needs the admin token".into()));
+        }
     };
     let client_ip = req.headers().get("cf-connecting-ip").ok().flatten();
     let (origin, referer) = (req.headers().get("origin").ok().flatten(), req.headers().get("referer").ok().flatten());
     let request = GateRequest { client_ip: client_ip.as_deref(), origin: origin.as_deref(), referer: referer.as_deref(), ..GateRequest::default() };
-    let decision = decide_permission(&key, Some(permission), &request, now);
+    let mut decision = decide_permission(&key, Some(permission), &request, now);
+    // The key's role adds its permissions here too, as at the gate (read only when needed).
+    let roles = policy_roles(env, ledger)?;
+    if decision.code == crate::core::Code::PermissionDenied && roles.get(&key.record.role).is_some() {
+        decision = crate::core::decision::decide_permission_with_roles(&key, Some(permission), &request, now, &roles.doc);
+    }
     if decision.valid {
-        Ok(Actor::Key(key.record.id.clone()))
+        let holds = key.record.workspace.is_some().then(|| held(&key.record, &roles));
+        Ok(Caller { actor: Actor::Key(key.record.id.clone()), workspace: key.record.workspace.clone(), holds })
     } else if decision.code.status() == 401 {
         Err(Refusal(401, "UNAUTHORIZED", decision.message))
     } else {
         Err(Refusal(403, "PERMISSION_DENIED", decision.message))
     }
+}
+
+/// The policy's roles, as the doc defines them and compiled.
+pub(crate) struct PolicyRoles {
+    doc: std::collections::BTreeMap<String, Vec<String>>,
+    compiled: crate::core::policy::Roles,
+}
+
+impl PolicyRoles {
+    fn get(&self, role: &str) -> Option<&crate::core::record::PermissionSet> {
+        self.compiled.get(role)
+    }
+}
+
+/// The roles of the policy in force.
+fn policy_roles(env: &Env, ledger: &Ledger) -> std::result::Result<PolicyRoles, Refusal> {
+    let text = match ledger.policy()? {
+        Some((doc, _)) => doc,
+        None => crate::edge::store::default_policy(env),
+    };
+    let policy = crate::core::RoutePolicy::parse(&text).map_err(|_| Refusal::from(StoreError("the route policy is invalid".into())))?;
+    Ok(PolicyRoles { doc: policy.doc().roles.clone(), compiled: policy.roles().clone() })
+}
+
+/// What a record holds: its permissions and its role's.
+fn held(record: &KeyRecord, roles: &PolicyRoles) -> crate::core::record::PermissionSet {
+    let mut all = record.permissions.clone();
+    if let Some(role) = roles.doc.get(&record.role) {
+        all.extend(role.iter().cloned());
+    }
+    crate::core::record::PermissionSet::new(&all)
+}
+
+/// What a written record may hold: its role must be one the policy knows, and nothing it holds
+/// (its permissions and its role's) may go beyond its workspace's ceiling or, for a management
+/// key confined to its workspace, beyond what that key holds. Refused with 403 naming the
+/// permission; nothing is written. `changed`: whether permissions, role or workspace are part of
+/// this write (a write that changes none of them is not refused for a ceiling lowered since).
+fn check_grants(call: &Call<'_>, record: &KeyRecord, changed: bool) -> std::result::Result<(), Refusal> {
+    let roles = policy_roles(call.env, call.ledger)?;
+    if !roles.compiled.knows(&record.role) {
+        let mut known: Vec<&str> = roles.doc.keys().map(String::as_str).collect();
+        known.push(crate::core::policy::DEFAULT_ROLE);
+        return Err(Refusal::bad(format!("role: \"{}\" is not a role the policy defines (known: {})", record.role, known.join(", "))));
+    }
+    if !changed {
+        return Ok(());
+    }
+    let ceiling = match record.workspace.as_deref() {
+        Some(w) => workspaces::ceiling(call.ledger, w)?,
+        None => None,
+    };
+    let from_role = roles.doc.get(&record.role).cloned().unwrap_or_default();
+    let all = record.permissions.iter().map(|p| (p, "permissions")).chain(from_role.iter().map(|p| (p, "role")));
+    for (permission, source) in all {
+        let what = if source == "role" {
+            format!("role: the role \"{}\" grants {permission}, which is", record.role)
+        } else {
+            format!("permissions: {permission} is")
+        };
+        if let (Some(set), Some(w)) = (&ceiling, record.workspace.as_deref()) {
+            if !set.covers(permission) {
+                return Err(Refusal(403, "PERMISSION_DENIED", format!("{what} beyond the permission ceiling of workspace {w}")));
+            }
+        }
+        if let Some(holds) = &call.confined {
+            if !holds.covers(permission) {
+                return Err(Refusal(403, "PERMISSION_DENIED", format!("{what} beyond what the calling management key holds")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The workspace a written record belongs to under the call's scope: a key written under a
+/// workspace belongs to it (naming another is a 400); a key never moves to another workspace.
+fn place(call: &Call<'_>, record: &mut KeyRecord, old: Option<&KeyRecord>) -> std::result::Result<(), Refusal> {
+    if let Some(w) = &call.scope {
+        match record.workspace.as_deref() {
+            None if old.is_none_or(|o| o.workspace.is_none()) => record.workspace = Some(w.clone()),
+            Some(named) if named == w => {}
+            _ => return Err(Refusal::bad(format!("workspace: a key written in workspace {w} belongs to it (a key cannot move to another workspace)"))),
+        }
+    }
+    if let Some(old_ws) = old.and_then(|o| o.workspace.as_deref()) {
+        if record.workspace.as_deref() != Some(old_ws) {
+            return Err(Refusal::bad(format!("workspace: the key belongs to workspace {old_ws}; a key cannot move to another workspace")));
+        }
+    }
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -289,10 +461,10 @@ fn check_id(id: &str) -> std::result::Result<(), Refusal> {
     }
 }
 
-/// A listed key by id, or 404.
+/// A listed key by id, or 404 (also for a key of another workspace than the call's).
 fn load(call: &Call<'_>, id: &str) -> std::result::Result<KeyRecord, Refusal> {
     check_id(id)?;
-    call.ledger.record_by_id(id)?.ok_or_else(|| Refusal::not_found(id))
+    call.ledger.record_by_id(id)?.filter(|r| call.in_scope(r)).ok_or_else(|| Refusal::not_found(id))
 }
 
 /// The `name=value` pairs of a query string, percent-decoded; a bad encoding names its field.
@@ -334,6 +506,30 @@ fn shown(call: &Call<'_>, record: &KeyRecord) -> std::result::Result<Value, Refu
     Ok(shown_all(call, std::slice::from_ref(record))?.pop().unwrap_or(Value::Null))
 }
 
+/// A list's `workspace=`: within the call's scope (a management key confined to its workspace
+/// naming another gets a 404; a path naming another, a 400).
+fn list_workspace(call: &Call<'_>, value: String) -> std::result::Result<String, Refusal> {
+    if !crate::core::record::is_workspace_id(&value) {
+        return Err(Refusal::bad("workspace: must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -"));
+    }
+    match call.scope.as_deref() {
+        Some(w) if w != value && call.confined.is_some() => Err(workspaces::not_found(&value)),
+        Some(w) if w != value => Err(Refusal::bad(format!("workspace: the path already names workspace {w}"))),
+        _ => Ok(value),
+    }
+}
+
+/// A list's `status=`.
+fn list_status(value: &str) -> std::result::Result<crate::core::record::KeyStatus, Refusal> {
+    use crate::core::record::KeyStatus;
+    match value {
+        "active" => Ok(KeyStatus::Active),
+        "expired" => Ok(KeyStatus::Expired),
+        "revoked" => Ok(KeyStatus::Revoked),
+        _ => Err(Refusal::bad("status: must be active, expired or revoked")),
+    }
+}
+
 /// `per_page`: from 1 to `max`.
 fn per_page(value: &str, max: usize) -> std::result::Result<usize, Refusal> {
     value
@@ -347,5 +543,5 @@ fn per_page(value: &str, max: usize) -> std::result::Result<usize, Refusal> {
 /// (`permission` None: the admin token only) or a key holding `permission`.
 pub(crate) fn authorize_call(req: &Request, env: &Env, ledger: &Ledger, permission: Option<&'static str>, now: i64) -> std::result::Result<Actor, Refusal> {
     let need = permission.map_or(Need::Admin, Need::Permission);
-    authorize(req, env, ledger, need, now)
+    authorize(req, env, ledger, need, now).map(|caller| caller.actor)
 }
