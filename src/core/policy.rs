@@ -201,7 +201,7 @@ impl RoutePolicy {
             return Err(FieldError::new(unknown.clone(), "is not a policy field (\"rules\", \"method_override\", \"cors\", \"roles\")"));
         }
         let roles: BTreeMap<String, Vec<String>> = match object.get("roles") {
-            None | Some(Value::Null) => BTreeMap::new(),
+            None => BTreeMap::new(),
             Some(Value::Object(map)) => {
                 let mut roles = BTreeMap::new();
                 for (name, list) in map {
@@ -667,6 +667,7 @@ mod tests {
         let rules = serde_json::json!([{"method": "GET", "path": "/a", "permission": "a:read"}]);
         let err = |roles: Value| RoutePolicy::from_value(&serde_json::json!({"rules": rules, "roles": roles})).unwrap_err().field;
         assert_eq!(err(serde_json::json!(["reader"])), "roles");
+        assert_eq!(err(Value::Null), "roles");
         assert_eq!(err(serde_json::json!({"reader": "a:read"})), "roles.reader");
         assert_eq!(err(serde_json::json!({"reader": ["a:read", 5]})), "roles.reader[1]");
         assert_eq!(err(serde_json::json!({"reader": ["A:read"]})), "roles.reader[0]");
