@@ -391,17 +391,6 @@ pub fn body_field(body: Option<&[u8]>, field: &str) -> Result<Option<Value>, &'s
 /// Same precedence as [`decide`] up to the origin allowlist, then the permission if one is asked
 /// for. Of `request` only the client address, Basic workspace, `Origin` and `Referer` are read.
 pub fn decide_permission(key: &CompiledKey, permission: Option<&str>, request: &GateRequest<'_>, now_ms: i64) -> Decision {
-    decide_permission_with_roles(key, permission, request, now_ms, &std::collections::BTreeMap::new())
-}
-
-/// [`decide_permission`] with the policy's roles: the key's role adds its permissions, as at the gate.
-pub fn decide_permission_with_roles(
-    key: &CompiledKey,
-    permission: Option<&str>,
-    request: &GateRequest<'_>,
-    now_ms: i64,
-    roles: &std::collections::BTreeMap<String, Vec<String>>,
-) -> Decision {
     let policy = match permission {
         // One rule granting the asked permission on the one path we then ask about.
         Some(p) => RoutePolicy::from_doc(super::policy::PolicyDoc {
@@ -414,7 +403,6 @@ pub fn decide_permission_with_roles(
                 attribute_check: false,
                 cost: None,
             }],
-            roles: roles.clone(),
             ..Default::default()
         }),
         None => RoutePolicy::from_doc(super::policy::PolicyDoc::default()),

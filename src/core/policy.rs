@@ -3,10 +3,10 @@
 //! `HEAD` is matched as `GET` unless a rule names `HEAD` for the path. The policy's optional
 //! `cors` settings are validated here and applied by [`super::cors`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::method::MethodOverride;
 use super::cors::{CorsDoc, CorsPolicy};
@@ -48,32 +48,44 @@ pub struct PolicyDoc {
     pub method_override: MethodOverride,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsDoc>,
-    /// Named groups of permissions: a key whose `role` names one holds them too.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub roles: BTreeMap<String, Vec<String>>,
+    /// Named groups of permissions: a key whose `role` names one holds them too. Kept as the JSON
+    /// object it was given (validated by [`RoutePolicy::from_value`]).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub roles: Map<String, Value>,
 }
 
 /// The role a key has when none is given: it grants nothing unless the policy defines it.
 pub const DEFAULT_ROLE: &str = "organization_admin";
 pub const MAX_ROLES: usize = 1000;
 
-/// The policy's roles, each a [`PermissionSet`].
+/// The policy's roles by name (sorted, as the policy's JSON object keeps them): each one's
+/// permissions as written, and indexed.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Roles(HashMap<String, PermissionSet>);
+pub struct Roles(Vec<(String, Vec<String>, PermissionSet)>);
 
 impl Roles {
+    fn find(&self, role: &str) -> Option<&(String, Vec<String>, PermissionSet)> {
+        self.0.binary_search_by(|(name, _, _)| name.as_str().cmp(role)).ok().and_then(|i| self.0.get(i))
+    }
+
     /// Whether `role` grants `permission` (a concrete `module:action`); an unknown role grants nothing.
     pub fn grants(&self, role: &str, permission: &str) -> bool {
-        self.0.get(role).is_some_and(|set| set.grants(permission))
+        !self.0.is_empty() && self.find(role).is_some_and(|(_, _, set)| set.grants(permission))
     }
 
     /// Whether a record may name `role`: a defined role, or the default one.
     pub fn knows(&self, role: &str) -> bool {
-        role == DEFAULT_ROLE || self.0.contains_key(role)
+        role == DEFAULT_ROLE || self.find(role).is_some()
     }
 
-    pub fn get(&self, role: &str) -> Option<&PermissionSet> {
-        self.0.get(role)
+    /// The permissions `role` grants, as the policy writes them (none for an unknown role).
+    pub fn permissions(&self, role: &str) -> &[String] {
+        self.find(role).map_or(&[], |(_, list, _)| list.as_slice())
+    }
+
+    /// The defined roles' names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(name, _, _)| name.as_str())
     }
 }
 
@@ -81,24 +93,32 @@ fn is_role_name(name: &str) -> bool {
     (1..=100).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
-fn compile_roles(doc: &BTreeMap<String, Vec<String>>) -> Result<Roles, FieldError> {
+/// Validates the `roles` object (each field named: `roles.reader[1]`) and indexes it.
+fn compile_roles(doc: &Map<String, Value>) -> Result<Roles, FieldError> {
     if doc.len() > MAX_ROLES {
         return Err(FieldError::new("roles", format!("must define at most {MAX_ROLES} roles")));
     }
-    let mut roles = HashMap::with_capacity(doc.len());
-    for (name, permissions) in doc {
+    let mut roles = Vec::with_capacity(doc.len());
+    // A JSON object's keys come sorted (serde_json's map is ordered), so the list is too.
+    for (name, list) in doc {
         if !is_role_name(name) {
             return Err(FieldError::new(format!("roles.{name}"), "a role name is 1 to 100 characters of A-Z, a-z, 0-9, _, - and ."));
         }
-        for (i, p) in permissions.iter().enumerate() {
-            if !is_group_permission(p) {
-                return Err(FieldError::new(
-                    format!("roles.{name}[{i}]"),
-                    format!("\"{p}\" is not a permission (expected module:action, module:*, *:action or *)"),
-                ));
+        let items = list.as_array().ok_or_else(|| FieldError::new(format!("roles.{name}"), "must be an array of permissions"))?;
+        let mut permissions = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str() {
+                Some(p) if is_group_permission(p) => permissions.push(p.to_string()),
+                _ => {
+                    return Err(FieldError::new(
+                        format!("roles.{name}[{i}]"),
+                        format!("{item} is not a permission (expected module:action, module:*, *:action or *)"),
+                    ))
+                }
             }
         }
-        roles.insert(name.clone(), PermissionSet::new(permissions));
+        let set = PermissionSet::new(&permissions);
+        roles.push((name.clone(), permissions, set));
     }
     Ok(Roles(roles))
 }
@@ -200,24 +220,9 @@ impl RoutePolicy {
         if let Some(unknown) = object.keys().find(|k| !matches!(k.as_str(), "rules" | "method_override" | "cors" | "roles")) {
             return Err(FieldError::new(unknown.clone(), "is not a policy field (\"rules\", \"method_override\", \"cors\", \"roles\")"));
         }
-        let roles: BTreeMap<String, Vec<String>> = match object.get("roles") {
-            None => BTreeMap::new(),
-            Some(Value::Object(map)) => {
-                let mut roles = BTreeMap::new();
-                for (name, list) in map {
-                    let items = list
-                        .as_array()
-                        .ok_or_else(|| FieldError::new(format!("roles.{name}"), "must be an array of permissions"))?;
-                    let mut permissions = Vec::with_capacity(items.len());
-                    for (i, item) in items.iter().enumerate() {
-                        permissions.push(
-                            item.as_str().ok_or_else(|| FieldError::new(format!("roles.{name}[{i}]"), "must be a string"))?.to_string(),
-                        );
-                    }
-                    roles.insert(name.clone(), permissions);
-                }
-                roles
-            }
+        let roles = match object.get("roles") {
+            None => Map::new(),
+            Some(Value::Object(map)) => map.clone(),
             Some(_) => return Err(FieldError::new("roles", "must be an object of role name to permissions")),
         };
         let method_override = match object.get("method_override") {

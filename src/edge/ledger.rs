@@ -90,8 +90,8 @@ CREATE TABLE IF NOT EXISTS workspaces (
   id TEXT PRIMARY KEY,
   name TEXT NOT NULL,
   ceiling TEXT NOT NULL,
-  created_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
 );
 ";
 
@@ -178,24 +178,6 @@ impl ListFilter {
     fn names_only(&self) -> bool {
         self.workspace.is_none() && self.status.is_none()
     }
-}
-
-/// A workspace as stored (`explicit`) or as its keys name it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct WorkspaceRow {
-    pub id: String,
-    pub name: String,
-    pub ceiling: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// A workspace's key counts.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct WorkspaceCount {
-    pub workspace: String,
-    pub keys: i64,
-    pub active: i64,
 }
 
 /// One answer of the change feed an isolate follows.
@@ -449,7 +431,7 @@ impl Ledger {
     /// whole table: 60 ms at 100 000 keys.)
     pub fn list(&self, filter: &ListFilter, after: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<KeyRecord>, usize), StoreError> {
         if let Some(part) = filter.name_contains.as_ref().filter(|_| filter.names_only()) {
-            let matches = self.with_names(|names| names.search(part, filter.name.as_deref(), after, offset, limit))?;
+            let matches = self.search_names(part, filter.name.as_deref(), after, offset, limit)?;
             return Ok((self.records_by_id(&matches.page)?, matches.total));
         }
         let (clause, mut bindings) = self.clause(filter)?;
@@ -472,6 +454,11 @@ impl Ledger {
             .map(|r| serde_json::from_str::<KeyRecord>(&r.record))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((records, total))
+    }
+
+    /// The name search (one compiled copy of [`Self::with_names`] for every caller).
+    fn search_names(&self, part: &str, name: Option<&str>, after: Option<&str>, offset: usize, limit: usize) -> Result<name_index::Matches, StoreError> {
+        self.with_names(|names| names.search(part, name, after, offset, limit))
     }
 
     /// How many keys are listed, from the trigger-kept counter.
@@ -570,82 +557,74 @@ impl Ledger {
     /// `(workspace, state, id, expires_ms)` or `(state, id, expires_ms)` (expiry by time is read
     /// from the index against now). `name_contains` with other filters: the name search's ids.
     fn clause(&self, filter: &ListFilter) -> Result<(String, Vec<SqlStorageValue>), StoreError> {
-        let mut parts: Vec<&str> = Vec::new();
+        let mut clause = String::from("1 = 1");
         let mut bindings = Vec::new();
+        let mut add = |part: &str, value: Option<SqlStorageValue>| {
+            clause.push_str(" AND ");
+            clause.push_str(part);
+            bindings.extend(value);
+        };
         if let Some(name) = &filter.name {
-            parts.push("name_lower = ?");
-            bindings.push(text(name));
+            add("name_lower = ?", Some(text(name)));
         }
         if let Some(workspace) = &filter.workspace {
-            parts.push("workspace = ?");
-            bindings.push(text(workspace));
+            add("workspace = ?", Some(text(workspace)));
         }
         match filter.status {
             None => {}
-            Some(KeyStatus::Active) => {
-                parts.push("state = 0 AND (expires_ms IS NULL OR expires_ms > ?)");
-                bindings.push(int(filter.now));
-            }
-            Some(KeyStatus::Expired) => {
-                parts.push("state IN (0, 1) AND (state = 1 OR expires_ms <= ?)");
-                bindings.push(int(filter.now));
-            }
-            Some(KeyStatus::Revoked) => parts.push("state = 2"),
+            Some(KeyStatus::Active) => add("state = 0 AND (expires_ms IS NULL OR expires_ms > ?)", Some(int(filter.now))),
+            Some(KeyStatus::Expired) => add("state IN (0, 1) AND (state = 1 OR expires_ms <= ?)", Some(int(filter.now))),
+            Some(KeyStatus::Revoked) => add("state = 2", None),
         }
         if let Some(part) = &filter.name_contains {
-            let all = self.with_names(|names| names.search(part, filter.name.as_deref(), None, 0, usize::MAX))?;
-            parts.push("id IN (SELECT value FROM json_each(?))");
-            bindings.push(text(&serde_json::to_string(&all.page)?));
+            let all = self.search_names(part, filter.name.as_deref(), None, 0, usize::MAX)?;
+            add("id IN (SELECT value FROM json_each(?))", Some(text(&serde_json::to_string(&all.page)?)));
         }
-        if parts.is_empty() {
-            return Ok(("1 = 1".to_string(), bindings));
-        }
-        Ok((parts.join(" AND "), bindings))
+        Ok((clause, bindings))
     }
 
-    /// The workspaces created through the API, by id.
-    pub fn workspaces(&self) -> Result<Vec<WorkspaceRow>, StoreError> {
-        self.rows("SELECT id, name, ceiling, created_at, updated_at FROM workspaces ORDER BY id", vec![])
+    /// Workspaces as the API shows them, by id: those created (explicit) and those only keys
+    /// name, with their key counts (one pass over the `(workspace, state, id, expires_ms)`
+    /// index); `only`: that one (none when it exists in neither way). Built by SQLite as JSON.
+    pub fn workspace_views(&self, only: Option<&str>, now: i64) -> Result<Vec<Value>, StoreError> {
+        let (created, named) = if only.is_some() { ("id = ?2", "workspace = ?2") } else { ("?2 IS NULL", "workspace IS NOT NULL") };
+        let query = format!(
+            "WITH ids AS (SELECT id FROM workspaces WHERE {created} UNION SELECT workspace FROM keys WHERE {named}),
+             counts AS (SELECT workspace, COUNT(*) AS n, SUM(state = 0 AND (expires_ms IS NULL OR expires_ms > ?1)) AS active
+               FROM keys WHERE {named} GROUP BY workspace)
+             SELECT COALESCE(json_group_array(json(v)), '[]') AS value FROM (
+               SELECT json_object('id', i.id, 'name', COALESCE(w.name, i.id), 'permission_ceiling', json(COALESCE(w.ceiling, '[\"*\"]')),
+                 'explicit', json(CASE WHEN w.id IS NULL THEN 'false' ELSE 'true' END),
+                 'key_count', COALESCE(c.n, 0), 'active_key_count', COALESCE(c.active, 0),
+                 'created_at', w.created_at, 'updated_at', w.updated_at) AS v
+               FROM ids i LEFT JOIN workspaces w ON w.id = i.id LEFT JOIN counts c ON c.workspace = i.id ORDER BY i.id)"
+        );
+        let text = self.rows::<ValueRow>(&query, vec![int(now), opt_text(only)])?.into_iter().next().map(|r| r.value).unwrap_or_default();
+        Ok(serde_json::from_str(&text)?)
     }
 
-    pub fn workspace(&self, id: &str) -> Result<Option<WorkspaceRow>, StoreError> {
-        Ok(self
-            .rows("SELECT id, name, ceiling, created_at, updated_at FROM workspaces WHERE id = ?", vec![text(id)])?
-            .into_iter()
-            .next())
+    /// A created workspace's ceiling, as stored (a JSON array); none for an implicit one.
+    pub fn workspace_ceiling(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.rows::<ValueRow>("SELECT ceiling AS value FROM workspaces WHERE id = ?", vec![text(id)])?.into_iter().next().map(|r| r.value))
     }
 
-    /// How many listed keys each workspace named by a key has, and how many of them are active
-    /// now (one pass over the `(workspace, state, id, expires_ms)` index); `only`: that one.
-    pub fn workspace_counts(&self, only: Option<&str>, now: i64) -> Result<Vec<WorkspaceCount>, StoreError> {
-        let (clause, mut bindings) = match only {
-            Some(w) => ("workspace = ?", vec![text(w)]),
-            None => ("workspace IS NOT NULL", Vec::new()),
-        };
-        bindings.insert(0, int(now));
-        self.rows(
-            &format!(
-                "SELECT workspace, COUNT(*) AS keys,
-                   COALESCE(SUM(state = 0 AND (expires_ms IS NULL OR expires_ms > ?)), 0) AS active
-                 FROM keys WHERE {clause} GROUP BY workspace ORDER BY workspace"
-            ),
-            bindings,
-        )
-    }
-
-    /// Creates or replaces a workspace's row, with its audit entry.
-    pub fn put_workspace(&self, row: &WorkspaceRow, old: Option<&Value>, new: &Value, actor: &Actor, action: &str, now: i64) -> Result<(), StoreError> {
+    /// Creates (`old` none) or changes a workspace (`created_at` is kept), with its audit entry.
+    pub fn put_workspace(&self, id: &str, name: &str, ceiling: &str, old: Option<Value>, actor: &Actor, now: i64) -> Result<Value, StoreError> {
+        let action = if old.is_none() { "workspace_create" } else { "workspace_update" };
+        let at = crate::core::time::format_rfc3339(now);
         self.run(
-            "INSERT INTO workspaces (id, name, ceiling, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO workspaces (id, name, ceiling, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, ceiling = excluded.ceiling, updated_at = excluded.updated_at",
-            vec![text(&row.id), text(&row.name), text(&row.ceiling), int(row.created_at), int(row.updated_at)],
+            vec![text(id), text(name), text(ceiling), text(&at)],
         )?;
-        self.audit_in(actor, action, None, Some(&row.id), &diff(old.cloned(), Some(new.clone())), now)
+        let new = self.workspace_views(Some(id), now)?.into_iter().next().unwrap_or(Value::Null);
+        self.audit_in(actor, action, None, Some(id), &diff(old, Some(new.clone())), now)?;
+        Ok(new)
     }
 
-    pub fn delete_workspace(&self, id: &str, old: &Value, actor: &Actor, now: i64) -> Result<(), StoreError> {
+    pub fn delete_workspace(&self, id: &str, old: Value, actor: &Actor, now: i64) -> Result<(), StoreError> {
         self.run("DELETE FROM workspaces WHERE id = ?", vec![text(id)])?;
-        self.audit_in(actor, "workspace_delete", None, Some(id), &diff(Some(old.clone()), None), now)
+        self.audit_in(actor, "workspace_delete", None, Some(id), &diff(Some(old), None), now)
     }
 
     /// The stored policy document and its change-log position, if one was ever stored.

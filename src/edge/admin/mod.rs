@@ -107,9 +107,6 @@ enum Need {
     /// The admin token, or a management key confined to its workspace holding the permission
     /// (push and bulk revocation, within that workspace).
     AdminOrConfined(&'static str),
-    /// The admin token, or a management key that is not confined to a workspace (creating and
-    /// changing workspaces, their ceilings included).
-    AdminOrUnconfined(&'static str),
 }
 
 /// Who is calling: the actor, and for a management key its workspace and what it holds.
@@ -275,10 +272,6 @@ fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) ->
     let permission = match need {
         Need::Permission(p) => p,
         Need::AdminOrConfined(p) if key.record.workspace.is_some() => p,
-        Need::AdminOrUnconfined(p) if key.record.workspace.is_none() => p,
-        Need::AdminOrUnconfined(_) => {
-            return Err(Refusal(403, "PERMISSION_DENIED", "this call needs the admin token or a management key without a workspace".into()))
-        }
         Need::Admin | Need::AdminOrConfined(_) => {
             return Err(Refusal(403, "PERMISSION_DENIED", "this call needs the admin token".into()));
         }
@@ -287,13 +280,15 @@ fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) ->
     let (origin, referer) = (req.headers().get("origin").ok().flatten(), req.headers().get("referer").ok().flatten());
     let request = GateRequest { client_ip: client_ip.as_deref(), origin: origin.as_deref(), referer: referer.as_deref(), ..GateRequest::default() };
     let mut decision = decide_permission(&key, Some(permission), &request, now);
-    // The key's role adds its permissions here too, as at the gate (read only when needed).
-    let roles = policy_roles(env, ledger)?;
-    if decision.code == crate::core::Code::PermissionDenied && roles.get(&key.record.role).is_some() {
-        decision = crate::core::decision::decide_permission_with_roles(&key, Some(permission), &request, now, &roles.doc);
+    // The key's role adds its permissions here too, as at the gate: every other check passed
+    // when the permission is what is missing.
+    let policy = policy_roles(env, ledger)?;
+    let roles = policy.roles();
+    if decision.code == crate::core::Code::PermissionDenied && roles.grants(&key.record.role, permission) {
+        decision.valid = true;
     }
     if decision.valid {
-        let holds = key.record.workspace.is_some().then(|| held(&key.record, &roles));
+        let holds = key.record.workspace.is_some().then(|| held(&key.record, roles));
         Ok(Caller { actor: Actor::Key(key.record.id.clone()), workspace: key.record.workspace.clone(), holds })
     } else if decision.code.status() == 401 {
         Err(Refusal(401, "UNAUTHORIZED", decision.message))
@@ -302,34 +297,18 @@ fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) ->
     }
 }
 
-/// The policy's roles, as the doc defines them and compiled.
-pub(crate) struct PolicyRoles {
-    doc: std::collections::BTreeMap<String, Vec<String>>,
-    compiled: crate::core::policy::Roles,
-}
-
-impl PolicyRoles {
-    fn get(&self, role: &str) -> Option<&crate::core::record::PermissionSet> {
-        self.compiled.get(role)
-    }
-}
-
 /// The roles of the policy in force.
-fn policy_roles(env: &Env, ledger: &Ledger) -> std::result::Result<PolicyRoles, Refusal> {
+fn policy_roles(env: &Env, ledger: &Ledger) -> std::result::Result<crate::core::RoutePolicy, Refusal> {
     let text = match ledger.policy()? {
         Some((doc, _)) => doc,
         None => crate::edge::store::default_policy(env),
     };
-    let policy = crate::core::RoutePolicy::parse(&text).map_err(|_| Refusal::from(StoreError("the route policy is invalid".into())))?;
-    Ok(PolicyRoles { doc: policy.doc().roles.clone(), compiled: policy.roles().clone() })
+    crate::core::RoutePolicy::parse(&text).map_err(|_| Refusal::from(StoreError("the route policy is invalid".into())))
 }
 
 /// What a record holds: its permissions and its role's.
-fn held(record: &KeyRecord, roles: &PolicyRoles) -> crate::core::record::PermissionSet {
-    let mut all = record.permissions.clone();
-    if let Some(role) = roles.doc.get(&record.role) {
-        all.extend(role.iter().cloned());
-    }
+fn held(record: &KeyRecord, roles: &crate::core::policy::Roles) -> crate::core::record::PermissionSet {
+    let all: Vec<&str> = record.permissions.iter().map(String::as_str).chain(roles.permissions(&record.role).iter().map(String::as_str)).collect();
     crate::core::record::PermissionSet::new(&all)
 }
 
@@ -339,11 +318,15 @@ fn held(record: &KeyRecord, roles: &PolicyRoles) -> crate::core::record::Permiss
 /// permission; nothing is written. `changed`: whether permissions, role or workspace are part of
 /// this write (a write that changes none of them is not refused for a ceiling lowered since).
 fn check_grants(call: &Call<'_>, record: &KeyRecord, changed: bool) -> std::result::Result<(), Refusal> {
-    let roles = policy_roles(call.env, call.ledger)?;
-    if !roles.compiled.knows(&record.role) {
-        let mut known: Vec<&str> = roles.doc.keys().map(String::as_str).collect();
-        known.push(crate::core::policy::DEFAULT_ROLE);
-        return Err(Refusal::bad(format!("role: \"{}\" is not a role the policy defines (known: {})", record.role, known.join(", "))));
+    let policy = policy_roles(call.env, call.ledger)?;
+    let roles = policy.roles();
+    if !roles.knows(&record.role) {
+        let mut known = String::from(crate::core::policy::DEFAULT_ROLE);
+        for name in roles.names() {
+            known.push_str(", ");
+            known.push_str(name);
+        }
+        return Err(Refusal::bad(format!("role: \"{}\" is not a role the policy defines (known: {known})", record.role)));
     }
     if !changed {
         return Ok(());
@@ -352,24 +335,19 @@ fn check_grants(call: &Call<'_>, record: &KeyRecord, changed: bool) -> std::resu
         Some(w) => workspaces::ceiling(call.ledger, w)?,
         None => None,
     };
-    let from_role = roles.doc.get(&record.role).cloned().unwrap_or_default();
-    let all = record.permissions.iter().map(|p| (p, "permissions")).chain(from_role.iter().map(|p| (p, "role")));
-    for (permission, source) in all {
-        let what = if source == "role" {
-            format!("role: the role \"{}\" grants {permission}, which is", record.role)
-        } else {
-            format!("permissions: {permission} is")
+    let own = record.permissions.len();
+    for (i, permission) in record.permissions.iter().chain(roles.permissions(&record.role)).enumerate() {
+        let limit = match (&ceiling, record.workspace.as_deref(), &call.confined) {
+            (Some(set), Some(w), _) if !set.covers(permission) => format!("the permission ceiling of workspace {w}"),
+            (_, _, Some(holds)) if !holds.covers(permission) => "what the calling management key holds".to_string(),
+            _ => continue,
         };
-        if let (Some(set), Some(w)) = (&ceiling, record.workspace.as_deref()) {
-            if !set.covers(permission) {
-                return Err(Refusal(403, "PERMISSION_DENIED", format!("{what} beyond the permission ceiling of workspace {w}")));
-            }
-        }
-        if let Some(holds) = &call.confined {
-            if !holds.covers(permission) {
-                return Err(Refusal(403, "PERMISSION_DENIED", format!("{what} beyond what the calling management key holds")));
-            }
-        }
+        let what = if i < own {
+            format!("permissions: {permission} is")
+        } else {
+            format!("role: the role \"{}\" grants {permission}, which is", record.role)
+        };
+        return Err(Refusal(403, "PERMISSION_DENIED", format!("{what} beyond {limit}")));
     }
     Ok(())
 }
