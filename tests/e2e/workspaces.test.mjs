@@ -165,6 +165,14 @@ test('scoped routes: every key route under /workspaces/{w}/ answers only that wo
   await ok(admin('POST', `${base}/api_keys/${rolled.id}/revoke`));
   await ok(admin('DELETE', `${base}/api_keys/${rolled.id}`));
   await ok(admin('GET', `${base}/api_keys/${inA.id}/usage`));
+  // A deleted revoked key stays its workspace's: pushed again there it is KEY_REVOKED, elsewhere 404.
+  const pushed = digest(makeKey('kw_live'));
+  const made = await ok(admin('PUT', `${base}/keys/${pushed}`, { api_key: { name: 'pushed', version: 1 } }), 201);
+  assert.equal(made.workspace, a);
+  await ok(admin('POST', `${base}/api_keys/${made.id}/revoke`));
+  await ok(admin('DELETE', `${base}/api_keys/${made.id}`));
+  refused(await admin('PUT', `${base}/keys/${pushed}`, { api_key: { name: 'again', version: 9 } }), 409, 'KEY_REVOKED');
+  refused(await admin('PUT', `/workspaces/${b}/keys/${pushed}`, { api_key: { name: 'again', version: 9 } }), 404, 'NOT_FOUND');
   // Policy, ping and the OpenAPI document are not workspace routes.
   refused(await admin('GET', `${base}/policy`), 404, 'NOT_FOUND');
 });

@@ -207,6 +207,8 @@ pub(super) async fn delete(call: &Call<'_>, id: &str) -> Answer {
 fn tombstone_of(record: &KeyRecord, now: i64) -> KeyRecord {
     let mut t = KeyRecord::blank(record.id.clone(), record.digest.clone(), now);
     t.name = "(deleted)".into();
+    // Still its workspace's: a push of the digest there answers KEY_REVOKED, elsewhere 404.
+    t.workspace = record.workspace.clone();
     t.active = false;
     t.revoked_at = record.revoked_at.clone();
     t.version = record.version.saturating_add(1);

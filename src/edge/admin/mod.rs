@@ -357,7 +357,8 @@ fn check_grants(call: &Call<'_>, record: &KeyRecord, changed: bool) -> std::resu
 fn place(call: &Call<'_>, record: &mut KeyRecord, old: Option<&KeyRecord>) -> std::result::Result<(), Refusal> {
     if let Some(w) = &call.scope {
         match record.workspace.as_deref() {
-            None if old.is_none_or(|o| o.workspace.is_none()) => record.workspace = Some(w.clone()),
+            // Not named: the call's (a key found under the scope is already its own).
+            None => record.workspace = Some(w.clone()),
             Some(named) if named == w => {}
             _ => return Err(Refusal::bad(format!("workspace: a key written in workspace {w} belongs to it (a key cannot move to another workspace)"))),
         }
