@@ -417,3 +417,29 @@ test('workspaces: list, create, get, update, delete; --workspace scopes every ke
   const bad = await cli(['keys', 'list', '--status', 'dormant']);
   assert.equal(bad.code, 2);
 });
+
+test('--workspace on push, verify, revoke and audit: the workspace\'s keys only', async () => {
+  const w = `cli-push-${Date.now().toString(36)}`;
+  const other = `${w}-b`;
+  const mine = makeKey('kw_live');
+  const theirs = makeKey('kw_live');
+  const push = (key, workspace) => cli(['push', '--key', key, '--version', '1', '--name', 'pushed', '--permission', 'users:read', '--workspace', workspace, '--json']);
+  const a = await push(mine, w);
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(JSON.parse(a.stdout).workspace, w);
+  assert.equal((await push(theirs, other)).code, 0);
+  // verify under w knows only w's key.
+  const known = JSON.parse((await cli(['verify', '--key', mine, '--path', USERS, '--workspace', w, '--json'])).stdout);
+  assert.equal(known.code, 'VALID');
+  const unknown = JSON.parse((await cli(['verify', '--key', theirs, '--path', USERS, '--workspace', w, '--json'])).stdout);
+  assert.equal(unknown.code, 'UNKNOWN_KEY');
+  // revoke under w: the other workspace's key is not found, and still works.
+  const revoked = await cli(['revoke', mine, theirs, '--workspace', w]);
+  assert.notEqual(revoked.code, 0, 'a key not found makes the run fail');
+  assert.equal((await gate(mine)).body.error_code, 'KEY_REVOKED');
+  assert.equal((await gate(theirs)).status, 200);
+  // audit under w: only w's entries.
+  const entries = JSON.parse((await cli(['audit', '--workspace', w, '--json'])).stdout);
+  assert.deepEqual(entries.map((e) => e.action), ['revoke', 'push']);
+  assert.ok(entries.every((e) => e.workspace === w));
+});
