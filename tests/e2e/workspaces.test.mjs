@@ -174,7 +174,7 @@ test('scoped routes: every key route under /workspaces/{w}/ answers only that wo
   refused(await admin('PUT', `${base}/keys/${pushed}`, { api_key: { name: 'again', version: 9 } }), 409, 'KEY_REVOKED');
   refused(await admin('PUT', `/workspaces/${b}/keys/${pushed}`, { api_key: { name: 'again', version: 9 } }), 404, 'NOT_FOUND');
   // Policy, ping and the OpenAPI document are not workspace routes.
-  refused(await admin('GET', `${base}/policy`), 404, 'NOT_FOUND');
+  for (const p of ['/policy', '/ping', '/openapi.json', '/workspaces']) refused(await admin('GET', `${base}${p}`), 404, 'NOT_FOUND');
 });
 
 test('lists: workspace= and status= filters, paged, on flat and scoped routes', async () => {

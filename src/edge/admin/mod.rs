@@ -130,7 +130,12 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, no
         init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
         req = Request::new_with_init(req.url()?.as_str(), &init)?;
     }
-    match route(&mut req, env, ledger, now, &method, &segments).await {
+    let answer = match segments.as_slice() {
+        // The workspaces themselves (synchronous: their body is the one already read).
+        ["workspaces"] | ["workspaces", _] | ["workspaces", _, "usage"] => workspaces::route(&req, env, ledger, now, &method, &segments, &body),
+        _ => route(&mut req, env, ledger, now, &method, &segments).await,
+    };
+    match answer {
         Ok(response) => Ok(response),
         Err(Refusal(405, code, message)) => {
             let response = reply::error(405, code, &message)?;
@@ -163,11 +168,12 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
 }
 
 async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, segments: &[&str]) -> Answer {
-    // The workspaces themselves, and every key route again under `/workspaces/{w}/`.
-    if let Some(answer) = workspaces::route(req, env, ledger, now, method, segments).await {
-        return answer;
-    }
-    keys_route(req, env, ledger, now, method, segments, None).await
+    // Every key route again under `/workspaces/{w}/`.
+    let (specified, segments) = match segments {
+        ["workspaces", id, rest @ ..] => (Some(workspaces::checked(id)?), rest),
+        _ => (None, segments),
+    };
+    keys_route(req, env, ledger, now, method, segments, specified).await
 }
 
 /// A key route, flat or (with `specified`) under `/workspaces/{specified}/`.
@@ -180,6 +186,9 @@ async fn keys_route(
     segments: &[&str],
     specified: Option<&str>,
 ) -> Answer {
+    if specified.is_some() && matches!(segments, ["policy"] | ["ping"] | ["openapi.json"]) {
+        return Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into()));
+    }
     let need = match (method, segments) {
         (Method::Post, ["keys", "batch"]) => Need::AdminOrConfined("keys:update"),
         (_, ["keys", "batch"]) => {
@@ -202,9 +211,6 @@ async fn keys_route(
         }
         _ => return Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into())),
     };
-    if specified.is_some() && matches!(segments, ["policy"] | ["ping"] | ["openapi.json"]) {
-        return Err(Refusal(404, "NOT_FOUND", "no such management endpoint under a workspace".into()));
-    }
     let caller = authorize(req, env, ledger, need, now)?;
     let call = scoped_call(env, ledger, now, caller, specified)?;
     match (method, segments) {
@@ -404,13 +410,18 @@ async fn read_json_up_to(req: &mut Request, limit: usize) -> std::result::Result
         return Err(Refusal::bad(format!("body: must be at most {limit} bytes")));
     }
     let bytes = req.bytes().await.map_err(|_| Refusal::bad("body: could not be read"))?;
+    json_of(&bytes, limit)
+}
+
+/// A body already read, as JSON: at most `limit` bytes, not empty, valid.
+fn json_of(bytes: &[u8], limit: usize) -> std::result::Result<Value, Refusal> {
     if bytes.len() > limit {
         return Err(Refusal::bad(format!("body: must be at most {limit} bytes")));
     }
     if bytes.is_empty() {
         return Err(Refusal::bad("body: a JSON body is required"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| Refusal::bad(format!("body: is not valid JSON ({e})")))
+    serde_json::from_slice(bytes).map_err(|e| Refusal::bad(format!("body: is not valid JSON ({e})")))
 }
 
 /// The `{"api_key": {...}}` wrapper every key-writing call takes.

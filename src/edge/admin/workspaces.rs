@@ -8,7 +8,7 @@
 use serde_json::{json, Map, Value};
 use worker::{Env, Method, Request};
 
-use super::{authorize, boxed, no_query, read_json, scoped_call, Answer, Call, Need, Refusal};
+use super::{authorize, json_of, no_query, scoped_call, Answer, Call, Need, Refusal, MAX_BODY_BYTES};
 use crate::core::record::{is_group_permission, is_workspace_id, PermissionSet, MAX_LIST_ENTRIES, MAX_NAME_CHARS};
 use crate::edge::ledger::Ledger;
 use crate::edge::reply;
@@ -32,23 +32,20 @@ pub(super) fn ceiling(ledger: &Ledger, id: &str) -> std::result::Result<Option<P
         .map(|text| PermissionSet::new(&serde_json::from_str::<Vec<String>>(&text).unwrap_or_default())))
 }
 
-/// Answers the workspace routes; `None`: not one of them (a flat key route).
-pub(super) async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, segments: &[&str]) -> Option<Answer> {
-    let answer = match segments {
-        ["workspaces"] => boxed(collection(req, env, ledger, now, method)).await,
-        ["workspaces", id, rest @ ..] => {
-            if let Err(e) = check_workspace_id(id) {
-                return Some(Err(e));
-            }
-            match rest {
-                [] => boxed(one(req, env, ledger, now, method, id)).await,
-                ["usage"] => usage(req, env, ledger, now, method, id),
-                _ => boxed(super::keys_route(req, env, ledger, now, method, rest, Some(id))).await,
-            }
-        }
-        _ => return None,
-    };
-    Some(answer)
+/// A workspace id from the path, or a 400.
+pub(super) fn checked(id: &str) -> std::result::Result<&str, Refusal> {
+    check_workspace_id(id).map(|()| id)
+}
+
+/// Answers `/workspaces`, `/workspaces/{id}` and `/workspaces/{id}/usage`, with the request's
+/// body already read (`body`).
+pub(super) fn route(req: &Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, segments: &[&str], body: &[u8]) -> Answer {
+    match segments {
+        ["workspaces"] => collection(req, env, ledger, now, method, body),
+        ["workspaces", id] => one(req, env, ledger, now, method, checked(id)?, body),
+        ["workspaces", id, "usage"] => usage(req, env, ledger, now, method, checked(id)?),
+        _ => Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into())),
+    }
 }
 
 fn not_allowed(method: &Method) -> Refusal {
@@ -67,7 +64,7 @@ fn shown(ledger: &Ledger, id: &str, now: i64) -> std::result::Result<Value, Refu
     ledger.workspace_views(Some(id), now)?.into_iter().next().ok_or_else(|| not_found(id))
 }
 
-async fn collection(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &Method) -> Answer {
+fn collection(req: &Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, body: &[u8]) -> Answer {
     match method {
         Method::Get => {
             let call = call_for(req, env, ledger, now, Need::Permission("keys:read"), None)?;
@@ -83,7 +80,7 @@ async fn collection(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, met
                 return Err(Refusal(403, "PERMISSION_DENIED", "a workspace's own management key cannot create workspaces".into()));
             }
             no_query(req)?;
-            let body = read_json(req).await?;
+            let body = json_of(body, MAX_BODY_BYTES)?;
             let attrs = wrapper(&body)?;
             let id = match attrs.get("id") {
                 Some(Value::String(id)) if is_workspace_id(id) => id.clone(),
@@ -156,7 +153,7 @@ fn apply(name: &mut String, ceiling: &mut String, attrs: &Map<String, Value>, ex
     Ok(())
 }
 
-async fn one(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, id: &str) -> Answer {
+fn one(req: &Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, id: &str, body: &[u8]) -> Answer {
     let need = match method {
         Method::Get => Need::Permission("keys:read"),
         Method::Put => Need::Permission("keys:update"),
@@ -173,7 +170,7 @@ async fn one(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &M
     match method {
         Method::Get => Ok(reply::success(200, before?)?),
         Method::Put => {
-            let body = read_json(req).await?;
+            let body = json_of(body, MAX_BODY_BYTES)?;
             let attrs = wrapper(&body)?;
             let before = before?;
             let text = |field: &str| before.get(field).map(Value::to_string).unwrap_or_default();
