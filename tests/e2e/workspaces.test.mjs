@@ -244,6 +244,9 @@ test('current workspace: a management key with a workspace manages that workspac
       ['POST', `/api_keys/${other.id}/roll`, { grace_seconds: 0 }],
       ['POST', `/api_keys/${other.id}/credits`, { add: 5 }],
       ['GET', `/api_keys/${other.id}/usage`],
+      ['POST', `/api_keys/${other.id}/revoke_tokens`],
+      ['POST', `/workspaces/${a}/api_keys/${other.id}/revoke_tokens`],
+      ['POST', `/workspaces/${b}/api_keys/${other.id}/revoke_tokens`],
       ['GET', `/audit?key_id=${other.id}&workspace=${b}`],
       ['GET', `/workspaces/${b}`],
       ['GET', `/workspaces/${b}/usage`],
@@ -251,6 +254,9 @@ test('current workspace: a management key with a workspace manages that workspac
       ['DELETE', `/workspaces/${b}`],
     ]) refused(await admin(method, p, body, ka), 404, 'NOT_FOUND');
   }
+  // Its own key's tokens it may end, flat or under its workspace.
+  await ok(admin('POST', `/api_keys/${ownA.id}/revoke_tokens`, undefined, ka));
+  await ok(admin('POST', `/workspaces/${a}/api_keys/${ownA.id}/revoke_tokens`, undefined, ka));
   // Bulk revocation by id and by digest, and a push of the other's digest: refused, per item.
   const rev = await ok(admin('POST', '/revocations', { ids: [ownB.id, ownA.id], hashes: [digest(kb)] }, ka));
   assert.deepEqual(rev.revoked, [ownA.id]);
@@ -266,9 +272,9 @@ test('current workspace: a management key with a workspace manages that workspac
   assert.equal((await ok(admin('GET', `/api_keys/${mgmtB.id}`))).name, 'mgmt b');
   const v = await ok(admin('POST', '/verify', { key: kb, method: 'GET', path: USERS }, ka));
   assert.equal(v.code, 'UNKNOWN_KEY');
-  // What was written: a's revocation, the push into a, and nothing of b's.
+  // What was written: a's two token revocations, its revocation and the push into a; nothing of b's.
   const written = (await ok(admin('GET', '/audit?per_page=500'))).slice(0, (await auditLength()) - before);
-  assert.deepEqual(written.map((e) => e.workspace), [a, a]);
+  assert.deepEqual(written.map((e) => [e.action, e.workspace]), [['push', a], ['revoke', a], ['revoke_tokens', a], ['revoke_tokens', a]]);
   // Its own workspace it may read, not change; the list of workspaces shows only it.
   assert.equal((await ok(admin('GET', `/workspaces/${a}`, undefined, ka))).id, a);
   assert.deepEqual((await ok(admin('GET', '/workspaces', undefined, ka))).map((w) => w.id), [a]);

@@ -531,7 +531,18 @@ fn per_page(value: &str, max: usize) -> std::result::Result<usize, Refusal> {
 
 /// For management calls answered outside this module (`edge::tokens`): the `ADMIN_TOKEN`
 /// (`permission` None: the admin token only) or a key holding `permission`.
-pub(crate) fn authorize_call(req: &Request, env: &Env, ledger: &Ledger, permission: Option<&'static str>, now: i64) -> std::result::Result<Actor, Refusal> {
+/// With the workspace the call is confined to (the management key's own, or `specified` by the
+/// path; a key of one workspace naming another: 404), as for every key route.
+pub(crate) fn authorize_call_in(
+    req: &Request,
+    env: &Env,
+    ledger: &Ledger,
+    permission: Option<&'static str>,
+    now: i64,
+    specified: Option<&str>,
+) -> std::result::Result<(Actor, Option<String>), Refusal> {
     let need = permission.map_or(Need::Admin, Need::Permission);
-    authorize(req, env, ledger, need, now).map(|caller| caller.actor)
+    let specified = specified.map(workspaces::checked).transpose()?;
+    let call = scoped_call(env, ledger, now, authorize(req, env, ledger, need, now)?, specified)?;
+    Ok((call.actor, call.scope))
 }
