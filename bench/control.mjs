@@ -1,5 +1,5 @@
 // The control plane's figures: batch push rate (100 000 records), list latency at 1 000, 20 000
-// and 100 000 keys (first page, name_contains, exact name), and how long a change made through one
+// and 100 000 keys (first page, name_contains, exact name, status, workspace and status), and how long a change made through one
 // location takes to be honoured by another (p50/p99 over 100 changes). Two `wrangler dev`
 // processes play two locations, as in tests/e2e/control.test.mjs. Prints a table; the last line
 // is the figures as JSON. Usage: node bench/control.mjs [total keys, default 100000]
@@ -33,6 +33,9 @@ try {
     name: i % 1000 === 7 ? `needle ${i}` : `bench key ${i}`,
     permissions: ['users:read'],
     version: 1,
+    // Twenty workspaces; one key in five expired, so the status lists have something to skip.
+    workspace: `bench-ws-${i % 20}`,
+    active: i % 5 !== 0,
   });
   for (const size of sizes) {
     const t0 = Date.now();
@@ -72,6 +75,8 @@ try {
       first_page: await time('/api_keys?per_page=100'),
       name_contains: await time('/api_keys?name_contains=needle&per_page=100'),
       name: await time(`/api_keys?name=${encodeURIComponent('bench key 500')}`),
+      status: await time('/api_keys?status=expired&per_page=100'),
+      workspace_status: await time('/api_keys?workspace=bench-ws-3&status=active&per_page=100'),
     };
   }
   results.batch = { records: pushed, seconds: pushMs / 1000, per_second: Math.round(pushed / (pushMs / 1000)) };
@@ -111,6 +116,8 @@ const rows = [
     [`list first page at ${n} keys p50/p99`, f(l.first_page), '< 20 ms p50'],
     [`list name_contains at ${n} keys p50/p99`, f(l.name_contains), '< 20 ms p50'],
     [`list exact name at ${n} keys p50/p99`, f(l.name), '< 20 ms p50'],
+    [`list status=expired at ${n} keys p50/p99`, f(l.status), '< 20 ms p50'],
+    [`list workspace=W&status=active at ${n} keys p50/p99`, f(l.workspace_status), '< 20 ms p50'],
   ]),
   ['propagation to another location p50/p99 (100 changes)', `${results.propagation.p50_ms} / ${results.propagation.p99_ms} ms`, 'p99 < SYNC_INTERVAL_MS + 200 = 1200 ms'],
 ];

@@ -1,10 +1,11 @@
 // The keyward console: sign in, keys (list, filter, page, create, edit, lifecycle, history), the
 // activity log and the playground. Plain JavaScript modules; every call goes to the management API next door.
-import { api, setToken, getToken } from './api.js';
+import { api, setToken, getToken, setWorkspace } from './api.js';
 import { MODULES, ACTIONS, toMatrix, fromMatrix } from './permissions.js';
 import { openHistory, wireHistory, loadActivity, wireActivity, resetActivity } from './audit.js';
 import { openPolicy, renderCorsOutcome } from './policy.js';
 import { openUsage, wireUsage, ago } from './usage.js';
+import { loadPicker, wirePicker, openWorkspaces, wireWorkspaces } from './workspaces.js';
 
 const $ = (selector) => document.querySelector(selector);
 const $$ = (selector) => [...document.querySelectorAll(selector)];
@@ -12,7 +13,7 @@ const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
 
 // ---------------------------------------------------------------- routing
 
-const views = ['signin', 'keys', 'edit', 'activity', 'policy', 'playground'];
+const views = ['signin', 'keys', 'edit', 'activity', 'policy', 'playground', 'workspaces'];
 
 function show(view) {
   for (const v of views) $(`#view-${v}`).hidden = v !== view;
@@ -42,7 +43,11 @@ async function route() {
   const hash = location.hash || '#/keys';
   const [where, query] = hash.split('?');
   const [, section, id] = where.split('/');
-  if (section === 'playground') {
+  loadPicker();
+  if (section === 'workspaces') {
+    enter('workspaces');
+    await openWorkspaces(id ? decodeURIComponent(id) : null);
+  } else if (section === 'playground') {
     enter('playground');
     await openPlayground();
   } else if (section === 'activity') {
@@ -74,6 +79,15 @@ function signedOut() {
 wireHistory(signedOut);
 wireActivity(signedOut);
 wireUsage();
+// Another workspace picked: the lists start again from their first page.
+function workspacePicked() {
+  list.tokens = [null];
+  list.index = 0;
+  resetActivity();
+  route();
+}
+wirePicker(workspacePicked);
+wireWorkspaces(workspacePicked);
 
 // ---------------------------------------------------------------- sign in / out
 
@@ -101,6 +115,7 @@ $('#signin-form').addEventListener('submit', async (event) => {
 
 $('#sign-out').addEventListener('click', () => {
   setToken(null);
+  setWorkspace(null);
   list.tokens = [null];
   resetActivity();
   location.hash = '#/keys';
@@ -109,7 +124,7 @@ $('#sign-out').addEventListener('click', () => {
 
 // ---------------------------------------------------------------- list
 
-const list = { tokens: [null], index: 0, filter: '', perPage: 25 };
+const list = { tokens: [null], index: 0, filter: '', status: '', perPage: 25 };
 
 function statusBadge(status) {
   const span = document.createElement('span');
@@ -127,6 +142,7 @@ function when(iso) {
 async function loadList() {
   const params = new URLSearchParams({ per_page: String(list.perPage) });
   if (list.filter) params.set('name_contains', list.filter);
+  if (list.status) params.set('status', list.status);
   const token = list.tokens[list.index];
   if (token) params.set('page_token', token);
   const r = await api('GET', `/api_keys?${params}`);
@@ -184,7 +200,7 @@ async function loadList() {
   $('#keys-table').hidden = r.body.data.length === 0;
   const first = list.index * list.perPage + (r.body.data.length ? 1 : 0);
   const last = list.index * list.perPage + r.body.data.length;
-  $('#list-summary').textContent = `${total} key${total === 1 ? '' : 's'}${list.filter ? ` matching “${list.filter}”` : ''}`;
+  $('#list-summary').textContent = `${total} ${list.status ? `${list.status} ` : ''}key${total === 1 ? '' : 's'}${list.filter ? ` matching “${list.filter}”` : ''}`;
   $('#page-label').textContent = total ? `${first}–${last} of ${total}` : '';
   $('#prev-page').disabled = list.index === 0;
   $('#next-page').disabled = !next;
@@ -205,6 +221,12 @@ $('#filter-form').addEventListener('submit', (event) => {
   event.preventDefault();
   clearTimeout(filterTimer);
   list.filter = $('#filter').value.trim();
+  list.tokens = [null];
+  list.index = 0;
+  loadList();
+});
+$('#status-filter').addEventListener('change', () => {
+  list.status = $('#status-filter').value;
   list.tokens = [null];
   list.index = 0;
   loadList();

@@ -108,9 +108,6 @@ pub struct RecordFlags {
     pub profile_id: Option<String>,
     #[arg(long)]
     pub role: Option<String>,
-    /// The workspace GUID (the login of Basic auth)
-    #[arg(long)]
-    pub workspace: Option<String>,
     /// A permission such as users:read (repeat, or separate with commas)
     #[arg(long = "permission", value_name = "MODULE:ACTION", value_delimiter = ',')]
     pub permissions: Vec<String>,
@@ -158,7 +155,6 @@ impl RecordFlags {
         put("type", self.key_type.clone().map(Value::String));
         put("profile_id", self.profile_id.clone().map(Value::String));
         put("role", self.role.clone().map(Value::String));
-        put("workspace", self.workspace.clone().map(Value::String));
         put("expires_at", self.expires_at.clone().map(Value::String));
         let list = |items: &[String]| (!items.is_empty()).then(|| items.iter().map(|s| Value::String(s.clone())).collect());
         put("permissions", list(&self.permissions));

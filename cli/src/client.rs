@@ -14,6 +14,8 @@ pub struct Client {
     base: String,
     /// Sent as `Authorization: Bearer`; never printed, never part of an error.
     token: String,
+    /// `/workspaces/{w}` when the calls are a workspace's (`--workspace`), else empty.
+    scope: String,
 }
 
 /// A management call that keyward answered with `success: false`.
@@ -79,15 +81,21 @@ impl Client {
             .user_agent(concat!("keyward-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Ok(Client { agent, base, token: token.to_string() })
+        Ok(Client { agent, base, token: token.to_string(), scope: String::new() })
     }
 
     pub fn base(&self) -> &str {
         &self.base
     }
 
+    /// The same client, its calls made under `/workspaces/{workspace}/` (that workspace's keys only).
+    pub fn within(mut self, workspace: &str) -> Client {
+        self.scope = format!("/workspaces/{}", encode(workspace));
+        self
+    }
+
     fn url(&self, path: &str) -> String {
-        format!("{}/_keyward/v1{path}", self.base)
+        format!("{}/_keyward/v1{}{path}", self.base, self.scope)
     }
 
     pub fn get(&self, path: &str) -> Result<Answer, CallError> {

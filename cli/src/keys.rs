@@ -55,6 +55,9 @@ pub struct ListArgs {
     /// Only keys whose name contains this text (case-insensitive)
     #[arg(long)]
     name_contains: Option<String>,
+    /// Only keys with this status: active, expired or revoked
+    #[arg(long, value_parser = ["active", "expired", "revoked"])]
+    status: Option<String>,
     /// Stop after this many records
     #[arg(long)]
     limit: Option<usize>,
@@ -213,6 +216,9 @@ fn list(context: &Context, client: &Client, args: &ListArgs) -> Result<(), Failu
         }
         if let Some(text) = &args.name_contains {
             query.push_str(&format!("&name_contains={}", encode(text)));
+        }
+        if let Some(status) = &args.status {
+            query.push_str(&format!("&status={}", encode(status)));
         }
         if let Some(t) = &token {
             query.push_str(&format!("&page_token={}", encode(t)));

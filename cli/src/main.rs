@@ -12,6 +12,7 @@ mod output;
 mod policy;
 mod revoke;
 mod token;
+mod workspaces;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,10 @@ struct Cli {
     /// Print machine-readable JSON instead of tables and text
     #[arg(long, global = true)]
     json: bool,
+    /// Work in this workspace only: key commands, push, import, revoke, verify and audit go to
+    /// /workspaces/{WORKSPACE}/... (a key created or pushed there belongs to it)
+    #[arg(long, env = "KEYWARD_WORKSPACE", global = true)]
+    workspace: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +71,9 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Exchange a key for a short-lived signed token (POST /auth/token), or refresh a token
     Token(token::TokenArgs),
+    /// Manage workspaces: each customer's keys, with a permission ceiling
+    #[command(subcommand)]
+    Workspaces(workspaces::WorkspacesCommand),
     /// Print a shell completion script
     Completions {
         shell: clap_complete::Shell,
@@ -76,12 +84,24 @@ enum Command {
 pub struct Context {
     url: Option<String>,
     token: Option<String>,
+    workspace: Option<String>,
     pub format: Format,
 }
 
 impl Context {
-    /// The management API client; only commands that talk to keyward ask for it.
+    /// The management API client, within `--workspace` when given; only commands that talk to
+    /// keyward ask for it.
     pub fn client(&self) -> Result<Client, Failure> {
+        let client = self.unscoped_client()?;
+        match self.workspace.as_deref().filter(|w| !w.is_empty()) {
+            None => Ok(client),
+            Some(w) if keyward::core::record::is_workspace_id(w) => Ok(client.within(w)),
+            Some(w) => Err(Failure::new(format!("--workspace: \"{w}\" is not a workspace id (1 to 64 characters of A-Z, a-z, 0-9, _ and -)"))),
+        }
+    }
+
+    /// The client for calls that belong to no workspace (the policy, the workspaces themselves).
+    pub fn unscoped_client(&self) -> Result<Client, Failure> {
         let url = self
             .url
             .as_deref()
@@ -96,6 +116,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let context = Context {
         url: cli.url,
         token: cli.token,
+        workspace: cli.workspace,
         format: if cli.json { Format::Json } else { Format::Human },
     };
     match cli.command {
@@ -109,6 +130,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Verify(args) => keys::verify(&context, &args),
         Command::Audit(args) => audit::run(&context, &args),
         Command::Token(args) => token::run(&context, &args),
+        Command::Workspaces(command) => workspaces::run(&context, command),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

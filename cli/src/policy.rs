@@ -47,7 +47,7 @@ pub fn load(path: &Path) -> Result<(RoutePolicy, Value), Failure> {
 pub fn run(context: &Context, command: PolicyCommand) -> Result<ExitCode, Failure> {
     match command {
         PolicyCommand::Get => {
-            let answer = context.client()?.get("/policy")?;
+            let answer = context.unscoped_client()?.get("/policy")?;
             match context.format {
                 Format::Json => output::json(data(&answer)),
                 Format::Human => println!("{}", serde_json::to_string_pretty(data(&answer)).unwrap_or_default()),
@@ -55,7 +55,7 @@ pub fn run(context: &Context, command: PolicyCommand) -> Result<ExitCode, Failur
         }
         PolicyCommand::Put { file } => {
             let (policy, value) = load(&file)?;
-            let answer = context.client()?.put("/policy", &value)?;
+            let answer = context.unscoped_client()?.put("/policy", &value)?;
             match context.format {
                 Format::Json => output::json(data(&answer)),
                 Format::Human => println!("policy replaced: {} rules", policy.rules().len()),

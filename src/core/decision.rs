@@ -166,7 +166,9 @@ pub fn decide_found(
     let rule = matched.rule;
     decision.rule = Some(rule.index);
     decision.permission = Some(rule.permission.clone());
-    if !key.permissions.grants(&rule.permission) {
+    // The key's role is asked only when its own permissions lack the rule's: an allowed request
+    // pays nothing for roles.
+    if !key.permissions.grants(&rule.permission) && !matched.roles.grants(&record.role, &rule.permission) {
         return deny(
             decision,
             Code::PermissionDenied,
@@ -698,5 +700,29 @@ mod tests {
             let request = GateRequest { method: &method, path: &path, client_ip: ip.as_deref(), body: body.as_deref(), basic_workspace: ws.as_deref(), origin: origin.as_deref(), referer: referer.as_deref() };
             let _ = decide(&k, &policy(), &request, NOW);
         }
+    }
+
+    #[test]
+    fn a_role_adds_the_policy_permissions_and_only_when_defined() {
+        let with_roles = RoutePolicy::from_value(&json!({"rules": [
+            {"method": "GET", "path": "/users/{id}", "permission": "users:read"},
+            {"method": "DELETE", "path": "/users/{id}", "permission": "users:delete"},
+            {"method": "GET", "path": "/invoices", "permission": "invoices:read"},
+        ], "roles": {"reader": ["*:read"], "billing": ["invoices:*"]}}))
+        .unwrap();
+        let code = |view: Value, method: &str, path: &str| {
+            decide(&key(view), &with_roles, &GateRequest { method, path, ..GateRequest::default() }, NOW).code
+        };
+        assert_eq!(code(json!({"role": "reader"}), "GET", "/users/1"), Code::Valid);
+        assert_eq!(code(json!({"role": "reader"}), "GET", "/invoices"), Code::Valid);
+        assert_eq!(code(json!({"role": "reader"}), "DELETE", "/users/1"), Code::PermissionDenied);
+        assert_eq!(code(json!({"role": "billing"}), "GET", "/invoices"), Code::Valid);
+        assert_eq!(code(json!({"role": "billing"}), "GET", "/users/1"), Code::PermissionDenied);
+        assert_eq!(code(json!({"role": "billing", "permissions": ["users:*"]}), "DELETE", "/users/1"), Code::Valid);
+        // The default role grants nothing unless the policy defines it; an undefined role neither.
+        assert_eq!(code(json!({}), "GET", "/users/1"), Code::PermissionDenied);
+        assert_eq!(code(json!({"role": "ghost"}), "GET", "/users/1"), Code::PermissionDenied);
+        // The same keys under a policy without roles.
+        assert_eq!(decide(&key(json!({"role": "reader"})), &policy(), &GateRequest { method: "GET", path: "/users/1", ..GateRequest::default() }, NOW).code, Code::PermissionDenied);
     }
 }

@@ -6,12 +6,12 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::method::MethodOverride;
 use super::cors::{CorsDoc, CorsPolicy};
 use super::limits::{whole_number, DEFAULT_COST, MAX_COST};
-use super::record::{is_concrete_permission, FieldError};
+use super::record::{is_concrete_permission, is_group_permission, FieldError, PermissionSet};
 
 pub const MAX_RULES: usize = 10_000;
 pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
@@ -48,6 +48,79 @@ pub struct PolicyDoc {
     pub method_override: MethodOverride,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsDoc>,
+    /// Named groups of permissions: a key whose `role` names one holds them too. Kept as the JSON
+    /// object it was given (validated by [`RoutePolicy::from_value`]).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub roles: Map<String, Value>,
+}
+
+/// The role a key has when none is given: it grants nothing unless the policy defines it.
+pub const DEFAULT_ROLE: &str = "organization_admin";
+pub const MAX_ROLES: usize = 1000;
+
+/// The policy's roles by name (sorted, as the policy's JSON object keeps them): each one's
+/// permissions as written, and indexed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Roles(Vec<(String, Vec<String>, PermissionSet)>);
+
+impl Roles {
+    fn find(&self, role: &str) -> Option<&(String, Vec<String>, PermissionSet)> {
+        self.0.binary_search_by(|(name, _, _)| name.as_str().cmp(role)).ok().and_then(|i| self.0.get(i))
+    }
+
+    /// Whether `role` grants `permission` (a concrete `module:action`); an unknown role grants nothing.
+    pub fn grants(&self, role: &str, permission: &str) -> bool {
+        !self.0.is_empty() && self.find(role).is_some_and(|(_, _, set)| set.grants(permission))
+    }
+
+    /// Whether a record may name `role`: a defined role, or the default one.
+    pub fn knows(&self, role: &str) -> bool {
+        role == DEFAULT_ROLE || self.find(role).is_some()
+    }
+
+    /// The permissions `role` grants, as the policy writes them (none for an unknown role).
+    pub fn permissions(&self, role: &str) -> &[String] {
+        self.find(role).map_or(&[], |(_, list, _)| list.as_slice())
+    }
+
+    /// The defined roles' names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(name, _, _)| name.as_str())
+    }
+}
+
+fn is_role_name(name: &str) -> bool {
+    (1..=100).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// Validates the `roles` object (each field named: `roles.reader[1]`) and indexes it.
+fn compile_roles(doc: &Map<String, Value>) -> Result<Roles, FieldError> {
+    if doc.len() > MAX_ROLES {
+        return Err(FieldError::new("roles", format!("must define at most {MAX_ROLES} roles")));
+    }
+    let mut roles = Vec::with_capacity(doc.len());
+    // A JSON object's keys come sorted (serde_json's map is ordered), so the list is too.
+    for (name, list) in doc {
+        if !is_role_name(name) {
+            return Err(FieldError::new(format!("roles.{name}"), "a role name is 1 to 100 characters of A-Z, a-z, 0-9, _, - and ."));
+        }
+        let items = list.as_array().ok_or_else(|| FieldError::new(format!("roles.{name}"), "must be an array of permissions"))?;
+        let mut permissions = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str() {
+                Some(p) if is_group_permission(p) => permissions.push(p.to_string()),
+                _ => {
+                    return Err(FieldError::new(
+                        format!("roles.{name}[{i}]"),
+                        format!("{item} is not a permission (expected module:action, module:*, *:action or *)"),
+                    ))
+                }
+            }
+        }
+        let set = PermissionSet::new(&permissions);
+        roles.push((name.clone(), permissions, set));
+    }
+    Ok(Roles(roles))
 }
 
 /// Where a route's event name is read from.
@@ -105,6 +178,7 @@ pub struct RoutePolicy {
     cors: Option<CorsPolicy>,
     /// Whether any rule names `HEAD` (else a `HEAD` is matched as `GET` without a second look).
     names_head: bool,
+    roles: Roles,
 }
 
 /// The rule that matched a request, with the values of its path parameters (percent-decoded).
@@ -112,6 +186,8 @@ pub struct RoutePolicy {
 pub struct RouteMatch<'p> {
     pub rule: &'p RouteRule,
     pub params: Vec<(String, String)>,
+    /// The policy's roles, for a key whose own permissions lack the rule's.
+    pub roles: &'p Roles,
 }
 
 impl RouteMatch<'_> {
@@ -141,9 +217,14 @@ impl RoutePolicy {
         let object = value
             .as_object()
             .ok_or_else(|| FieldError::new("policy", "must be a JSON object with a \"rules\" array"))?;
-        if let Some(unknown) = object.keys().find(|k| !matches!(k.as_str(), "rules" | "method_override" | "cors")) {
-            return Err(FieldError::new(unknown.clone(), "is not a policy field (\"rules\", \"method_override\", \"cors\")"));
+        if let Some(unknown) = object.keys().find(|k| !matches!(k.as_str(), "rules" | "method_override" | "cors" | "roles")) {
+            return Err(FieldError::new(unknown.clone(), "is not a policy field (\"rules\", \"method_override\", \"cors\", \"roles\")"));
         }
+        let roles = match object.get("roles") {
+            None => Map::new(),
+            Some(Value::Object(map)) => map.clone(),
+            Some(_) => return Err(FieldError::new("roles", "must be an object of role name to permissions")),
+        };
         let method_override = match object.get("method_override") {
             None => MethodOverride::default(),
             Some(value) => serde_json::from_value(value.clone()).map_err(|_| {
@@ -177,7 +258,7 @@ impl RoutePolicy {
                 (Some(doc), Some(compiled))
             }
         };
-        RoutePolicy::build(PolicyDoc { rules: docs, method_override, cors: cors_doc }, cors)
+        RoutePolicy::build(PolicyDoc { rules: docs, method_override, cors: cors_doc, roles }, cors)
     }
 
     pub fn from_doc(doc: PolicyDoc) -> Result<RoutePolicy, FieldError> {
@@ -207,7 +288,8 @@ impl RoutePolicy {
             rules.push(compiled);
         }
         let names_head = rules.iter().any(|r| r.method == "HEAD");
-        Ok(RoutePolicy { doc, rules, trie, cors, names_head })
+        let roles = compile_roles(&doc.roles)?;
+        Ok(RoutePolicy { doc, rules, trie, cors, names_head, roles })
     }
 
     pub fn doc(&self) -> &PolicyDoc {
@@ -224,6 +306,10 @@ impl RoutePolicy {
 
     pub fn cors(&self) -> Option<&CorsPolicy> {
         self.cors.as_ref()
+    }
+
+    pub fn roles(&self) -> &Roles {
+        &self.roles
     }
 
     /// The first rule (in policy order) matching `method` and `path`, if any. A `HEAD` is matched
@@ -255,7 +341,7 @@ impl RoutePolicy {
                 Segment::Literal(_) => None,
             })
             .collect();
-        Ok(Some(RouteMatch { rule, params }))
+        Ok(Some(RouteMatch { rule, params, roles: &self.roles }))
     }
 }
 
@@ -579,5 +665,22 @@ mod tests {
             let want = p.rules().iter().filter(on_path).find(|r| r.method_matches(as_method)).map(|r| r.index);
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn roles_are_validated_naming_the_field() {
+        let rules = serde_json::json!([{"method": "GET", "path": "/a", "permission": "a:read"}]);
+        let err = |roles: Value| RoutePolicy::from_value(&serde_json::json!({"rules": rules, "roles": roles})).unwrap_err().field;
+        assert_eq!(err(serde_json::json!(["reader"])), "roles");
+        assert_eq!(err(Value::Null), "roles");
+        assert_eq!(err(serde_json::json!({"reader": "a:read"})), "roles.reader");
+        assert_eq!(err(serde_json::json!({"reader": ["a:read", 5]})), "roles.reader[1]");
+        assert_eq!(err(serde_json::json!({"reader": ["A:read"]})), "roles.reader[0]");
+        assert_eq!(err(serde_json::json!({"no spaces": []})), "roles.no spaces");
+        let ok = RoutePolicy::from_value(&serde_json::json!({"rules": rules, "roles": {"reader": ["*:read"], "all": ["*"]}})).unwrap();
+        assert!(ok.roles().grants("reader", "x:read") && !ok.roles().grants("reader", "x:write"));
+        assert!(ok.roles().knows("organization_admin") && ok.roles().knows("all") && !ok.roles().knows("ghost"));
+        // The document keeps them (GET /policy shows them).
+        assert_eq!(ok.doc().roles.len(), 2);
     }
 }

@@ -268,9 +268,13 @@ impl KeyRecord {
                 "role" => next.role = bounded_string(field, value, 1, MAX_SHORT_CHARS)?,
                 "workspace" => {
                     let workspace = optional_string(field, value, MAX_SHORT_CHARS)?;
-                    // The workspace is the login half of Basic auth, which cannot hold a colon.
+                    // The workspace is the login half of Basic auth, which cannot hold a colon,
+                    // and the id of a workspace (docs/workspaces.md).
                     if workspace.as_deref().is_some_and(|w| w.contains(':')) {
                         return Err(FieldError::new(field, "must not contain ':'"));
+                    }
+                    if workspace.as_deref().is_some_and(|w| !is_workspace_id(w)) {
+                        return Err(FieldError::new(field, "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -"));
                     }
                     next.workspace = workspace;
                 }
@@ -559,6 +563,17 @@ pub fn is_permission(p: &str) -> bool {
     }
 }
 
+/// A permission a role or a workspace's ceiling may hold: a key's, or `*:action` (that action of
+/// every module).
+pub fn is_group_permission(p: &str) -> bool {
+    is_permission(p) || p.strip_prefix("*:").is_some_and(is_name_part)
+}
+
+/// A workspace id: 1 to 64 characters of `[A-Za-z0-9_-]`.
+pub fn is_workspace_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// A rule's permission must be concrete: wildcards belong to keys, not to routes.
 pub fn is_concrete_permission(p: &str) -> bool {
     match p.split_once(':') {
@@ -572,6 +587,8 @@ pub fn is_concrete_permission(p: &str) -> bool {
 pub struct PermissionSet {
     everything: bool,
     whole_modules: HashSet<String>,
+    /// `*:action` (roles and ceilings only): that action of every module.
+    whole_actions: HashSet<String>,
     exact: HashSet<String>,
 }
 
@@ -584,6 +601,8 @@ impl PermissionSet {
                 set.everything = true;
             } else if let Some(module) = p.strip_suffix(":*") {
                 set.whole_modules.insert(module.to_string());
+            } else if let Some(action) = p.strip_prefix("*:").filter(|a| is_name_part(a)) {
+                set.whole_actions.insert(action.to_string());
             } else if is_permission(p) {
                 set.exact.insert(p.to_string());
             }
@@ -591,14 +610,27 @@ impl PermissionSet {
         set
     }
 
+    /// Whether holding `permission` (which may be a wildcard) gives nothing this set does not:
+    /// `*` only under `*`, `module:*` under `*` or `module:*`, `module:action` whenever granted.
+    pub fn covers(&self, permission: &str) -> bool {
+        if self.everything {
+            return true;
+        }
+        match (permission.strip_suffix(":*"), permission.strip_prefix("*:")) {
+            (Some(module), _) => self.whole_modules.contains(module),
+            (None, Some(action)) => self.whole_actions.contains(action),
+            (None, None) => permission != "*" && self.grants(permission),
+        }
+    }
+
     /// Whether `permission` (a concrete `module:action`) is granted.
     pub fn grants(&self, permission: &str) -> bool {
         if self.everything || self.exact.contains(permission) {
             return true;
         }
-        permission
-            .split_once(':')
-            .is_some_and(|(module, _)| self.whole_modules.contains(module))
+        permission.split_once(':').is_some_and(|(module, action)| {
+            self.whole_modules.contains(module) || (!self.whole_actions.is_empty() && self.whole_actions.contains(action))
+        })
     }
 }
 
@@ -856,5 +888,19 @@ mod tests {
                 let _ = blank().with_attributes(&map, WriteMode::Create);
             }
         }
+    }
+
+    #[test]
+    fn covers_tells_whether_a_permission_gives_nothing_more() {
+        let set = PermissionSet::new(&["users:*", "projects:read", "*:list"]);
+        for p in ["users:*", "users:read", "projects:read", "*:list", "rewards:list"] {
+            assert!(set.covers(p), "{p}");
+        }
+        for p in ["*", "projects:*", "projects:write", "*:read", "rewards:*"] {
+            assert!(!set.covers(p), "{p}");
+        }
+        assert!(PermissionSet::new(&["*"]).covers("*"));
+        assert!(is_workspace_id("Acme_1-x") && !is_workspace_id("") && !is_workspace_id("a b") && !is_workspace_id(&"a".repeat(65)));
+        assert!(is_group_permission("*:read") && !is_permission("*:read"));
     }
 }

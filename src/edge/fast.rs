@@ -230,7 +230,7 @@ pub fn gate_body(ticket: u32, body: Option<Vec<u8>>, body_error: u32) -> u32 {
         origin: None,
         referer: None,
     };
-    count(finish(&w.key, &w.digest, Ok(Some(RouteMatch { rule, params: w.params })), &request, (w.strip, w.token_id.as_deref()), 0, w.now))
+    count(finish(&w.key, &w.digest, Ok(Some(RouteMatch { rule, params: w.params, roles: w.policy.roles() })), &request, (w.strip, w.token_id.as_deref()), 0, w.now))
 }
 
 /// `Date.now()`: an integer of ms, well inside i64.

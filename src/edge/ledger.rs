@@ -13,7 +13,7 @@ use worker::{SqlStorage, SqlStorageValue};
 
 use super::store::StoreError;
 use crate::core::name_index::{self, NameIndex};
-use crate::core::record::KeyRecord;
+use crate::core::record::{KeyRecord, KeyStatus};
 
 /// How long change-log rows are kept: far longer than KV's own propagation (about 60 s), so an
 /// isolate that starts now learns of every change its KV replica may not have yet.
@@ -84,7 +84,64 @@ CREATE TABLE IF NOT EXISTS meta (
   name TEXT PRIMARY KEY,
   value TEXT NOT NULL
 );
+-- Workspaces created through the API (docs/workspaces.md); a workspace named only by keys'
+-- `workspace` exists implicitly, with the ceiling [\"*\"].
+CREATE TABLE IF NOT EXISTS workspaces (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  ceiling TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
 ";
+
+/// Columns added to `keys` and `audit` for workspaces and status lists, filled from the records
+/// once (a deployment made before them), then kept by every write. Each list filter is answered
+/// by one of the indexes below, never by reading records.
+const WORKSPACE_COLUMNS: &str = "
+ALTER TABLE keys ADD COLUMN workspace TEXT;
+ALTER TABLE keys ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keys ADD COLUMN expires_ms INTEGER;
+UPDATE keys SET workspace = json_extract(record, '$.workspace'),
+  state = CASE WHEN json_extract(record, '$.revoked_at') IS NOT NULL THEN 2
+               WHEN json_extract(record, '$.active') THEN 0 ELSE 1 END,
+  expires_ms = CAST(ROUND((julianday(json_extract(record, '$.expires_at')) - 2440587.5) * 86400000.0) AS INTEGER);
+";
+
+const AUDIT_WORKSPACE_COLUMN: &str = "
+ALTER TABLE audit ADD COLUMN workspace TEXT;
+UPDATE audit SET workspace = (SELECT k.workspace FROM keys k WHERE k.id = audit.key_id) WHERE key_id IS NOT NULL;
+";
+
+const WORKSPACE_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS keys_by_workspace ON keys (workspace, id);
+CREATE INDEX IF NOT EXISTS keys_by_state ON keys (state, id, expires_ms);
+CREATE INDEX IF NOT EXISTS keys_by_workspace_state ON keys (workspace, state, id, expires_ms);
+CREATE INDEX IF NOT EXISTS audit_by_workspace ON audit (workspace, seq);
+";
+
+/// `keys.state`: the stored lifecycle (expiry by time is read from `expires_ms` against now).
+const STATE_ACTIVE: i64 = 0;
+const STATE_INACTIVE: i64 = 1;
+const STATE_REVOKED: i64 = 2;
+
+fn state_of(record: &KeyRecord) -> i64 {
+    if record.is_revoked() {
+        STATE_REVOKED
+    } else if record.active {
+        STATE_ACTIVE
+    } else {
+        STATE_INACTIVE
+    }
+}
+
+fn expires_ms_of(record: &KeyRecord) -> SqlStorageValue {
+    record.expires_at.as_deref().and_then(crate::core::time::parse_rfc3339).map_or(SqlStorageValue::Null, int)
+}
+
+fn opt_text(value: Option<&str>) -> SqlStorageValue {
+    value.map_or(SqlStorageValue::Null, text)
+}
 
 /// Who made a change, as the audit log names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,11 +162,22 @@ impl Actor {
     }
 }
 
-/// The list filters of `GET /api_keys`, already lower-cased.
+/// The list filters of `GET /api_keys`, names already lower-cased.
 #[derive(Debug, Default)]
 pub struct ListFilter {
     pub name: Option<String>,
     pub name_contains: Option<String>,
+    pub workspace: Option<String>,
+    pub status: Option<KeyStatus>,
+    /// The time `status` is judged at (a key past its `expires_at` is expired).
+    pub now: i64,
+}
+
+impl ListFilter {
+    /// Whether only the name search is asked for (answered from memory alone).
+    fn names_only(&self) -> bool {
+        self.workspace.is_none() && self.status.is_none()
+    }
 }
 
 /// One answer of the change feed an isolate follows.
@@ -163,6 +231,7 @@ struct AuditRow {
     action: String,
     key_id: Option<String>,
     changes: String,
+    workspace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +290,14 @@ fn version_of(record: &KeyRecord) -> i64 {
 impl Ledger {
     pub fn open(sql: SqlStorage) -> Result<Ledger, StoreError> {
         sql.exec(SCHEMA, None)?;
+        // A probe that fails (the column is missing) writes nothing; the columns are then added.
+        if sql.exec("SELECT workspace, state, expires_ms FROM keys LIMIT 0", None).is_err() {
+            sql.exec(WORKSPACE_COLUMNS, None)?;
+        }
+        if sql.exec("SELECT workspace FROM audit LIMIT 0", None).is_err() {
+            sql.exec(AUDIT_WORKSPACE_COLUMN, None)?;
+        }
+        sql.exec(WORKSPACE_INDEXES, None)?;
         Ok(Ledger { sql, names: RefCell::new(None) })
     }
 
@@ -269,13 +346,28 @@ impl Ledger {
         let json = serde_json::to_string(record)?;
         self.run("DELETE FROM tombstones WHERE digest = ?", vec![text(&record.digest)])?;
         self.run(
-            "INSERT INTO keys (digest, id, name_lower, version, record) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO keys (digest, id, name_lower, version, record, workspace, state, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (digest) DO UPDATE SET id = excluded.id, name_lower = excluded.name_lower,
-               version = excluded.version, record = excluded.record",
-            vec![text(&record.digest), text(&record.id), text(&record.name.to_lowercase()), int(version_of(record)), text(&json)],
+               version = excluded.version, record = excluded.record, workspace = excluded.workspace,
+               state = excluded.state, expires_ms = excluded.expires_ms",
+            Self::key_row(record, &json),
         )?;
         self.changed(&record.digest, version_of(record), true, now)?;
-        self.audit_entry(actor, action, Some(&record.id), &diff(old.map(|o| o.view(now)), Some(record.view(now))), now)
+        let changes = diff(old.map(|o| o.view(now)), Some(record.view(now)));
+        self.audit_in(actor, action, Some(&record.id), record.workspace.as_deref(), &changes, now)
+    }
+
+    fn key_row(record: &KeyRecord, json: &str) -> Vec<SqlStorageValue> {
+        vec![
+            text(&record.digest),
+            text(&record.id),
+            text(&record.name.to_lowercase()),
+            int(version_of(record)),
+            text(json),
+            opt_text(record.workspace.as_deref()),
+            int(state_of(record)),
+            expires_ms_of(record),
+        ]
     }
 
     /// Whether a key other than the one at `digest` uses the Limiter named `limiter` (its own id,
@@ -296,7 +388,7 @@ impl Ledger {
             )?;
         }
         self.changed(&record.digest, version, tombstone.is_some(), now)?;
-        self.audit_entry(actor, "delete", Some(&record.id), &diff(Some(record.view(now)), None), now)
+        self.audit_in(actor, "delete", Some(&record.id), record.workspace.as_deref(), &diff(Some(record.view(now)), None), now)
     }
 
     fn changed(&self, digest: &str, version: i64, present: bool, now: i64) -> Result<(), StoreError> {
@@ -322,9 +414,14 @@ impl Ledger {
     }
 
     pub fn audit_entry(&self, actor: &Actor, action: &str, key_id: Option<&str>, changes: &Value, now: i64) -> Result<(), StoreError> {
+        self.audit_in(actor, action, key_id, None, changes, now)
+    }
+
+    /// An audit entry belonging to a workspace (the key's, or the workspace changed).
+    pub fn audit_in(&self, actor: &Actor, action: &str, key_id: Option<&str>, workspace: Option<&str>, changes: &Value, now: i64) -> Result<(), StoreError> {
         self.run(
-            "INSERT INTO audit (at, actor, action, key_id, changes) VALUES (?, ?, ?, ?, ?)",
-            vec![int(now), text(actor.name()), text(action), key_id.map_or(SqlStorageValue::Null, text), text(&changes.to_string())],
+            "INSERT INTO audit (at, actor, action, key_id, changes, workspace) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![int(now), text(actor.name()), text(action), opt_text(key_id), text(&changes.to_string()), opt_text(workspace)],
         )
     }
 
@@ -333,12 +430,12 @@ impl Ledger {
     /// page's records are read, by id. (Joining the page to `keys` instead made SQLite scan the
     /// whole table: 60 ms at 100 000 keys.)
     pub fn list(&self, filter: &ListFilter, after: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<KeyRecord>, usize), StoreError> {
-        if let Some(part) = &filter.name_contains {
-            let matches = self.with_names(|names| names.search(part, filter.name.as_deref(), after, offset, limit))?;
+        if let Some(part) = filter.name_contains.as_ref().filter(|_| filter.names_only()) {
+            let matches = self.search_names(part, filter.name.as_deref(), after, offset, limit)?;
             return Ok((self.records_by_id(&matches.page)?, matches.total));
         }
-        let (clause, mut bindings) = Self::name_clause(filter);
-        let total = if filter.name.is_none() {
+        let (clause, mut bindings) = self.clause(filter)?;
+        let total = if clause == "1 = 1" {
             self.listed_count()?
         } else {
             self.count(&clause, bindings.clone())?
@@ -357,6 +454,11 @@ impl Ledger {
             .map(|r| serde_json::from_str::<KeyRecord>(&r.record))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((records, total))
+    }
+
+    /// The name search (one compiled copy of [`Self::with_names`] for every caller).
+    fn search_names(&self, part: &str, name: Option<&str>, after: Option<&str>, offset: usize, limit: usize) -> Result<name_index::Matches, StoreError> {
+        self.with_names(|names| names.search(part, name, after, offset, limit))
     }
 
     /// How many keys are listed, from the trigger-kept counter.
@@ -437,10 +539,10 @@ impl Ledger {
 
     /// How many listed keys matching the filter sort at or before `id`.
     pub fn position(&self, filter: &ListFilter, id: &str) -> Result<usize, StoreError> {
-        if let Some(part) = &filter.name_contains {
+        if let Some(part) = filter.name_contains.as_ref().filter(|_| filter.names_only()) {
             return self.with_names(|names| names.position(part, filter.name.as_deref(), id));
         }
-        let (clause, mut bindings) = Self::name_clause(filter);
+        let (clause, mut bindings) = self.clause(filter)?;
         bindings.push(text(id));
         self.count(&format!("{clause} AND id <= ?"), bindings)
     }
@@ -450,13 +552,79 @@ impl Ledger {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    /// The WHERE clause of a list without `name_contains` (that one is answered from memory by
-    /// `with_names`): the exact name, through the `(name_lower, id)` index.
-    fn name_clause(filter: &ListFilter) -> (String, Vec<SqlStorageValue>) {
-        match &filter.name {
-            Some(name) => ("name_lower = ?".to_string(), vec![text(name)]),
-            None => ("1 = 1".to_string(), Vec::new()),
+    /// The WHERE clause of a list, each filter on an indexed column: the exact name through
+    /// `(name_lower, id)`, the workspace through `(workspace, id)`, the status through
+    /// `(workspace, state, id, expires_ms)` or `(state, id, expires_ms)` (expiry by time is read
+    /// from the index against now). `name_contains` with other filters: the name search's ids.
+    fn clause(&self, filter: &ListFilter) -> Result<(String, Vec<SqlStorageValue>), StoreError> {
+        let mut clause = String::from("1 = 1");
+        let mut bindings = Vec::new();
+        let mut add = |part: &str, value: Option<SqlStorageValue>| {
+            clause.push_str(" AND ");
+            clause.push_str(part);
+            bindings.extend(value);
+        };
+        if let Some(name) = &filter.name {
+            add("name_lower = ?", Some(text(name)));
         }
+        if let Some(workspace) = &filter.workspace {
+            add("workspace = ?", Some(text(workspace)));
+        }
+        match filter.status {
+            None => {}
+            Some(KeyStatus::Active) => add("state = 0 AND (expires_ms IS NULL OR expires_ms > ?)", Some(int(filter.now))),
+            Some(KeyStatus::Expired) => add("state IN (0, 1) AND (state = 1 OR expires_ms <= ?)", Some(int(filter.now))),
+            Some(KeyStatus::Revoked) => add("state = 2", None),
+        }
+        if let Some(part) = &filter.name_contains {
+            let all = self.search_names(part, filter.name.as_deref(), None, 0, usize::MAX)?;
+            add("id IN (SELECT value FROM json_each(?))", Some(text(&serde_json::to_string(&all.page)?)));
+        }
+        Ok((clause, bindings))
+    }
+
+    /// Workspaces as the API shows them, by id: those created (explicit) and those only keys
+    /// name, with their key counts (one pass over the `(workspace, state, id, expires_ms)`
+    /// index); `only`: that one (none when it exists in neither way). Built by SQLite as JSON.
+    pub fn workspace_views(&self, only: Option<&str>, now: i64) -> Result<Vec<Value>, StoreError> {
+        let (created, named) = if only.is_some() { ("id = ?2", "workspace = ?2") } else { ("?2 IS NULL", "workspace IS NOT NULL") };
+        let query = format!(
+            "WITH ids AS (SELECT id FROM workspaces WHERE {created} UNION SELECT workspace FROM keys WHERE {named}),
+             counts AS (SELECT workspace, COUNT(*) AS n, SUM(state = 0 AND (expires_ms IS NULL OR expires_ms > ?1)) AS active
+               FROM keys WHERE {named} GROUP BY workspace)
+             SELECT COALESCE(json_group_array(json(v)), '[]') AS value FROM (
+               SELECT json_object('id', i.id, 'name', COALESCE(w.name, i.id), 'permission_ceiling', json(COALESCE(w.ceiling, '[\"*\"]')),
+                 'explicit', json(CASE WHEN w.id IS NULL THEN 'false' ELSE 'true' END),
+                 'key_count', COALESCE(c.n, 0), 'active_key_count', COALESCE(c.active, 0),
+                 'created_at', w.created_at, 'updated_at', w.updated_at) AS v
+               FROM ids i LEFT JOIN workspaces w ON w.id = i.id LEFT JOIN counts c ON c.workspace = i.id ORDER BY i.id)"
+        );
+        let text = self.rows::<ValueRow>(&query, vec![int(now), opt_text(only)])?.into_iter().next().map(|r| r.value).unwrap_or_default();
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// A created workspace's ceiling, as stored (a JSON array); none for an implicit one.
+    pub fn workspace_ceiling(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.rows::<ValueRow>("SELECT ceiling AS value FROM workspaces WHERE id = ?", vec![text(id)])?.into_iter().next().map(|r| r.value))
+    }
+
+    /// Creates (`old` none) or changes a workspace (`created_at` is kept), with its audit entry.
+    pub fn put_workspace(&self, id: &str, name: &str, ceiling: &str, old: Option<Value>, actor: &Actor, now: i64) -> Result<Value, StoreError> {
+        let action = if old.is_none() { "workspace_create" } else { "workspace_update" };
+        let at = crate::core::time::format_rfc3339(now);
+        self.run(
+            "INSERT INTO workspaces (id, name, ceiling, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, ceiling = excluded.ceiling, updated_at = excluded.updated_at",
+            vec![text(id), text(name), text(ceiling), text(&at)],
+        )?;
+        let new = self.workspace_views(Some(id), now)?.into_iter().next().unwrap_or(Value::Null);
+        self.audit_in(actor, action, None, Some(id), &diff(old, Some(new.clone())), now)?;
+        Ok(new)
+    }
+
+    pub fn delete_workspace(&self, id: &str, old: Value, actor: &Actor, now: i64) -> Result<(), StoreError> {
+        self.run("DELETE FROM workspaces WHERE id = ?", vec![text(id)])?;
+        self.audit_in(actor, "workspace_delete", None, Some(id), &diff(Some(old), None), now)
     }
 
     /// The stored policy document and its change-log position, if one was ever stored.
@@ -544,9 +712,13 @@ impl Ledger {
     }
 
     /// Audit entries newest first, before position `before` (exclusive) when given.
-    pub fn audit(&self, key_id: Option<&str>, action: Option<&str>, before: Option<i64>, limit: usize) -> Result<Vec<Value>, StoreError> {
-        let mut query = String::from("SELECT seq, at, actor, action, key_id, changes FROM audit WHERE 1 = 1");
+    pub fn audit(&self, key_id: Option<&str>, action: Option<&str>, workspace: Option<&str>, before: Option<i64>, limit: usize) -> Result<Vec<Value>, StoreError> {
+        let mut query = String::from("SELECT seq, at, actor, action, key_id, changes, workspace FROM audit WHERE 1 = 1");
         let mut bindings = Vec::new();
+        if let Some(w) = workspace {
+            query.push_str(" AND workspace = ?");
+            bindings.push(text(w));
+        }
         if let Some(k) = key_id {
             query.push_str(" AND key_id = ?");
             bindings.push(text(k));
@@ -571,6 +743,7 @@ impl Ledger {
                     "actor": r.actor,
                     "action": r.action,
                     "key_id": r.key_id,
+                    "workspace": r.workspace,
                     "changes": serde_json::from_str::<Value>(&r.changes).unwrap_or(Value::Null),
                 })
             })
@@ -618,8 +791,8 @@ impl Ledger {
         let json = serde_json::to_string(record)?;
         if listed {
             self.run(
-                "INSERT OR IGNORE INTO keys (digest, id, name_lower, version, record) VALUES (?, ?, ?, ?, ?)",
-                vec![text(&record.digest), text(&record.id), text(&record.name.to_lowercase()), int(version_of(record)), text(&json)],
+                "INSERT OR IGNORE INTO keys (digest, id, name_lower, version, record, workspace, state, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                Self::key_row(record, &json),
             )?;
         } else {
             self.run(

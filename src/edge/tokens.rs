@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use worker::{Env, Method, Request, Response, Result, SqlStorage, SqlStorageValue};
 
-use super::admin::{authorize_call, Refusal};
+use super::admin::{authorize_call_in, Refusal};
 use super::ledger::Ledger;
 use super::reply;
 use super::store::{self, Store};
@@ -662,19 +662,24 @@ fn issue(sql: &SqlStorage, record: &KeyRecord, ttl: u64, iss: &str, subject: Opt
 /// The management calls on tokens, answered in the control plane: `POST signing_keys/rotate`
 /// (admin token) and `POST api_keys/{id}/revoke_tokens` (`keys:update`). `None`: not one of them.
 pub async fn manage(req: &mut Request, env: &Env, rest: &str, ledger: &Ledger, now: i64) -> Option<Result<Response>> {
-    let segments: Vec<&str> = rest.split('/').collect();
-    let permission = match segments.as_slice() {
-        ["signing_keys", "rotate"] => None,
+    let all: Vec<&str> = rest.split('/').collect();
+    // revoke_tokens also under /workspaces/{w}/ (docs/workspaces.md): that workspace's keys only.
+    let (specified, segments) = match all.as_slice() {
+        ["workspaces", w, tail @ ..] => (Some(*w), tail),
+        whole => (None, whole),
+    };
+    let permission = match segments {
+        ["signing_keys", "rotate"] if specified.is_none() => None,
         ["api_keys", _, "revoke_tokens"] => Some("keys:update"),
         _ => return None,
     };
     // Read whole before answering (see admin::handle).
     let _ = req.bytes().await;
     let answer = if req.method() == Method::Post {
-        match authorize_call(req, env, ledger, permission, now) {
+        match authorize_call_in(req, env, ledger, permission, now, specified) {
             Err(refusal) => Err(refusal),
-            Ok(actor) => match segments.as_slice() {
-                ["api_keys", id, "revoke_tokens"] => revoke_tokens(ledger, &actor, id, now),
+            Ok((actor, scope)) => match segments {
+                ["api_keys", id, "revoke_tokens"] => revoke_tokens(ledger, &actor, id, scope.as_deref(), now),
                 _ => rotate(ledger, &actor, now),
             },
         }
@@ -695,9 +700,13 @@ pub async fn manage(req: &mut Request, env: &Env, rest: &str, ledger: &Ledger, n
     })
 }
 
-fn revoke_tokens(ledger: &Ledger, actor: &super::ledger::Actor, id: &str, now: i64) -> std::result::Result<Result<Response>, Refusal> {
+fn revoke_tokens(ledger: &Ledger, actor: &super::ledger::Actor, id: &str, scope: Option<&str>, now: i64) -> std::result::Result<Result<Response>, Refusal> {
     let unavailable = |_| denial(Code::StoreUnavailable, "the key store is unavailable");
-    let record = ledger.record_by_id(id).map_err(unavailable)?.ok_or_else(|| Refusal(404, "NOT_FOUND", format!("no key has the id {id}")))?;
+    let record = ledger
+        .record_by_id(id)
+        .map_err(unavailable)?
+        .filter(|r| scope.is_none_or(|w| r.workspace.as_deref() == Some(w)))
+        .ok_or_else(|| Refusal(404, "NOT_FOUND", format!("no key has the id {id}")))?;
     let mut next = record.clone();
     next.tokens_not_before = Some(now);
     next.version = record.version.saturating_add(1);

@@ -212,6 +212,20 @@ pub fn counts(sql: &SqlStorage, key_id: &str, range: &UsageRange) -> Result<Vec<
     Ok(rows.into_iter().map(|r| (r.hour, r.outcome, r.n)).collect())
 }
 
+/// The stored counts of every listed key of a workspace within a range, summed per hour and
+/// outcome (the keys through the `(workspace, id)` index, their rows through the primary key).
+pub fn workspace_counts(sql: &SqlStorage, workspace: &str, range: &UsageRange) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    let (first, end) = range.hours();
+    let rows: Vec<UsageRow> = sql
+        .exec(
+            "SELECT u.hour AS hour, u.outcome AS outcome, SUM(u.count) AS n FROM keys k JOIN usage u ON u.key_id = k.id
+             WHERE k.workspace = ? AND u.hour >= ? AND u.hour < ? GROUP BY u.hour, u.outcome",
+            vec![SqlStorageValue::String(workspace.to_string()), SqlStorageValue::Integer(first), SqlStorageValue::Integer(end)],
+        )?
+        .to_array()?;
+    Ok(rows.into_iter().map(|r| (r.hour, r.outcome, r.n)).collect())
+}
+
 #[derive(Deserialize)]
 struct LastUsedRow {
     key_id: String,

@@ -371,3 +371,75 @@ test('audit: the changes made here, newest first, filtered by key', async () => 
     follow.kill('SIGTERM');
   }
 });
+
+test('workspaces: list, create, get, update, delete; --workspace scopes every key command', async () => {
+  const w = `cli-${Date.now().toString(36)}`;
+  const other = `${w}-other`;
+  const json = async (args, env) => {
+    const r = await cli([...args, '--json'], { env });
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  };
+  const made = await json(['workspaces', 'create', w, '--name', 'CLI Co', '--ceiling', 'users:*,keys:*']);
+  assert.deepEqual([made.id, made.name, made.permission_ceiling], [w, 'CLI Co', ['users:*', 'keys:*']]);
+  await json(['workspaces', 'create', other]);
+  // Keys made with --workspace belong to it; the list with --workspace shows only them.
+  const key = await json(['keys', 'create', '--workspace', w, '--name', 'scoped', '--permission', 'users:read']);
+  assert.equal(key.workspace, w);
+  const elsewhere = await json(['keys', 'create', '--name', 'elsewhere', '--permission', 'users:read'], { KEYWARD_WORKSPACE: other });
+  assert.equal(elsewhere.workspace, other);
+  assert.deepEqual((await json(['keys', 'list', '--workspace', w])).map((k) => k.id), [key.id]);
+  assert.equal((await json(['keys', 'get', key.id, '--workspace', w])).id, key.id);
+  // Another workspace's key is not found under --workspace, on every key command.
+  for (const args of [['keys', 'get', elsewhere.id], ['keys', 'expire', elsewhere.id], ['keys', 'revoke', elsewhere.id],
+    ['keys', 'roll', elsewhere.id], ['keys', 'delete', elsewhere.id], ['keys', 'update', elsewhere.id, '--name', 'x']]) {
+    failedWithOneLine(await cli([...args, '--workspace', w]), /404 NOT_FOUND/);
+  }
+  // Above the ceiling: refused by keyward, naming the permission.
+  failedWithOneLine(await cli(['keys', 'create', '--workspace', w, '--name', 'x', '--permission', 'projects:read']), /PERMISSION_DENIED.*projects:read/);
+  await json(['keys', 'expire', key.id, '--workspace', w]);
+  assert.deepEqual((await json(['keys', 'list', '--workspace', w, '--status', 'expired'])).map((k) => k.id), [key.id]);
+  assert.deepEqual(await json(['keys', 'list', '--workspace', w, '--status', 'active']), []);
+  // Workspaces list, get, update and delete.
+  const listed = (await json(['workspaces', 'list'])).find((x) => x.id === w);
+  assert.deepEqual([listed.key_count, listed.active_key_count], [1, 0]);
+  const human = await cli(['workspaces', 'list']);
+  assert.match(human.stdout, new RegExp(`^${w}\\s+CLI Co\\s+1\\s+0\\s+true\\s+users:\\*,keys:\\*$`, 'm'));
+  assert.equal((await json(['workspaces', 'update', w, '--name', 'Renamed'])).name, 'Renamed');
+  assert.equal((await json(['workspaces', 'get', w])).name, 'Renamed');
+  failedWithOneLine(await cli(['workspaces', 'delete', other]), /409 WORKSPACE_HAS_ACTIVE_KEYS/);
+  assert.deepEqual(await json(['workspaces', 'delete', w]), { id: w, deleted: true });
+  // Bad input is refused here, before anything is sent.
+  failedWithOneLine(await cli(['workspaces', 'create', 'not valid']), /ID: "not valid" is not a workspace id/);
+  failedWithOneLine(await cli(['workspaces', 'create', 'ok', '--ceiling', 'Users']), /--ceiling: "Users" is not a permission/);
+  failedWithOneLine(await cli(['workspaces', 'update', w]), /nothing to change/);
+  failedWithOneLine(await cli(['keys', 'list', '--workspace', 'a b']), /--workspace: "a b" is not a workspace id/);
+  const bad = await cli(['keys', 'list', '--status', 'dormant']);
+  assert.equal(bad.code, 2);
+});
+
+test('--workspace on push, verify, revoke and audit: the workspace\'s keys only', async () => {
+  const w = `cli-push-${Date.now().toString(36)}`;
+  const other = `${w}-b`;
+  const mine = makeKey('kw_live');
+  const theirs = makeKey('kw_live');
+  const push = (key, workspace) => cli(['push', '--key', key, '--version', '1', '--name', 'pushed', '--permission', 'users:read', '--workspace', workspace, '--json']);
+  const a = await push(mine, w);
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(JSON.parse(a.stdout).workspace, w);
+  assert.equal((await push(theirs, other)).code, 0);
+  // verify under w knows only w's key.
+  const known = JSON.parse((await cli(['verify', '--key', mine, '--path', USERS, '--workspace', w, '--json'])).stdout);
+  assert.equal(known.code, 'VALID');
+  const unknown = JSON.parse((await cli(['verify', '--key', theirs, '--path', USERS, '--workspace', w, '--json'])).stdout);
+  assert.equal(unknown.code, 'UNKNOWN_KEY');
+  // revoke under w: the other workspace's key is not found, and still works.
+  const revoked = await cli(['revoke', mine, theirs, '--workspace', w]);
+  assert.notEqual(revoked.code, 0, 'a key not found makes the run fail');
+  assert.equal((await gate(mine)).body.error_code, 'KEY_REVOKED');
+  assert.equal((await gate(theirs)).status, 200);
+  // audit under w: only w's entries.
+  const entries = JSON.parse((await cli(['audit', '--workspace', w, '--json'])).stdout);
+  assert.deepEqual(entries.map((e) => e.action), ['revoke', 'push']);
+  assert.ok(entries.every((e) => e.workspace === w));
+});

@@ -10,8 +10,10 @@ use crate::edge::reply;
 
 const MAX_PER_PAGE: usize = 500;
 const DEFAULT_PER_PAGE: usize = 100;
-const ACTIONS: &[&str] =
-    &["create", "update", "expire", "reactivate", "revoke", "roll", "delete", "push", "policy_update", "import", "credits", "revoke_tokens", "rotate_signing_key"];
+const ACTIONS: &[&str] = &[
+    "create", "update", "expire", "reactivate", "revoke", "roll", "delete", "push", "policy_update", "import", "credits",
+    "revoke_tokens", "rotate_signing_key", "workspace_create", "workspace_update", "workspace_delete",
+];
 
 pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
     let mut key_id = None;
@@ -19,6 +21,7 @@ pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
     let mut before = None;
     let mut size = DEFAULT_PER_PAGE;
     let mut token = None;
+    let mut workspace = call.scope.clone();
     for (field, value) in query_pairs(req)? {
         match field.as_str() {
             "key_id" => {
@@ -38,11 +41,12 @@ pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
                 token = Some(value);
             }
             "per_page" => size = per_page(&value, MAX_PER_PAGE)?,
+            "workspace" => workspace = Some(super::list_workspace(call, value)?),
             other => return Err(Refusal::bad(format!("{other}: is not an audit parameter"))),
         }
     }
     // One more than a page tells whether another page follows.
-    let mut entries = call.ledger.audit(key_id.as_deref(), action.as_deref(), before, size.saturating_add(1))?;
+    let mut entries = call.ledger.audit(key_id.as_deref(), action.as_deref(), workspace.as_deref(), before, size.saturating_add(1))?;
     let more = entries.len() > size;
     entries.truncate(size);
     let next = if more { entries.last().and_then(|e| e.get("id")).cloned().unwrap_or(Value::Null) } else { Value::Null };

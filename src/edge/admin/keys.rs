@@ -52,6 +52,8 @@ pub(super) async fn create(req: &mut Request, call: &Call<'_>) -> Answer {
     let mut record = KeyRecord::blank(new_id(call.now)?, digest, call.now)
         .with_attributes(attrs, WriteMode::Create)
         .map_err(Refusal::field)?;
+    super::place(call, &mut record, None)?;
+    super::check_grants(call, &record, true)?;
     super::check_tier(call.env, &record, None)?;
     crate::edge::tokens::give_salt(&mut record)?;
     record.version = 1;
@@ -167,6 +169,9 @@ pub(super) async fn update(req: &mut Request, call: &Call<'_>, id: &str) -> Answ
         return Err(Refusal(409, "KEY_REVOKED", "the key is revoked, which is final: it cannot be changed or reactivated".into()));
     }
     let mut next = record.with_attributes(attrs, WriteMode::Update).map_err(Refusal::field)?;
+    super::place(call, &mut next, Some(&record))?;
+    let granting = ["permissions", "role", "workspace"].iter().any(|f| attrs.contains_key(*f));
+    super::check_grants(call, &next, granting)?;
     super::check_tier(call.env, &next, Some(&record))?;
     crate::edge::tokens::give_salt(&mut next)?;
     next.version = record.version.saturating_add(1);
@@ -202,6 +207,8 @@ pub(super) async fn delete(call: &Call<'_>, id: &str) -> Answer {
 fn tombstone_of(record: &KeyRecord, now: i64) -> KeyRecord {
     let mut t = KeyRecord::blank(record.id.clone(), record.digest.clone(), now);
     t.name = "(deleted)".into();
+    // Still its workspace's: a push of the digest there answers KEY_REVOKED, elsewhere 404.
+    t.workspace = record.workspace.clone();
     t.active = false;
     t.revoked_at = record.revoked_at.clone();
     t.version = record.version.saturating_add(1);
@@ -246,6 +253,9 @@ pub(super) async fn roll(req: &mut Request, call: &Call<'_>, id: &str) -> Answer
     if old.is_revoked() {
         return Err(Refusal(409, "KEY_REVOKED", "a revoked key cannot be rolled".into()));
     }
+    // Rolling hands out a new secret with the old key's permissions: a management key confined
+    // to its workspace may not obtain one that holds more than it does.
+    super::check_grants(call, &old, call.confined.is_some())?;
     let key = new_key(call.env)?;
     let mut fresh = old.clone();
     fresh.id = new_id(now)?;

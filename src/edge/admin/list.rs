@@ -13,7 +13,7 @@ const MAX_PER_PAGE: usize = 500;
 const DEFAULT_PER_PAGE: usize = 100;
 
 pub(super) async fn list(req: &Request, call: &Call<'_>) -> Answer {
-    let mut filter = ListFilter::default();
+    let mut filter = ListFilter { workspace: call.scope.clone(), now: call.now, ..ListFilter::default() };
     let mut page: Option<usize> = None;
     let mut size = DEFAULT_PER_PAGE;
     let mut token: Option<String> = None;
@@ -32,6 +32,8 @@ pub(super) async fn list(req: &Request, call: &Call<'_>) -> Answer {
             }
             "per_page" => size = per_page(&value, MAX_PER_PAGE)?,
             "page_token" => token = Some(value),
+            "workspace" => filter.workspace = Some(super::list_workspace(call, value)?),
+            "status" => filter.status = Some(super::list_status(&value)?),
             other => return Err(Refusal::bad(format!("{other}: is not a list parameter"))),
         }
     }

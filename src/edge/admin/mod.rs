@@ -11,6 +11,7 @@ mod policy;
 mod push;
 mod usage;
 mod verify;
+mod workspaces;
 
 pub use verify::{openapi, ping};
 
@@ -83,6 +84,19 @@ pub(crate) struct Call<'a> {
     ledger: &'a Ledger,
     now: i64,
     actor: Actor,
+    /// The workspace the call is confined to: the management key's own ("current"), or the one
+    /// the path names (`/workspaces/{w}/...`, "specified"). Another workspace's key is a 404.
+    scope: Option<String>,
+    /// Set when the scope is the management key's own workspace: what that key holds (its
+    /// permissions and its role's), beyond which it can give no key anything.
+    confined: Option<crate::core::record::PermissionSet>,
+}
+
+impl Call<'_> {
+    /// Whether a record belongs to the workspace the call is confined to (any, when none).
+    pub(crate) fn in_scope(&self, record: &KeyRecord) -> bool {
+        self.scope.as_deref().is_none_or(|w| record.workspace.as_deref() == Some(w))
+    }
 }
 
 /// Who may call what.
@@ -90,6 +104,16 @@ pub(crate) struct Call<'a> {
 enum Need {
     Admin,
     Permission(&'static str),
+    /// The admin token, or a management key confined to its workspace holding the permission
+    /// (push and bulk revocation, within that workspace).
+    AdminOrConfined(&'static str),
+}
+
+/// Who is calling: the actor, and for a management key its workspace and what it holds.
+struct Caller {
+    actor: Actor,
+    workspace: Option<String>,
+    holds: Option<crate::core::record::PermissionSet>,
 }
 
 pub async fn handle(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, now: i64) -> Result<Response> {
@@ -106,7 +130,12 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, no
         init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
         req = Request::new_with_init(req.url()?.as_str(), &init)?;
     }
-    match route(&mut req, env, ledger, now, &method, &segments).await {
+    let answer = match segments.as_slice() {
+        // The workspaces themselves (synchronous: their body is the one already read).
+        ["workspaces"] | ["workspaces", _] | ["workspaces", _, "usage"] => workspaces::route(&req, env, ledger, now, &method, &segments, &body),
+        _ => route(&mut req, env, ledger, now, &method, &segments).await,
+    };
+    match answer {
         Ok(response) => Ok(response),
         Err(Refusal(405, code, message)) => {
             let response = reply::error(405, code, &message)?;
@@ -119,6 +148,13 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, no
 
 /// The `Allow` header of a 405: the methods each endpoint answers.
 pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
+    let segments = match segments {
+        ["workspaces"] => return "GET, POST",
+        ["workspaces", _] => return "GET, PUT, DELETE",
+        ["workspaces", _, "usage"] => return "GET",
+        ["workspaces", _, rest @ ..] => rest,
+        _ => segments,
+    };
     match segments {
         ["api_keys"] => "GET, POST",
         ["api_keys", _] => "GET, PUT, DELETE",
@@ -132,8 +168,29 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
 }
 
 async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, segments: &[&str]) -> Answer {
+    // Every key route again under `/workspaces/{w}/`.
+    let (specified, segments) = match segments {
+        ["workspaces", id, rest @ ..] => (Some(workspaces::checked(id)?), rest),
+        _ => (None, segments),
+    };
+    keys_route(req, env, ledger, now, method, segments, specified).await
+}
+
+/// A key route, flat or (with `specified`) under `/workspaces/{specified}/`.
+async fn keys_route(
+    req: &mut Request,
+    env: &Env,
+    ledger: &Ledger,
+    now: i64,
+    method: &Method,
+    segments: &[&str],
+    specified: Option<&str>,
+) -> Answer {
+    if specified.is_some() && matches!(segments, ["policy"] | ["ping"] | ["openapi.json"]) {
+        return Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into()));
+    }
     let need = match (method, segments) {
-        (Method::Post, ["keys", "batch"]) => Need::Admin,
+        (Method::Post, ["keys", "batch"]) => Need::AdminOrConfined("keys:update"),
         (_, ["keys", "batch"]) => {
             return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
         }
@@ -145,15 +202,17 @@ async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: 
         (Method::Delete, ["api_keys", _]) => Need::Permission("keys:delete"),
         (Method::Post, ["verify"]) => Need::Permission("keys:read"),
         (Method::Get, ["policy"]) => Need::Permission("keys:read"),
-        (Method::Put, ["keys", _] | ["policy"]) | (Method::Post, ["revocations"]) => Need::Admin,
+        (Method::Put, ["keys", _]) => Need::AdminOrConfined("keys:update"),
+        (Method::Post, ["revocations"]) => Need::AdminOrConfined("keys:update"),
+        (Method::Put, ["policy"]) => Need::Admin,
         (_, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "revoke" | "roll" | "usage" | "credits"] | ["keys", _] | ["policy"]
             | ["revocations"] | ["verify"] | ["ping"] | ["openapi.json"] | ["audit"]) => {
             return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
         }
         _ => return Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into())),
     };
-    let actor = authorize(req, env, ledger, need, now)?;
-    let call = Call { env, ledger, now, actor };
+    let caller = authorize(req, env, ledger, need, now)?;
+    let call = scoped_call(env, ledger, now, caller, specified)?;
     match (method, segments) {
         (Method::Get, ["api_keys"]) => list::list(req, &call).await,
         (Method::Post, ["api_keys"]) => keys::create(req, &call).await,
@@ -181,8 +240,20 @@ fn boxed<'a>(answer: impl std::future::Future<Output = Answer> + 'a) -> std::pin
     Box::pin(answer)
 }
 
+/// The call as confined by the caller's workspace ("current") and the path's ("specified"): a
+/// management key of one workspace naming another gets a 404, as for anything else it cannot see.
+fn scoped_call<'a>(env: &'a Env, ledger: &'a Ledger, now: i64, caller: Caller, specified: Option<&str>) -> std::result::Result<Call<'a>, Refusal> {
+    let scope = match (&caller.workspace, specified) {
+        (Some(own), Some(named)) if own != named => return Err(workspaces::not_found(named)),
+        (Some(own), _) => Some(own.clone()),
+        (None, named) => named.map(str::to_string),
+    };
+    let confined = if caller.workspace.is_some() { caller.holds } else { None };
+    Ok(Call { env, ledger, now, actor: caller.actor, scope, confined })
+}
+
 /// `ADMIN_TOKEN` (compared in constant time) or a keyward key holding the needed permission.
-fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) -> std::result::Result<Actor, Refusal> {
+fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) -> std::result::Result<Caller, Refusal> {
     let unauthorized = || Refusal(401, "UNAUTHORIZED", "send Authorization: Bearer <admin token or management key>".into());
     let header = req.headers().get("authorization").ok().flatten().ok_or_else(unauthorized)?;
     let token = header
@@ -194,7 +265,7 @@ fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) ->
     let admin = env.secret("ADMIN_TOKEN").map(|s| s.to_string()).or_else(|_| env.var("ADMIN_TOKEN").map(|v| v.to_string()));
     if let Ok(admin) = admin {
         if !admin.is_empty() && constant_time_eq(token.as_bytes(), admin.as_bytes()) {
-            return Ok(Actor::Admin);
+            return Ok(Caller { actor: Actor::Admin, workspace: None, holds: None });
         }
     }
     if parse_key(token).is_err() {
@@ -204,20 +275,106 @@ fn authorize(req: &Request, env: &Env, ledger: &Ledger, need: Need, now: i64) ->
         .record(&key_digest(token))?
         .ok_or_else(|| Refusal(401, "UNAUTHORIZED", "the management token is not valid".into()))?;
     let key = CompiledKey::compile(record).map_err(|_| Refusal::from(StoreError("stored record is invalid".into())))?;
-    let Need::Permission(permission) = need else {
-        return Err(Refusal(403, "PERMISSION_DENIED", "this call needs the admin token".into()));
+    let permission = match need {
+        Need::Permission(p) => p,
+        Need::AdminOrConfined(p) if key.record.workspace.is_some() => p,
+        Need::Admin | Need::AdminOrConfined(_) => {
+            return Err(Refusal(403, "PERMISSION_DENIED", "this call needs the admin token".into()));
+        }
     };
     let client_ip = req.headers().get("cf-connecting-ip").ok().flatten();
     let (origin, referer) = (req.headers().get("origin").ok().flatten(), req.headers().get("referer").ok().flatten());
     let request = GateRequest { client_ip: client_ip.as_deref(), origin: origin.as_deref(), referer: referer.as_deref(), ..GateRequest::default() };
-    let decision = decide_permission(&key, Some(permission), &request, now);
+    let mut decision = decide_permission(&key, Some(permission), &request, now);
+    // The key's role adds its permissions here too, as at the gate: every other check passed
+    // when the permission is what is missing.
+    let policy = policy_roles(env, ledger)?;
+    let roles = policy.roles();
+    if decision.code == crate::core::Code::PermissionDenied && roles.grants(&key.record.role, permission) {
+        decision.valid = true;
+    }
     if decision.valid {
-        Ok(Actor::Key(key.record.id.clone()))
+        let holds = key.record.workspace.is_some().then(|| held(&key.record, roles));
+        Ok(Caller { actor: Actor::Key(key.record.id.clone()), workspace: key.record.workspace.clone(), holds })
     } else if decision.code.status() == 401 {
         Err(Refusal(401, "UNAUTHORIZED", decision.message))
     } else {
         Err(Refusal(403, "PERMISSION_DENIED", decision.message))
     }
+}
+
+/// The roles of the policy in force.
+fn policy_roles(env: &Env, ledger: &Ledger) -> std::result::Result<crate::core::RoutePolicy, Refusal> {
+    let text = match ledger.policy()? {
+        Some((doc, _)) => doc,
+        None => crate::edge::store::default_policy(env),
+    };
+    crate::core::RoutePolicy::parse(&text).map_err(|_| Refusal::from(StoreError("the route policy is invalid".into())))
+}
+
+/// What a record holds: its permissions and its role's.
+fn held(record: &KeyRecord, roles: &crate::core::policy::Roles) -> crate::core::record::PermissionSet {
+    let all: Vec<&str> = record.permissions.iter().map(String::as_str).chain(roles.permissions(&record.role).iter().map(String::as_str)).collect();
+    crate::core::record::PermissionSet::new(&all)
+}
+
+/// What a written record may hold: its role must be one the policy knows, and nothing it holds
+/// (its permissions and its role's) may go beyond its workspace's ceiling or, for a management
+/// key confined to its workspace, beyond what that key holds. Refused with 403 naming the
+/// permission; nothing is written. `changed`: whether permissions, role or workspace are part of
+/// this write (a write that changes none of them is not refused for a ceiling lowered since).
+fn check_grants(call: &Call<'_>, record: &KeyRecord, changed: bool) -> std::result::Result<(), Refusal> {
+    let policy = policy_roles(call.env, call.ledger)?;
+    let roles = policy.roles();
+    if !roles.knows(&record.role) {
+        let mut known = String::from(crate::core::policy::DEFAULT_ROLE);
+        for name in roles.names() {
+            known.push_str(", ");
+            known.push_str(name);
+        }
+        return Err(Refusal::bad(format!("role: \"{}\" is not a role the policy defines (known: {known})", record.role)));
+    }
+    if !changed {
+        return Ok(());
+    }
+    let ceiling = match record.workspace.as_deref() {
+        Some(w) => workspaces::ceiling(call.ledger, w)?,
+        None => None,
+    };
+    let own = record.permissions.len();
+    for (i, permission) in record.permissions.iter().chain(roles.permissions(&record.role)).enumerate() {
+        let limit = match (&ceiling, record.workspace.as_deref(), &call.confined) {
+            (Some(set), Some(w), _) if !set.covers(permission) => format!("the permission ceiling of workspace {w}"),
+            (_, _, Some(holds)) if !holds.covers(permission) => "what the calling management key holds".to_string(),
+            _ => continue,
+        };
+        let what = if i < own {
+            format!("permissions: {permission} is")
+        } else {
+            format!("role: the role \"{}\" grants {permission}, which is", record.role)
+        };
+        return Err(Refusal(403, "PERMISSION_DENIED", format!("{what} beyond {limit}")));
+    }
+    Ok(())
+}
+
+/// The workspace a written record belongs to under the call's scope: a key written under a
+/// workspace belongs to it (naming another is a 400); a key never moves to another workspace.
+fn place(call: &Call<'_>, record: &mut KeyRecord, old: Option<&KeyRecord>) -> std::result::Result<(), Refusal> {
+    if let Some(w) = &call.scope {
+        match record.workspace.as_deref() {
+            // Not named: the call's (a key found under the scope is already its own).
+            None => record.workspace = Some(w.clone()),
+            Some(named) if named == w => {}
+            _ => return Err(Refusal::bad(format!("workspace: a key written in workspace {w} belongs to it (a key cannot move to another workspace)"))),
+        }
+    }
+    if let Some(old_ws) = old.and_then(|o| o.workspace.as_deref()) {
+        if record.workspace.as_deref() != Some(old_ws) {
+            return Err(Refusal::bad(format!("workspace: the key belongs to workspace {old_ws}; a key cannot move to another workspace")));
+        }
+    }
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -253,13 +410,18 @@ async fn read_json_up_to(req: &mut Request, limit: usize) -> std::result::Result
         return Err(Refusal::bad(format!("body: must be at most {limit} bytes")));
     }
     let bytes = req.bytes().await.map_err(|_| Refusal::bad("body: could not be read"))?;
+    json_of(&bytes, limit)
+}
+
+/// A body already read, as JSON: at most `limit` bytes, not empty, valid.
+fn json_of(bytes: &[u8], limit: usize) -> std::result::Result<Value, Refusal> {
     if bytes.len() > limit {
         return Err(Refusal::bad(format!("body: must be at most {limit} bytes")));
     }
     if bytes.is_empty() {
         return Err(Refusal::bad("body: a JSON body is required"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| Refusal::bad(format!("body: is not valid JSON ({e})")))
+    serde_json::from_slice(bytes).map_err(|e| Refusal::bad(format!("body: is not valid JSON ({e})")))
 }
 
 /// The `{"api_key": {...}}` wrapper every key-writing call takes.
@@ -289,10 +451,10 @@ fn check_id(id: &str) -> std::result::Result<(), Refusal> {
     }
 }
 
-/// A listed key by id, or 404.
+/// A listed key by id, or 404 (also for a key of another workspace than the call's).
 fn load(call: &Call<'_>, id: &str) -> std::result::Result<KeyRecord, Refusal> {
     check_id(id)?;
-    call.ledger.record_by_id(id)?.ok_or_else(|| Refusal::not_found(id))
+    call.ledger.record_by_id(id)?.filter(|r| call.in_scope(r)).ok_or_else(|| Refusal::not_found(id))
 }
 
 /// The `name=value` pairs of a query string, percent-decoded; a bad encoding names its field.
@@ -334,6 +496,30 @@ fn shown(call: &Call<'_>, record: &KeyRecord) -> std::result::Result<Value, Refu
     Ok(shown_all(call, std::slice::from_ref(record))?.pop().unwrap_or(Value::Null))
 }
 
+/// A list's `workspace=`: within the call's scope (a management key confined to its workspace
+/// naming another gets a 404; a path naming another, a 400).
+fn list_workspace(call: &Call<'_>, value: String) -> std::result::Result<String, Refusal> {
+    if !crate::core::record::is_workspace_id(&value) {
+        return Err(Refusal::bad("workspace: must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -"));
+    }
+    match call.scope.as_deref() {
+        Some(w) if w != value && call.confined.is_some() => Err(workspaces::not_found(&value)),
+        Some(w) if w != value => Err(Refusal::bad(format!("workspace: the path already names workspace {w}"))),
+        _ => Ok(value),
+    }
+}
+
+/// A list's `status=`.
+fn list_status(value: &str) -> std::result::Result<crate::core::record::KeyStatus, Refusal> {
+    use crate::core::record::KeyStatus;
+    match value {
+        "active" => Ok(KeyStatus::Active),
+        "expired" => Ok(KeyStatus::Expired),
+        "revoked" => Ok(KeyStatus::Revoked),
+        _ => Err(Refusal::bad("status: must be active, expired or revoked")),
+    }
+}
+
 /// `per_page`: from 1 to `max`.
 fn per_page(value: &str, max: usize) -> std::result::Result<usize, Refusal> {
     value
@@ -345,7 +531,18 @@ fn per_page(value: &str, max: usize) -> std::result::Result<usize, Refusal> {
 
 /// For management calls answered outside this module (`edge::tokens`): the `ADMIN_TOKEN`
 /// (`permission` None: the admin token only) or a key holding `permission`.
-pub(crate) fn authorize_call(req: &Request, env: &Env, ledger: &Ledger, permission: Option<&'static str>, now: i64) -> std::result::Result<Actor, Refusal> {
+/// With the workspace the call is confined to (the management key's own, or `specified` by the
+/// path; a key of one workspace naming another: 404), as for every key route.
+pub(crate) fn authorize_call_in(
+    req: &Request,
+    env: &Env,
+    ledger: &Ledger,
+    permission: Option<&'static str>,
+    now: i64,
+    specified: Option<&str>,
+) -> std::result::Result<(Actor, Option<String>), Refusal> {
     let need = permission.map_or(Need::Admin, Need::Permission);
-    authorize(req, env, ledger, need, now)
+    let specified = specified.map(workspaces::checked).transpose()?;
+    let call = scoped_call(env, ledger, now, authorize(req, env, ledger, need, now)?, specified)?;
+    Ok((call.actor, call.scope))
 }

@@ -49,7 +49,11 @@ fn apply(
     same_version_is_unchanged: bool,
 ) -> std::result::Result<(Pushed, KeyRecord), Refusal> {
     let now = call.now;
+    // A key of another workspace than the call's is not found (nor is its tombstone).
     let existing = call.ledger.record(digest)?;
+    if existing.as_ref().is_some_and(|r| !call.in_scope(r)) {
+        return Err(Refusal(404, "NOT_FOUND", "no key of this workspace has this digest".into()));
+    }
     let base = match &existing {
         Some(old) => {
             let mut b = KeyRecord::blank(old.id.clone(), digest.to_string(), now);
@@ -59,6 +63,8 @@ fn apply(
         None => KeyRecord::blank(new_id(now)?, digest.to_string(), now),
     };
     let mut record = base.with_attributes(attrs, WriteMode::Push).map_err(Refusal::field)?;
+    super::place(call, &mut record, existing.as_ref())?;
+    super::check_grants(call, &record, true)?;
     super::check_tier(call.env, &record, existing.as_ref())?;
     crate::edge::tokens::give_salt(&mut record)?;
     // A push repeating the credits already stored keeps the live count (an origin pushes whole
@@ -200,7 +206,7 @@ pub(super) async fn revocations(req: &mut Request, call: &Call<'_>) -> Answer {
     let mut done: Vec<Value> = Vec::new();
     let mut not_found: Vec<Value> = Vec::new();
     for id in &ids {
-        match call.ledger.record_by_id(id)? {
+        match call.ledger.record_by_id(id)?.filter(|r| call.in_scope(r)) {
             None => not_found.push(Value::String(id.clone())),
             Some(record) => {
                 if !record.is_revoked() {
@@ -212,6 +218,8 @@ pub(super) async fn revocations(req: &mut Request, call: &Call<'_>) -> Answer {
     }
     for digest in &hashes {
         match call.ledger.record(digest)? {
+            // Another workspace's key: not found, and left as it is.
+            Some(record) if !call.in_scope(&record) => not_found.push(Value::String(digest.clone())),
             Some(record) => {
                 if !record.is_revoked() {
                     call.ledger.put(&revoked(&record, now), Some(&record), &call.actor, "revoke", now)?;
@@ -223,6 +231,7 @@ pub(super) async fn revocations(req: &mut Request, call: &Call<'_>) -> Answer {
                 // can make the key valid.
                 let mut record = KeyRecord::blank(new_id(now)?, digest.clone(), now);
                 record.name = "(revoked before push)".into();
+                record.workspace = call.scope.clone();
                 record.active = false;
                 record.revoked_at = Some(format_rfc3339(now));
                 record.version = 1;

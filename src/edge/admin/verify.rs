@@ -145,7 +145,8 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
         Ok(None) => Decision::deny(Code::MissingKey, "no API key was given"),
         Ok(Some(credential)) => match parse_key(&credential.key) {
             Err(e) => Decision::deny(Code::MalformedKey, format!("the API key is malformed: {e}")),
-            Ok(_) => match call.ledger.record(&key_digest(&credential.key))? {
+            // A call confined to a workspace knows only that workspace's keys.
+            Ok(_) => match call.ledger.record(&key_digest(&credential.key))?.filter(|r| call.in_scope(r)) {
                 None => Decision::deny(Code::UnknownKey, "the API key is not known"),
                 Some(record) => {
                     let key = CompiledKey::compile(record).map_err(|_| Refusal::from(StoreError("stored record is invalid".into())))?;
