@@ -81,8 +81,7 @@ wireActivity(signedOut);
 wireUsage();
 // Another workspace picked: the lists start again from their first page.
 function workspacePicked() {
-  list.tokens = [null];
-  list.index = 0;
+  resetPaging();
   resetActivity();
   route();
 }
@@ -116,7 +115,7 @@ $('#signin-form').addEventListener('submit', async (event) => {
 $('#sign-out').addEventListener('click', () => {
   setToken(null);
   setWorkspace(null);
-  list.tokens = [null];
+  resetPaging();
   resetActivity();
   location.hash = '#/keys';
   route();
@@ -124,7 +123,20 @@ $('#sign-out').addEventListener('click', () => {
 
 // ---------------------------------------------------------------- list
 
+// The list: with no status chosen, two sections, active keys and then expired and revoked keys,
+// each with its own paging; with a status chosen, that status's keys in the first section only.
+// The second section pages through the expired keys and then the revoked ones (the API's
+// `status=` takes one status), so its cursors say which status they continue.
 const list = { tokens: [null], index: 0, filter: '', status: '', perPage: 25 };
+const inactive = { tokens: [{ status: 'expired', token: null }], index: 0 };
+
+/** Every list starts again from its first page. */
+function resetPaging() {
+  list.tokens = [null];
+  list.index = 0;
+  inactive.tokens = [{ status: 'expired', token: null }];
+  inactive.index = 0;
+}
 
 function statusBadge(status) {
   const span = document.createElement('span');
@@ -139,24 +151,26 @@ function when(iso) {
   return d.toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
 }
 
-async function loadList() {
-  const params = new URLSearchParams({ per_page: String(list.perPage) });
+/** One page of keys of one status (with the name filter), or null after showing the error. */
+async function fetchKeys(status, perPage, token) {
+  const params = new URLSearchParams({ per_page: String(perPage) });
   if (list.filter) params.set('name_contains', list.filter);
-  if (list.status) params.set('status', list.status);
-  const token = list.tokens[list.index];
+  if (status) params.set('status', status);
   if (token) params.set('page_token', token);
   const r = await api('GET', `/api_keys?${params}`);
-  const error = $('#list-error');
   if (!r.body?.success) {
+    const error = $('#list-error');
     error.hidden = false;
     error.textContent = r.body?.error_message ?? `The list could not be loaded (${r.status}).`;
     if (r.status === 401) { setToken(null); route(); }
-    return;
+    return null;
   }
-  error.hidden = true;
-  const body = $('#keys-body');
+  return r.body;
+}
+
+function renderRows(body, keys) {
   body.replaceChildren();
-  for (const k of r.body.data) {
+  for (const k of keys) {
     const tr = document.createElement('tr');
     tr.dataset.id = k.id;
     const name = document.createElement('td');
@@ -195,16 +209,101 @@ async function loadList() {
     tr.append(name, preview, type, status, perms, created, used);
     body.append(tr);
   }
-  const { num_records: total, next_page_token: next } = r.body;
-  $('#keys-empty').hidden = r.body.data.length > 0;
-  $('#keys-table').hidden = r.body.data.length === 0;
-  const first = list.index * list.perPage + (r.body.data.length ? 1 : 0);
-  const last = list.index * list.perPage + r.body.data.length;
-  $('#list-summary').textContent = `${total} ${list.status ? `${list.status} ` : ''}key${total === 1 ? '' : 's'}${list.filter ? ` matching “${list.filter}”` : ''}`;
-  $('#page-label').textContent = total ? `${first}–${last} of ${total}` : '';
-  $('#prev-page').disabled = list.index === 0;
-  $('#next-page').disabled = !next;
+}
+
+/** Fills one section: its rows, its empty message, its page label and buttons. */
+function renderSection(ids, { keys, total, index, more, empty }) {
+  renderRows($(ids.body), keys);
+  $(ids.empty).textContent = empty;
+  $(ids.empty).hidden = keys.length > 0;
+  $(ids.table).hidden = keys.length === 0;
+  const first = index * list.perPage + (keys.length ? 1 : 0);
+  const last = index * list.perPage + keys.length;
+  $(ids.label).textContent = total ? `${first}–${last} of ${total}` : '';
+  $(ids.prev).disabled = index === 0;
+  $(ids.next).disabled = !more;
+}
+
+const PRIMARY = { body: '#keys-body', empty: '#keys-empty', table: '#keys-table', label: '#page-label', prev: '#prev-page', next: '#next-page' };
+const INACTIVE = { body: '#inactive-body', empty: '#inactive-empty', table: '#inactive-table', label: '#inactive-label', prev: '#inactive-prev', next: '#inactive-next' };
+
+/** The first section: active keys, or the keys of the status chosen. */
+async function loadPrimary() {
+  const status = list.status || 'active';
+  const page = await fetchKeys(status, list.perPage, list.tokens[list.index]);
+  if (!page) return null;
+  const next = page.next_page_token;
   list.tokens[list.index + 1] = next ?? undefined;
+  const word = { active: 'active', expired: 'expired', revoked: 'revoked' }[status];
+  $('#keys-heading').textContent = `${word[0].toUpperCase()}${word.slice(1)} keys`;
+  $('#keys-pager').setAttribute('aria-label', `Pages of ${word} keys`);
+  renderSection(PRIMARY, {
+    keys: page.data, total: page.num_records, index: list.index, more: Boolean(next),
+    empty: list.filter ? `No ${word} keys match.` : `No ${word} keys.`,
+  });
+  return page.num_records;
+}
+
+/**
+ * The second section: the expired keys, then the revoked ones, a page at a time. A page that
+ * ends the expired keys is filled up with the first revoked ones; the other status is asked for
+ * its count only (per_page=1), so the section's total covers both.
+ */
+async function loadInactive() {
+  const at = inactive.tokens[inactive.index];
+  let keys;
+  let next = null;
+  let expired;
+  let revoked;
+  if (at.status === 'expired') {
+    expired = await fetchKeys('expired', list.perPage, at.token);
+    if (!expired) return null;
+    keys = expired.data;
+    const room = list.perPage - keys.length;
+    if (expired.next_page_token) {
+      next = { status: 'expired', token: expired.next_page_token };
+      revoked = await fetchKeys('revoked', 1, null);
+      if (!revoked) return null;
+    } else if (room > 0) {
+      revoked = await fetchKeys('revoked', room, null);
+      if (!revoked) return null;
+      keys = [...keys, ...revoked.data];
+      if (revoked.next_page_token) next = { status: 'revoked', token: revoked.next_page_token };
+    } else {
+      revoked = await fetchKeys('revoked', 1, null);
+      if (!revoked) return null;
+      if (revoked.num_records > 0) next = { status: 'revoked', token: null };
+    }
+  } else {
+    [revoked, expired] = await Promise.all([fetchKeys('revoked', list.perPage, at.token), fetchKeys('expired', 1, null)]);
+    if (!revoked || !expired) return null;
+    keys = revoked.data;
+    if (revoked.next_page_token) next = { status: 'revoked', token: revoked.next_page_token };
+  }
+  inactive.tokens[inactive.index + 1] = next ?? undefined;
+  const total = expired.num_records + revoked.num_records;
+  renderSection(INACTIVE, {
+    keys, total, index: inactive.index, more: Boolean(next),
+    empty: list.filter ? 'No expired or revoked keys match.' : 'No expired or revoked keys.',
+  });
+  return total;
+}
+
+function summarize(counts) {
+  const matching = list.filter ? ` matching “${list.filter}”` : '';
+  const plural = (n) => `key${n === 1 ? '' : 's'}`;
+  if (list.status) return `${counts[0]} ${list.status} ${plural(counts[0])}${matching}`;
+  const [active, other] = counts;
+  return `${active + other} ${plural(active + other)}${matching}: ${active} active, ${other} expired or revoked`;
+}
+
+async function loadList() {
+  $('#list-error').hidden = true;
+  const split = !list.status;
+  $('#inactive-section').hidden = !split;
+  const counts = await Promise.all(split ? [loadPrimary(), loadInactive()] : [loadPrimary()]);
+  if (counts.some((c) => c === null)) return;
+  $('#list-summary').textContent = summarize(counts);
 }
 
 let filterTimer;
@@ -212,8 +311,7 @@ $('#filter').addEventListener('input', () => {
   clearTimeout(filterTimer);
   filterTimer = setTimeout(() => {
     list.filter = $('#filter').value.trim();
-    list.tokens = [null];
-    list.index = 0;
+    resetPaging();
     loadList();
   }, 250);
 });
@@ -221,27 +319,35 @@ $('#filter-form').addEventListener('submit', (event) => {
   event.preventDefault();
   clearTimeout(filterTimer);
   list.filter = $('#filter').value.trim();
-  list.tokens = [null];
-  list.index = 0;
+  resetPaging();
   loadList();
 });
 $('#status-filter').addEventListener('change', () => {
   list.status = $('#status-filter').value;
-  list.tokens = [null];
-  list.index = 0;
+  resetPaging();
   loadList();
 });
 $('#per-page').addEventListener('change', () => {
   list.perPage = Number($('#per-page').value);
-  list.tokens = [null];
-  list.index = 0;
+  resetPaging();
   loadList();
 });
+// Each section pages on its own, leaving the other where it is.
+function pageTo(load) {
+  $('#list-error').hidden = true;
+  load();
+}
 $('#prev-page').addEventListener('click', () => {
-  if (list.index > 0) { list.index -= 1; loadList(); }
+  if (list.index > 0) { list.index -= 1; pageTo(loadPrimary); }
 });
 $('#next-page').addEventListener('click', () => {
-  if (list.tokens[list.index + 1]) { list.index += 1; loadList(); }
+  if (list.tokens[list.index + 1]) { list.index += 1; pageTo(loadPrimary); }
+});
+$('#inactive-prev').addEventListener('click', () => {
+  if (inactive.index > 0) { inactive.index -= 1; pageTo(loadInactive); }
+});
+$('#inactive-next').addEventListener('click', () => {
+  if (inactive.tokens[inactive.index + 1]) { inactive.index += 1; pageTo(loadInactive); }
 });
 
 // ---------------------------------------------------------------- editor

@@ -1,7 +1,8 @@
 // Workspaces in the console, in headless Chromium against the built Worker under `wrangler dev`:
-// the picker confines the key list (and what is created) to one workspace, the status filter
-// splits active from expired and revoked keys, and the Workspaces page shows, creates and edits
-// workspaces; a workspace's own management key sees only its workspace.
+// the picker confines the key list (and what is created) to one workspace, the key list shows
+// active keys and expired and revoked keys in sections of their own (a status filter shows one
+// status), and the Workspaces page shows, creates and edits workspaces; a workspace's own
+// management key sees only its workspace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { consoleSession, newPage, shot, signIn } from './support.mjs';
@@ -15,8 +16,9 @@ async function ok(promise, status = 200) {
 }
 const admin = (...args) => session.kw.admin(...args);
 const listed = (page) => page.$$eval('#keys-body tr', (rows) => rows.map((r) => r.dataset.id));
+const inactiveListed = (page) => page.$$eval('#inactive-body tr', (rows) => rows.map((r) => r.dataset.id));
 
-test('the workspace picker confines the key list and new keys; the status filter splits active from expired and revoked', async () => {
+test('the workspace picker confines the key list and new keys; active keys and expired and revoked keys are listed in sections of their own, each paged, and the status filter shows one status', async () => {
   await ok(admin('POST', '/workspaces', { workspace: { id: 'acme', name: 'Acme', permission_ceiling: ['users:*', 'projects:read'] } }), 201);
   await ok(admin('POST', '/workspaces', { workspace: { id: 'globex' } }), 201);
   const a1 = await ok(admin('POST', '/workspaces/acme/api_keys', { api_key: { name: 'acme one', permissions: ['users:read'] } }), 201);
@@ -32,15 +34,58 @@ test('the workspace picker confines the key list and new keys; the status filter
   await page.waitForSelector(`#keys-body tr[data-id="${g1.id}"]`);
   await page.selectOption('#workspace-picker', 'acme');
   await page.waitForFunction((id) => !document.querySelector(`#keys-body tr[data-id="${id}"]`), g1.id);
-  assert.deepEqual((await listed(page)).sort(), [a1.id, a2.id, a3.id].sort());
-  // Active, then expired, then revoked.
+  // No status chosen: two sections, the active keys, then the expired and revoked ones.
+  const summary = () => page.textContent('#list-summary');
+  await page.waitForFunction(() => /^3 keys: 1 active, 2 expired or revoked$/.test(document.querySelector('#list-summary').textContent));
+  assert.equal(await page.textContent('#keys-heading'), 'Active keys');
+  assert.equal(await page.textContent('#inactive-heading'), 'Expired and revoked keys');
+  assert.deepEqual(await listed(page), [a1.id]);
+  assert.deepEqual(await inactiveListed(page), [a2.id, a3.id]);
+  assert.match(await page.textContent('#inactive-label'), /^1–2 of 2$/);
+  await shot(page, '39-key-list-sections');
+  // Each section pages on its own: one a page, the second section runs on from its expired key to its revoked one.
+  await page.evaluate(() => {
+    const select = document.querySelector('#per-page');
+    select.append(new Option('1', '1'));
+    select.value = '1';
+    select.dispatchEvent(new Event('change'));
+  });
+  await page.waitForFunction(() => document.querySelector('#inactive-label').textContent === '1–1 of 2');
+  assert.deepEqual(await inactiveListed(page), [a2.id]);
+  assert.equal(await page.isDisabled('#inactive-next'), false);
+  await page.focus('#inactive-next');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.querySelector('#inactive-label').textContent === '2–2 of 2');
+  assert.deepEqual(await inactiveListed(page), [a3.id]);
+  assert.equal(await page.isDisabled('#inactive-next'), true);
+  assert.deepEqual(await listed(page), [a1.id]);
+  assert.equal(await page.textContent('#page-label'), '1–1 of 1');
+  await page.click('#inactive-prev');
+  await page.waitForFunction(() => document.querySelector('#inactive-label').textContent === '1–1 of 2');
+  assert.deepEqual(await inactiveListed(page), [a2.id]);
+  await page.selectOption('#per-page', '25');
+  // The name filter narrows both sections; a section left empty says so.
+  await page.fill('#filter', 'acme o');
+  await page.waitForFunction(() => /^2 keys matching “acme o”: 1 active, 1 expired or revoked$/.test(document.querySelector('#list-summary').textContent));
+  assert.deepEqual(await listed(page), [a1.id]);
+  assert.deepEqual(await inactiveListed(page), [a2.id]);
+  await page.fill('#filter', 'acme one');
+  await page.waitForFunction(() => /^1 key matching “acme one”: 1 active, 0 expired or revoked$/.test(document.querySelector('#list-summary').textContent));
+  assert.equal(await page.isVisible('#inactive-table'), false);
+  assert.equal(await page.textContent('#inactive-empty'), 'No expired or revoked keys match.');
+  assert.equal(await page.isVisible('#inactive-empty'), true);
+  await page.fill('#filter', '');
+  await page.waitForFunction(() => /^3 keys: /.test(document.querySelector('#list-summary').textContent));
+  // A status chosen: its keys only, in one section.
   await page.selectOption('#status-filter', 'active');
   await page.waitForFunction(() => document.querySelectorAll('#keys-body tr').length === 1);
   assert.deepEqual(await listed(page), [a1.id]);
-  assert.match(await page.textContent('#list-summary'), /^1 active key$/);
+  assert.match(await summary(), /^1 active key$/);
+  assert.equal(await page.isVisible('#inactive-section'), false);
   await page.selectOption('#status-filter', 'expired');
   await page.waitForSelector(`#keys-body tr[data-id="${a2.id}"]`);
   assert.deepEqual(await listed(page), [a2.id]);
+  assert.equal(await page.textContent('#keys-heading'), 'Expired keys');
   await page.selectOption('#status-filter', 'revoked');
   await page.waitForSelector(`#keys-body tr[data-id="${a3.id}"]`);
   assert.deepEqual(await listed(page), [a3.id]);
