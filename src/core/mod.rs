@@ -13,6 +13,7 @@ pub mod decision;
 pub mod digest;
 pub mod ip;
 pub mod key;
+pub mod leak;
 pub mod limits;
 pub mod method;
 pub mod name_index;

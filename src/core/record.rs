@@ -108,6 +108,12 @@ pub struct KeyRecord {
     pub simple_auth: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simple_auth_salt: Option<String>,
+    /// When a leak report (GitHub's secret scanning or the operator's own scanner) first named
+    /// this key, and where it was found (docs/leaks-and-webhooks.md). Read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaked_url: Option<String>,
 }
 
 fn stored_ratelimit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
@@ -150,7 +156,7 @@ pub enum WriteMode {
     Push,
 }
 
-const READ_ONLY: &[&str] = &["id", "status", "created_at", "updated_at", "revoked_at", "digest", "last_used_at", "tokens_not_before", "simple_auth_salt"];
+const READ_ONLY: &[&str] = &["id", "status", "created_at", "updated_at", "revoked_at", "digest", "last_used_at", "tokens_not_before", "simple_auth_salt", "leaked_at", "leaked_url"];
 
 impl KeyRecord {
     /// A new record with every attribute at its default, to which attributes are then applied.
@@ -185,6 +191,8 @@ impl KeyRecord {
             tokens_not_before: None,
             simple_auth: false,
             simple_auth_salt: None,
+            leaked_at: None,
+            leaked_url: None,
         }
     }
 
@@ -426,7 +434,7 @@ impl KeyRecord {
         let object = view.as_object().ok_or_else(|| FieldError::new("record", "must be a JSON object"))?;
         let text = |field: &str| object.get(field).and_then(Value::as_str).map(str::to_string);
         let mut attributes = object.clone();
-        for field in ["id", "status", "created_at", "updated_at", "revoked_at", "version", "key_preview", "api_key", "rolled_from", "last_used_at", "tokens_not_before", "simple_auth_salt"] {
+        for field in ["id", "status", "created_at", "updated_at", "revoked_at", "version", "key_preview", "api_key", "rolled_from", "last_used_at", "tokens_not_before", "simple_auth_salt", "leaked_at", "leaked_url"] {
             attributes.remove(field);
         }
         let mut base = KeyRecord::blank(text("id").unwrap_or_else(|| "key_playground".into()), String::new(), 0);
@@ -470,6 +478,8 @@ impl KeyRecord {
         map.insert("status".into(), Value::String(status.into()));
         map.insert("expires_at".into(), opt(&self.expires_at));
         map.insert("revoked_at".into(), opt(&self.revoked_at));
+        map.insert("leaked_at".into(), opt(&self.leaked_at));
+        map.insert("leaked_url".into(), opt(&self.leaked_url));
         map.insert("metadata".into(), Value::Object(self.metadata.clone()));
         map.insert("version".into(), Value::from(self.version));
         map.insert("created_at".into(), Value::String(self.created_at.clone()));

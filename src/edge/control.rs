@@ -111,13 +111,17 @@ impl DurableObject for ControlPlane {
         if let Some(answer) = super::tokens::internal(&mut req, &path, &ledger, now).await {
             return answer;
         }
-        let Some(rest) = path.strip_prefix("/_keyward/v1/") else {
-            return reply::error(404, "NOT_FOUND", "no such control-plane endpoint");
-        };
-        let rest = rest.to_string();
-        let response = match super::tokens::manage(&mut req, &self.env, &rest, &ledger, now).await {
-            Some(answer) => answer?,
-            None => super::admin::handle(req, &self.env, &rest, &ledger, now).await?,
+        let response = if path == super::leaks::PATH {
+            super::leaks::github(req, &self.env, &ledger, now).await?
+        } else {
+            let Some(rest) = path.strip_prefix("/_keyward/v1/") else {
+                return reply::error(404, "NOT_FOUND", "no such control-plane endpoint");
+            };
+            let rest = rest.to_string();
+            match super::tokens::manage(&mut req, &self.env, &rest, &ledger, now).await {
+                Some(answer) => answer?,
+                None => super::admin::handle(req, &self.env, &rest, &ledger, now).await?,
+            }
         };
         let _ = ledger.prune_changes(now);
         // Small changes reach KV before the answer; big ones (a batch) after it, a chunk per alarm.

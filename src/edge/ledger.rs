@@ -150,6 +150,8 @@ pub enum Actor {
     Key(String),
     /// The one-time import of a deployment whose records lived only in KV.
     Migration,
+    /// A leak report, as `leak:<source>` (`leak:github` for GitHub's secret scanning).
+    Leak(String),
 }
 
 impl Actor {
@@ -158,6 +160,7 @@ impl Actor {
             Actor::Admin => "admin",
             Actor::Key(id) => id,
             Actor::Migration => "migration",
+            Actor::Leak(name) => name,
         }
     }
 }

@@ -6,6 +6,7 @@ mod control;
 mod fast;
 mod gate;
 mod lease;
+mod leaks;
 mod ledger;
 mod limiter;
 mod limits;
@@ -59,6 +60,9 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
         }
         if let Some(rest) = path.strip_prefix("/_keyward/v1/") {
             return management(req, &env, rest).await;
+        }
+        if path == leaks::PATH {
+            return leaks::forward(Request::from(req), &env).await;
         }
         if path == "/_keyward/jwks.json" {
             return tokens::jwks(&worker::Method::from(raw_method), &env).await;

@@ -6,6 +6,7 @@
 
 mod audit;
 mod keys;
+pub(crate) mod leaks;
 mod list;
 mod policy;
 mod push;
@@ -205,8 +206,11 @@ async fn keys_route(
         (Method::Put, ["keys", _]) => Need::AdminOrConfined("keys:update"),
         (Method::Post, ["revocations"]) => Need::AdminOrConfined("keys:update"),
         (Method::Put, ["policy"]) => Need::Admin,
+        // Leaks act on any key, by digest: the admin token only (a workspace's key cannot be
+        // confined to its own keys here yet).
+        (Method::Post, ["leaks"]) => Need::Admin,
         (_, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "revoke" | "roll" | "usage" | "credits"] | ["keys", _] | ["policy"]
-            | ["revocations"] | ["verify"] | ["ping"] | ["openapi.json"] | ["audit"]) => {
+            | ["revocations"] | ["verify"] | ["ping"] | ["openapi.json"] | ["audit"] | ["leaks"]) => {
             return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
         }
         _ => return Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into())),
@@ -226,6 +230,7 @@ async fn keys_route(
         (Method::Post, ["keys", "batch"]) => push::batch(req, &call).await,
         (Method::Put, ["keys", digest]) => push::push(req, &call, digest).await,
         (Method::Post, ["revocations"]) => push::revocations(req, &call).await,
+        (Method::Post, ["leaks"]) => boxed(leaks::report(req, &call)).await,
         (Method::Get, ["policy"]) => policy::get(env, &call),
         (Method::Put, ["policy"]) => policy::put(req, &call).await,
         (Method::Get, ["audit"]) => audit::list(req, &call),
