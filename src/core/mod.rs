@@ -24,6 +24,7 @@ pub mod record;
 pub mod time;
 pub mod token;
 pub mod usage;
+pub mod webhook;
 
 pub use code::Code;
 pub use decision::{decide, Decision, GateRequest};

@@ -50,6 +50,9 @@ impl DurableObject for ControlPlane {
             if let Err(e) = super::tokens::create_schema(l.sql()) {
                 worker::console_error!("keyward: the signing keys' table could not be created: {}", e.0);
             }
+            if let Err(e) = super::webhooks::create_schema(l.sql()) {
+                worker::console_error!("keyward: the webhook tables could not be created: {}", e.0);
+            }
         }
         let failures = env
             .var("KEYWARD_TEST_FAIL_KV_WRITES")
@@ -134,13 +137,31 @@ impl DurableObject for ControlPlane {
             }
             Err(_) => {}
         }
+        // Webhook events this change made go out from an alarm, at once (edge::webhooks).
+        if let Ok(Some(at)) = super::webhooks::next_due(ledger.sql()) {
+            schedule_alarm(&self.state.storage(), at, super::now_ms()).await;
+        }
         Ok(response)
     }
 
     async fn alarm(&self) -> Result<Response> {
+        let started = super::now_ms();
         self.drain().await;
+        self.deliver_webhooks(started).await;
         Response::ok("drained")
     }
+}
+
+/// Asks for an alarm at `at` (Unix ms) unless one set after `set_after` is already due then or
+/// sooner: the KV outbox and the webhook outbox share the object's one alarm. An alarm at or
+/// before `set_after` is the one running now (or about to), which ends with its handler: it
+/// does not count.
+async fn schedule_alarm(storage: &worker::Storage, at: i64, set_after: i64) {
+    if storage.get_alarm().await.ok().flatten().is_some_and(|current| current > set_after && current <= at) {
+        return;
+    }
+    // An i64 is an offset from now in milliseconds.
+    let _ = storage.set_alarm(at.saturating_sub(super::now_ms()).max(0)).await;
 }
 
 impl ControlPlane {
@@ -152,6 +173,28 @@ impl ControlPlane {
         let drainer = self.drainer();
         let gate = self.state.block_concurrency_while(async move {
             drainer.run().await;
+            Ok(())
+        });
+        async move {
+            let _ = gate.await;
+        }
+    }
+
+    /// Sends the webhook events that are due, with other events held back meanwhile (as `drain`
+    /// does, for the same reason), then asks for an alarm when the next one is due.
+    fn deliver_webhooks(&self, started: i64) -> impl std::future::Future<Output = ()> {
+        let (ledger, env, storage) = (self.ledger.clone(), self.env.clone(), self.state.storage());
+        let gate = self.state.block_concurrency_while(async move {
+            if let Some(ledger) = ledger {
+                match super::webhooks::deliver(ledger.sql(), &env).await {
+                    Ok(Some(at)) => schedule_alarm(&storage, at, started).await,
+                    Ok(None) => {}
+                    Err(e) => {
+                        worker::console_error!("keyward: webhook delivery failed: {}", e.0);
+                        schedule_alarm(&storage, super::now_ms().saturating_add(1000), started).await;
+                    }
+                }
+            }
             Ok(())
         });
         async move {

@@ -356,7 +356,10 @@ impl Ledger {
             Self::key_row(record, &json),
         )?;
         self.changed(&record.digest, version_of(record), true, now)?;
-        let changes = diff(old.map(|o| o.view(now)), Some(record.view(now)));
+        let (before, after) = (old.map(|o| o.view(now)), record.view(now));
+        // The webhook events of this change, in the same transaction (edge::webhooks).
+        super::webhooks::enqueue(&self.sql, &record.id, before.as_ref(), Some(&after), now)?;
+        let changes = diff(before, Some(after));
         self.audit_in(actor, action, Some(&record.id), record.workspace.as_deref(), &changes, now)
     }
 
@@ -391,6 +394,7 @@ impl Ledger {
             )?;
         }
         self.changed(&record.digest, version, tombstone.is_some(), now)?;
+        super::webhooks::enqueue(&self.sql, &record.id, Some(&record.view(now)), None, now)?;
         self.audit_in(actor, "delete", Some(&record.id), record.workspace.as_deref(), &diff(Some(record.view(now)), None), now)
     }
 

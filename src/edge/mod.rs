@@ -14,6 +14,7 @@ mod reply;
 mod store;
 mod tokens;
 mod usage;
+mod webhooks;
 
 use worker::{event, web_sys, Context, Env, Request, Response, Result};
 

@@ -13,6 +13,7 @@ const DEFAULT_PER_PAGE: usize = 100;
 const ACTIONS: &[&str] = &[
     "create", "update", "expire", "reactivate", "revoke", "roll", "delete", "push", "policy_update", "import", "credits",
     "revoke_tokens", "rotate_signing_key", "workspace_create", "workspace_update", "workspace_delete",
+    "leak", "webhook_create", "webhook_update", "webhook_delete",
 ];
 
 pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {

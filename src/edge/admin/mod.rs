@@ -13,6 +13,7 @@ mod push;
 mod usage;
 mod verify;
 mod workspaces;
+mod webhooks;
 
 pub use verify::{openapi, ping};
 
@@ -164,6 +165,9 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
         ["keys", "batch"] => "POST",
         ["keys", _] => "PUT",
         ["policy"] => "GET, PUT",
+        ["webhooks"] => "GET, POST",
+        ["webhooks", _] => "GET, PUT, DELETE",
+        ["webhooks", _, "deliveries"] => "GET",
         _ => "POST",
     }
 }
@@ -209,6 +213,13 @@ async fn keys_route(
         // Leaks act on any key, by digest: the admin token only (a workspace's key cannot be
         // confined to its own keys here yet).
         (Method::Post, ["leaks"]) => Need::Admin,
+        (Method::Get | Method::Post, ["webhooks"])
+        | (Method::Get | Method::Put | Method::Delete, ["webhooks", _])
+        | (Method::Get, ["webhooks", _, "deliveries"])
+        | (Method::Post, ["webhooks", _, "deliveries", _, "redeliver"]) => Need::Admin,
+        (_, ["webhooks"] | ["webhooks", _] | ["webhooks", _, "deliveries"] | ["webhooks", _, "deliveries", _, "redeliver"]) => {
+            return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
+        }
         (_, ["api_keys"] | ["api_keys", _] | ["api_keys", _, "revoke" | "roll" | "usage" | "credits"] | ["keys", _] | ["policy"]
             | ["revocations"] | ["verify"] | ["ping"] | ["openapi.json"] | ["audit"] | ["leaks"]) => {
             return Err(Refusal(405, "METHOD_NOT_ALLOWED", format!("{method} is not allowed here")));
@@ -231,6 +242,13 @@ async fn keys_route(
         (Method::Put, ["keys", digest]) => push::push(req, &call, digest).await,
         (Method::Post, ["revocations"]) => push::revocations(req, &call).await,
         (Method::Post, ["leaks"]) => boxed(leaks::report(req, &call)).await,
+        (Method::Post, ["webhooks"]) => boxed(webhooks::create(req, &call)).await,
+        (Method::Get, ["webhooks"]) => webhooks::list(req, &call),
+        (Method::Get, ["webhooks", id]) => webhooks::get(req, &call, id),
+        (Method::Put, ["webhooks", id]) => boxed(webhooks::update(req, &call, id)).await,
+        (Method::Delete, ["webhooks", id]) => webhooks::delete(&call, id),
+        (Method::Get, ["webhooks", id, "deliveries"]) => webhooks::deliveries(req, &call, id),
+        (Method::Post, ["webhooks", id, "deliveries", msg, "redeliver"]) => webhooks::redeliver(&call, id, msg),
         (Method::Get, ["policy"]) => policy::get(env, &call),
         (Method::Put, ["policy"]) => policy::put(req, &call).await,
         (Method::Get, ["audit"]) => audit::list(req, &call),

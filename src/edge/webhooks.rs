@@ -1,0 +1,247 @@
+//! Webhooks, the control plane's side: the endpoints, the event outbox written in the same
+//! transaction as each key change (`enqueue`, called by the ledger), and delivery from the alarm
+//! per Standard Webhooks: signed, at least once, in order per key and endpoint (a key's next
+//! event waits until the one before it is delivered or given up), retried on the schedule
+//! `WEBHOOK_RETRY_SCHEDULE_MS` for `WEBHOOK_RETRY_WINDOW_MS` (24 h), each attempt logged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit, SqlStorage, SqlStorageValue};
+
+use super::store::StoreError;
+use crate::core::time::format_rfc3339;
+use crate::core::webhook::{key_events, next_attempt, parse_schedule, sign, DEFAULT_RETRY_WINDOW_MS};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS webhooks (
+  id TEXT PRIMARY KEY,
+  url TEXT NOT NULL,
+  events TEXT NOT NULL,
+  secret TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  webhook_id TEXT NOT NULL,
+  ordering TEXT NOT NULL,
+  type TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  window_from INTEGER NOT NULL,
+  next_at INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_events_pending ON webhook_events (state, webhook_id, ordering, seq);
+CREATE INDEX IF NOT EXISTS webhook_events_by_hook ON webhook_events (webhook_id, seq);
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  event_seq INTEGER NOT NULL,
+  at INTEGER NOT NULL,
+  status INTEGER,
+  error TEXT,
+  duration_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_attempts_by_event ON webhook_attempts (event_seq, seq);
+";
+
+/// Most events sent in one round of an alarm (one per key and endpoint).
+const ROUND: i64 = 25;
+/// Rounds in one alarm: a key's next event goes out in the round after the one before it.
+const ROUNDS: usize = 20;
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// Delivered and given-up events are kept this long for the delivery log.
+const LOG_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+pub fn create_schema(sql: &SqlStorage) -> Result<(), StoreError> {
+    sql.exec(SCHEMA, None)?;
+    Ok(())
+}
+
+fn text(s: &str) -> SqlStorageValue {
+    SqlStorageValue::String(s.to_string())
+}
+
+fn int(n: i64) -> SqlStorageValue {
+    SqlStorageValue::Integer(n)
+}
+
+/// The `webhook-id` of an event: the same on every attempt.
+pub fn message_id(seq: i64) -> String {
+    format!("msg_{seq:012}")
+}
+
+pub fn parse_message_id(id: &str) -> Option<i64> {
+    let digits = id.strip_prefix("msg_")?;
+    (digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+#[derive(Deserialize)]
+struct HookRow {
+    id: String,
+    events: String,
+}
+
+/// Writes the events a key change makes, one row per subscribed endpoint, in the caller's
+/// transaction. `old`/`new` are the record's management views: no plaintext key is ever in them.
+pub fn enqueue(sql: &SqlStorage, key_id: &str, old: Option<&Value>, new: Option<&Value>, now: i64) -> Result<(), StoreError> {
+    let events = key_events(old, new);
+    if events.is_empty() {
+        return Ok(());
+    }
+    let hooks: Vec<HookRow> = sql.exec("SELECT id, events FROM webhooks ORDER BY id", None)?.to_array()?;
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let data = new.or(old).cloned().unwrap_or(Value::Null);
+    for event in events {
+        let payload = json!({"type": event, "timestamp": format_rfc3339(now), "data": data}).to_string();
+        for hook in hooks.iter().filter(|h| serde_json::from_str::<Vec<String>>(&h.events).is_ok_and(|e| e.iter().any(|x| x == event))) {
+            sql.exec(
+                "INSERT INTO webhook_events (webhook_id, ordering, type, payload, created_at, window_from, next_at, attempts, state)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, 0, 'pending')",
+                vec![text(&hook.id), text(key_id), text(event), text(&payload), int(now), int(now), int(now)],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct DueRow {
+    seq: i64,
+    payload: String,
+    window_from: i64,
+    attempts: i64,
+    url: String,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+struct NextRow {
+    n: Option<i64>,
+}
+
+/// When the next pending event can go out (Unix ms), if any: only the oldest pending event of
+/// each key and endpoint can, the others wait for it.
+pub fn next_due(sql: &SqlStorage) -> Result<Option<i64>, StoreError> {
+    let rows: Vec<NextRow> = sql
+        .exec(
+            "SELECT MIN(e.next_at) AS n FROM webhook_events e
+              WHERE e.state = 'pending'
+                AND e.seq = (SELECT MIN(p.seq) FROM webhook_events p
+                              WHERE p.state = 'pending' AND p.webhook_id = e.webhook_id AND p.ordering = e.ordering)",
+            None,
+        )?
+        .to_array()?;
+    Ok(rows.into_iter().next().and_then(|r| r.n))
+}
+
+/// Sends what is due, round after round, and answers when the next pending event is due.
+pub async fn deliver(sql: &SqlStorage, env: &Env) -> Result<Option<i64>, StoreError> {
+    let schedule = parse_schedule(env.var("WEBHOOK_RETRY_SCHEDULE_MS").ok().map(|v| v.to_string()).as_deref());
+    let window = env.var("WEBHOOK_RETRY_WINDOW_MS").ok().and_then(|v| v.to_string().parse::<i64>().ok()).unwrap_or(DEFAULT_RETRY_WINDOW_MS);
+    let timeout = env.var("WEBHOOK_TIMEOUT_MS").ok().and_then(|v| v.to_string().parse::<u64>().ok()).unwrap_or(DEFAULT_TIMEOUT_MS);
+    for _ in 0..ROUNDS {
+        let now = super::now_ms();
+        // The oldest pending event of each key and endpoint, when it is due.
+        let due: Vec<DueRow> = sql
+            .exec(
+                "SELECT e.seq, e.payload, e.window_from, e.attempts, w.url, w.secret
+                   FROM webhook_events e JOIN webhooks w ON w.id = e.webhook_id
+                  WHERE e.state = 'pending' AND e.next_at <= ?
+                    AND e.seq = (SELECT MIN(p.seq) FROM webhook_events p
+                                  WHERE p.state = 'pending' AND p.webhook_id = e.webhook_id AND p.ordering = e.ordering)
+                  ORDER BY e.seq LIMIT ?",
+                vec![int(now), int(ROUND)],
+            )?
+            .to_array()?;
+        if due.is_empty() {
+            break;
+        }
+        let sends = due.iter().map(|row| send(row, now, timeout));
+        let outcomes = futures_util::future::join_all(sends).await;
+        let after = super::now_ms();
+        for (row, (status, error)) in due.iter().zip(outcomes) {
+            let duration = after.saturating_sub(now);
+            sql.exec(
+                "INSERT INTO webhook_attempts (event_seq, at, status, error, duration_ms) VALUES (?, ?, ?, ?, ?)",
+                vec![
+                    int(row.seq),
+                    int(now),
+                    status.map_or(SqlStorageValue::Null, |s| int(i64::from(s))),
+                    error.as_deref().map_or(SqlStorageValue::Null, text),
+                    int(duration),
+                ],
+            )?;
+            let attempts = row.attempts.saturating_add(1);
+            if status.is_some_and(|s| (200..300).contains(&s)) {
+                sql.exec("UPDATE webhook_events SET state = 'delivered', attempts = ? WHERE seq = ?", vec![int(attempts), int(row.seq)])?;
+            } else {
+                match next_attempt(&schedule, attempts, row.window_from, after, window) {
+                    Some(at) => sql.exec(
+                        "UPDATE webhook_events SET attempts = ?, next_at = ? WHERE seq = ?",
+                        vec![int(attempts), int(at), int(row.seq)],
+                    )?,
+                    None => sql.exec("UPDATE webhook_events SET state = 'failed', attempts = ? WHERE seq = ?", vec![int(attempts), int(row.seq)])?,
+                };
+            }
+        }
+    }
+    let now = super::now_ms();
+    sql.exec(
+        "DELETE FROM webhook_attempts WHERE event_seq IN (SELECT seq FROM webhook_events WHERE state != 'pending' AND created_at < ?)",
+        vec![int(now.saturating_sub(LOG_RETENTION_MS))],
+    )?;
+    sql.exec("DELETE FROM webhook_events WHERE state != 'pending' AND created_at < ?", vec![int(now.saturating_sub(LOG_RETENTION_MS))])?;
+    next_due(sql)
+}
+
+/// One attempt: the receiver's status, or why there was none.
+async fn send(row: &DueRow, now: i64, timeout_ms: u64) -> (Option<u16>, Option<String>) {
+    let id = message_id(row.seq);
+    let timestamp = now.div_euclid(1000);
+    let Some(signature) = sign(&row.secret, &id, timestamp, &row.payload) else {
+        return (None, Some("the endpoint's secret is not valid base64".into()));
+    };
+    let request = (|| -> worker::Result<Request> {
+        let headers = Headers::new();
+        headers.set("content-type", "application/json")?;
+        headers.set("user-agent", "keyward-webhooks")?;
+        headers.set("webhook-id", &id)?;
+        headers.set("webhook-timestamp", &timestamp.to_string())?;
+        headers.set("webhook-signature", &signature)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_headers(headers).with_body(Some(row.payload.clone().into()));
+        Request::new_with_init(&row.url, &init)
+    })();
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return (None, Some(format!("the request could not be made: {e}"))),
+    };
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let mut answer: Pin<Box<dyn Future<Output = worker::Result<worker::Response>>>> = Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await });
+    let mut timer = Box::pin(Delay::from(Duration::from_millis(timeout_ms)));
+    let outcome = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    match outcome {
+        Some(Ok(response)) => (Some(response.status_code()), None),
+        Some(Err(e)) => (None, Some(format!("no answer: {e}"))),
+        None => {
+            controller.abort();
+            (None, Some(format!("no answer within {timeout_ms} ms")))
+        }
+    }
+}
