@@ -146,8 +146,11 @@ impl DurableObject for ControlPlane {
 
     async fn alarm(&self) -> Result<Response> {
         let started = super::now_ms();
-        self.drain().await;
-        self.deliver_webhooks(started).await;
+        // Both start in this first poll: the webhook requests are sent before anything is awaited.
+        let (next, ()) = futures_util::future::join(self.deliver_webhooks(), self.drain()).await;
+        if let Some(at) = next {
+            schedule_alarm(&self.state.storage(), at, started).await;
+        }
         Response::ok("drained")
     }
 }
@@ -180,25 +183,16 @@ impl ControlPlane {
         }
     }
 
-    /// Sends the webhook events that are due, with other events held back meanwhile (as `drain`
-    /// does, for the same reason), then asks for an alarm when the next one is due.
-    fn deliver_webhooks(&self, started: i64) -> impl std::future::Future<Output = ()> {
-        let (ledger, env, storage) = (self.ledger.clone(), self.env.clone(), self.state.storage());
-        let gate = self.state.block_concurrency_while(async move {
-            if let Some(ledger) = ledger {
-                match super::webhooks::deliver(ledger.sql(), &env).await {
-                    Ok(Some(at)) => schedule_alarm(&storage, at, started).await,
-                    Ok(None) => {}
-                    Err(e) => {
-                        worker::console_error!("keyward: webhook delivery failed: {}", e.0);
-                        schedule_alarm(&storage, super::now_ms().saturating_add(1000), started).await;
-                    }
-                }
+    /// Sends a round of the webhook events that are due (edge::webhooks::deliver, which does not
+    /// hold other events back while receivers answer); answers when the next one is due.
+    async fn deliver_webhooks(&self) -> Option<i64> {
+        let ledger = self.ledger.clone()?;
+        match super::webhooks::deliver(ledger.sql(), &self.env).await {
+            Ok(next) => next,
+            Err(e) => {
+                worker::console_error!("keyward: webhook delivery failed: {}", e.0);
+                Some(super::now_ms().saturating_add(1000))
             }
-            Ok(())
-        });
-        async move {
-            let _ = gate.await;
         }
     }
 

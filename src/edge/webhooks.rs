@@ -1,6 +1,6 @@
 //! Webhooks, the control plane's side: the endpoints, the event outbox written in the same
-//! transaction as each key change (`enqueue`, called by the ledger), and delivery from the alarm
-//! per Standard Webhooks: signed, at least once, in order per key and endpoint (a key's next
+//! transaction as each key change (`enqueue`, called by the ledger), and delivery from the alarm,
+//! a round per alarm, per Standard Webhooks: signed, at least once, in order per key and endpoint (a key's next
 //! event waits until the one before it is delivered or given up), retried on the schedule
 //! `WEBHOOK_RETRY_SCHEDULE_MS` for `WEBHOOK_RETRY_WINDOW_MS` (24 h), each attempt logged.
 
@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit, SqlStorage, SqlStorageValue};
+use wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{AbortController, Delay, Env, Headers, Method, Request, RequestInit, SqlStorage, SqlStorageValue};
 
 use super::store::StoreError;
 use crate::core::time::format_rfc3339;
@@ -51,10 +53,8 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
 CREATE INDEX IF NOT EXISTS webhook_attempts_by_event ON webhook_attempts (event_seq, seq);
 ";
 
-/// Most events sent in one round of an alarm (one per key and endpoint).
+/// Most events sent in one round, that is one alarm (one per key and endpoint).
 const ROUND: i64 = 25;
-/// Rounds in one alarm: a key's next event goes out in the round after the one before it.
-const ROUNDS: usize = 20;
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Delivered and given-up events are kept this long for the delivery log.
 const LOG_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -143,33 +143,34 @@ pub fn next_due(sql: &SqlStorage) -> Result<Option<i64>, StoreError> {
     Ok(rows.into_iter().next().and_then(|r| r.n))
 }
 
-/// Sends what is due, round after round, and answers when the next pending event is due.
+/// Sends one round: the oldest pending event of each key and endpoint, when it is due, all at
+/// once; records each attempt and answers when the next pending event is due (the caller sets
+/// the alarm for then; a key's next event is due at once after the one before it went out).
+///
+/// Every request of the round is started before the first await, so they all belong to the
+/// event that runs this (the alarm), and the object is not held back while receivers answer: a
+/// slow receiver delays only its own events, never the management API or the change feed.
 pub async fn deliver(sql: &SqlStorage, env: &Env) -> Result<Option<i64>, StoreError> {
     let schedule = parse_schedule(env.var("WEBHOOK_RETRY_SCHEDULE_MS").ok().map(|v| v.to_string()).as_deref());
     let window = env.var("WEBHOOK_RETRY_WINDOW_MS").ok().and_then(|v| v.to_string().parse::<i64>().ok()).unwrap_or(DEFAULT_RETRY_WINDOW_MS);
     let timeout = env.var("WEBHOOK_TIMEOUT_MS").ok().and_then(|v| v.to_string().parse::<u64>().ok()).unwrap_or(DEFAULT_TIMEOUT_MS);
-    for _ in 0..ROUNDS {
-        let now = super::now_ms();
-        // The oldest pending event of each key and endpoint, when it is due.
-        let due: Vec<DueRow> = sql
-            .exec(
-                "SELECT e.seq, e.payload, e.window_from, e.attempts, w.url, w.secret
-                   FROM webhook_events e JOIN webhooks w ON w.id = e.webhook_id
-                  WHERE e.state = 'pending' AND e.next_at <= ?
-                    AND e.seq = (SELECT MIN(p.seq) FROM webhook_events p
-                                  WHERE p.state = 'pending' AND p.webhook_id = e.webhook_id AND p.ordering = e.ordering)
-                  ORDER BY e.seq LIMIT ?",
-                vec![int(now), int(ROUND)],
-            )?
-            .to_array()?;
-        if due.is_empty() {
-            break;
-        }
-        let sends = due.iter().map(|row| send(row, now, timeout));
+    let now = super::now_ms();
+    let due: Vec<DueRow> = sql
+        .exec(
+            "SELECT e.seq, e.payload, e.window_from, e.attempts, w.url, w.secret
+               FROM webhook_events e JOIN webhooks w ON w.id = e.webhook_id
+              WHERE e.state = 'pending' AND e.next_at <= ?
+                AND e.seq = (SELECT MIN(p.seq) FROM webhook_events p
+                              WHERE p.state = 'pending' AND p.webhook_id = e.webhook_id AND p.ordering = e.ordering)
+              ORDER BY e.seq LIMIT ?",
+            vec![int(now), int(ROUND)],
+        )?
+        .to_array()?;
+    if !due.is_empty() {
+        let sends: Vec<_> = due.iter().map(|row| start(row, now, timeout)).collect();
         let outcomes = futures_util::future::join_all(sends).await;
         let after = super::now_ms();
         for (row, (status, error)) in due.iter().zip(outcomes) {
-            let duration = after.saturating_sub(now);
             sql.exec(
                 "INSERT INTO webhook_attempts (event_seq, at, status, error, duration_ms) VALUES (?, ?, ?, ?, ?)",
                 vec![
@@ -177,7 +178,7 @@ pub async fn deliver(sql: &SqlStorage, env: &Env) -> Result<Option<i64>, StoreEr
                     int(now),
                     status.map_or(SqlStorageValue::Null, |s| int(i64::from(s))),
                     error.as_deref().map_or(SqlStorageValue::Null, text),
-                    int(duration),
+                    int(after.saturating_sub(now)),
                 ],
             )?;
             let attempts = row.attempts.saturating_add(1);
@@ -194,54 +195,62 @@ pub async fn deliver(sql: &SqlStorage, env: &Env) -> Result<Option<i64>, StoreEr
             }
         }
     }
-    let now = super::now_ms();
+    let old = int(super::now_ms().saturating_sub(LOG_RETENTION_MS));
     sql.exec(
         "DELETE FROM webhook_attempts WHERE event_seq IN (SELECT seq FROM webhook_events WHERE state != 'pending' AND created_at < ?)",
-        vec![int(now.saturating_sub(LOG_RETENTION_MS))],
+        vec![old.clone()],
     )?;
-    sql.exec("DELETE FROM webhook_events WHERE state != 'pending' AND created_at < ?", vec![int(now.saturating_sub(LOG_RETENTION_MS))])?;
+    sql.exec("DELETE FROM webhook_events WHERE state != 'pending' AND created_at < ?", vec![old])?;
     next_due(sql)
 }
 
-/// One attempt: the receiver's status, or why there was none.
-async fn send(row: &DueRow, now: i64, timeout_ms: u64) -> (Option<u16>, Option<String>) {
+/// One attempt, started now (the request is sent before this returns): the receiver's status,
+/// or why there was none.
+fn start(row: &DueRow, now: i64, timeout_ms: u64) -> impl Future<Output = (Option<u16>, Option<String>)> {
     let id = message_id(row.seq);
     let timestamp = now.div_euclid(1000);
-    let Some(signature) = sign(&row.secret, &id, timestamp, &row.payload) else {
-        return (None, Some("the endpoint's secret is not valid base64".into()));
-    };
-    let request = (|| -> worker::Result<Request> {
-        let headers = Headers::new();
-        headers.set("content-type", "application/json")?;
-        headers.set("user-agent", "keyward-webhooks")?;
-        headers.set("webhook-id", &id)?;
-        headers.set("webhook-timestamp", &timestamp.to_string())?;
-        headers.set("webhook-signature", &signature)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(row.payload.clone().into()));
-        Request::new_with_init(&row.url, &init)
-    })();
-    let request = match request {
-        Ok(r) => r,
-        Err(e) => return (None, Some(format!("the request could not be made: {e}"))),
-    };
     let controller = AbortController::default();
-    let signal = controller.signal();
-    let mut answer: Pin<Box<dyn Future<Output = worker::Result<worker::Response>>>> = Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await });
-    let mut timer = Box::pin(Delay::from(Duration::from_millis(timeout_ms)));
-    let outcome = std::future::poll_fn(|cx| {
-        if let Poll::Ready(result) = answer.as_mut().poll(cx) {
-            return Poll::Ready(Some(result));
-        }
-        timer.as_mut().poll(cx).map(|()| None)
-    })
-    .await;
-    match outcome {
-        Some(Ok(response)) => (Some(response.status_code()), None),
-        Some(Err(e)) => (None, Some(format!("no answer: {e}"))),
-        None => {
-            controller.abort();
-            (None, Some(format!("no answer within {timeout_ms} ms")))
+    let sent = sign(&row.secret, &id, timestamp, &row.payload)
+        .ok_or_else(|| "the endpoint's secret is not valid base64".to_string())
+        .and_then(|signature| {
+            let headers = Headers::new();
+            let set = |name: &str, value: &str| headers.set(name, value).map_err(|e| e.to_string());
+            set("content-type", "application/json")?;
+            set("user-agent", "keyward-webhooks")?;
+            set("webhook-id", &id)?;
+            set("webhook-timestamp", &timestamp.to_string())?;
+            set("webhook-signature", &signature)?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post).with_headers(headers).with_body(Some(row.payload.clone().into()));
+            let request = Request::new_with_init(&row.url, &init).map_err(|e| format!("the request could not be made: {e}"))?;
+            let options = worker::web_sys::RequestInit::new();
+            options.set_signal(Some(&controller.signal()));
+            let scope: worker::web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+            Ok(JsFuture::from(scope.fetch_with_request_and_init(request.inner(), &options)))
+        });
+    async move {
+        let mut answer = match sent {
+            Ok(answer) => answer,
+            Err(e) => return (None, Some(e)),
+        };
+        let mut timer = Box::pin(Delay::from(Duration::from_millis(timeout_ms)));
+        let outcome = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = Pin::new(&mut answer).poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        match outcome {
+            Some(Ok(response)) => match response.dyn_into::<worker::web_sys::Response>() {
+                Ok(response) => (Some(response.status()), None),
+                Err(_) => (None, Some("the answer was not a response".into())),
+            },
+            Some(Err(e)) => (None, Some(format!("no answer: {}", e.as_string().unwrap_or_else(|| format!("{e:?}"))))),
+            None => {
+                controller.abort();
+                (None, Some(format!("no answer within {timeout_ms} ms")))
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * A receiver: answers `failures` requests with 500, then 200. Each delivery is checked with the
  * endpoint's secret (set once the endpoint exists); `accepted` holds what it answered 200 to.
  */
-async function startReceiver({ failures = 0 } = {}) {
+async function startReceiver({ failures = 0, delayMs = 0 } = {}) {
   const receiver = { secret: null, all: [], accepted: [], errors: [] };
   let failed = 0;
   const server = http.createServer((req, res) => {
@@ -37,8 +37,10 @@ async function startReceiver({ failures = 0 } = {}) {
         res.writeHead(500).end('not now');
         return;
       }
-      receiver.accepted.push(delivery);
-      res.writeHead(204).end();
+      setTimeout(() => {
+        receiver.accepted.push(delivery);
+        res.writeHead(204).end();
+      }, delayMs);
     });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -219,6 +221,22 @@ test('a receiver that never answers well is given up once its retry window close
   } finally {
     await other.stop();
   }
+});
+
+test('a slow receiver holds back neither the management API nor the gate', async () => {
+  const receiver = await receiverWithEndpoint(['key.created'], { delayMs: 3000 });
+  const key = (await kw.admin('POST', '/api_keys', { api_key: { name: 'slow hook', permissions: ['users:read'] } })).body.data;
+  await waitFor('the delivery to start', () => receiver.all.some((d) => d.event?.data?.id === key.id));
+  const start = Date.now();
+  const got = await kw.admin('GET', `/api_keys/${key.id}`);
+  assert.equal(got.status, 200);
+  const listed = await kw.admin('GET', '/api_keys?per_page=1');
+  assert.equal(listed.status, 200);
+  const gated = await kw.request('GET', '/api/v2/projects/1/users', { headers: { authorization: `Bearer ${key.api_key}` } });
+  assert.equal(gated.status, 200, gated.text);
+  assert.ok(Date.now() - start < 1500, `management and gate took ${Date.now() - start} ms while a receiver was slow`);
+  assert.equal(receiver.accepted.length, 0, 'the receiver had not answered yet');
+  await waitFor('the slow delivery', () => mine(receiver, key.id).length === 1, 10_000);
 });
 
 test('a leaked key\'s key.leaked arrives within 5 s of the report', async () => {
