@@ -55,7 +55,7 @@ pub fn check_settings(settings: &Map<String, Value>, partial: bool) -> Result<(O
     let url = match settings.get("url") {
         None if partial => None,
         Some(Value::String(u)) if is_http_url(u) => Some(u.clone()),
-        _ => return Err(format!("url: must be an http:// or https:// URL of at most {MAX_URL_CHARS} characters")),
+        _ => return Err(format!("url: must be an http:// or https:// URL of at most {MAX_URL_CHARS} printable ASCII characters")),
     };
     let events = match settings.get("events") {
         None if partial => None,
@@ -81,11 +81,13 @@ pub fn check_settings(settings: &Map<String, Value>, partial: bool) -> Result<(O
     Ok((url, events))
 }
 
+/// `http://` or `https://`, then a host, in printable ASCII (anything else percent-encoded), as
+/// the OpenAPI document's pattern says.
 fn is_http_url(url: &str) -> bool {
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    url.chars().count() <= MAX_URL_CHARS
+    url.len() <= MAX_URL_CHARS
         && rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+        && url.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A new secret from 24 random bytes: `whsec_` and their base64.
@@ -163,6 +165,9 @@ mod tests {
         assert_eq!(events.unwrap().len(), 2);
         let bad = |v: Value, partial: bool| check_settings(v.as_object().unwrap(), partial).unwrap_err();
         assert!(bad(json!({"url": "ftp://x", "events": ["key.created"]}), false).starts_with("url"));
+        assert!(bad(json!({"url": "https://x/a b", "events": ["key.created"]}), false).starts_with("url"));
+        assert!(bad(json!({"url": "https://x/\u{e9}", "events": ["key.created"]}), false).starts_with("url"));
+        assert!(bad(json!({"url": "https:///x", "events": ["key.created"]}), false).starts_with("url"));
         assert!(bad(json!({"url": "https://x"}), false).starts_with("events"));
         assert!(bad(json!({"url": "https://x", "events": ["key.nope"]}), false).starts_with("events[0]"));
         assert!(bad(json!({"url": "https://x", "events": ["credits.low"]}), false).contains("not delivered yet"));

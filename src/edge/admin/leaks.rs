@@ -109,9 +109,9 @@ pub(super) async fn report(req: &mut Request, call: &Call<'_>) -> Answer {
             Some(_) => return Err(Refusal::bad(format!("leaks[{i}].url: must be a string of at most {MAX_FIELD_CHARS} characters"))),
         };
         let (hash, digest) = match (entry.get("key"), entry.get("digest")) {
-            (Some(Value::String(key)), None) if !key.is_empty() && key.len() <= MAX_FIELD_CHARS => (token_hash(key), lookup_digest(key)),
+            (Some(Value::String(key)), None) if !key.is_empty() && key.chars().count() <= MAX_FIELD_CHARS => (token_hash(key), lookup_digest(key)),
             (None, Some(Value::String(d))) if is_digest(d) => (d.clone(), Some(d.clone())),
-            (Some(_), None) => return Err(Refusal::bad(format!("leaks[{i}].key: must be a non-empty string"))),
+            (Some(_), None) => return Err(Refusal::bad(format!("leaks[{i}].key: must be a string of 1 to {MAX_FIELD_CHARS} characters"))),
             (None, Some(_)) => return Err(Refusal::bad(format!("leaks[{i}].digest: must be a lowercase hex SHA-256 (64 characters)"))),
             _ => return Err(Refusal::bad(format!("leaks[{i}]: give exactly one of \"key\" and \"digest\""))),
         };
