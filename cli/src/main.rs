@@ -8,11 +8,13 @@ mod client;
 mod failure;
 mod import;
 mod keys;
+mod leaks;
 mod output;
 mod policy;
 mod revoke;
 mod token;
 mod workspaces;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -74,6 +76,12 @@ enum Command {
     /// Manage workspaces: each customer's keys, with a permission ceiling
     #[command(subcommand)]
     Workspaces(workspaces::WorkspacesCommand),
+    /// Report leaked keys found by your own scanner (POST /leaks); plaintext keys are hashed here
+    #[command(subcommand)]
+    Leaks(leaks::LeaksCommand),
+    /// Manage the webhook endpoints keyward tells of key changes, and their deliveries
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
     /// Print a shell completion script
     Completions {
         shell: clap_complete::Shell,
@@ -131,6 +139,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Audit(args) => audit::run(&context, &args),
         Command::Token(args) => token::run(&context, &args),
         Command::Workspaces(command) => workspaces::run(&context, command),
+        Command::Leaks(command) => leaks::run(&context, command),
+        Command::Webhooks(command) => webhooks::run(&context, command),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startOrigin } from '../support/origin.mjs';
@@ -442,4 +443,74 @@ test('--workspace on push, verify, revoke and audit: the workspace\'s keys only'
   const entries = JSON.parse((await cli(['audit', '--workspace', w, '--json'])).stdout);
   assert.deepEqual(entries.map((e) => e.action), ['revoke', 'push']);
   assert.ok(entries.every((e) => e.workspace === w));
+});
+
+test('leaks report FILE: plaintext keys hashed here, digests, typos decided here; the keys are refused at once', async () => {
+  const a = JSON.parse((await cli(['keys', 'create', '--name', 'leak a', '--permission', 'users:read', '--json'])).stdout);
+  const b = JSON.parse((await cli(['keys', 'create', '--name', 'leak b', '--permission', 'users:read', '--json'])).stdout);
+  assert.equal((await gate(a.api_key)).status, 200);
+  const unknown = makeKey('kw_live');
+  const file = path.join(dir, 'leaks.txt');
+  writeFileSync(file, ['# found by our scanner', `${a.api_key} https://pastebin.example/a`, digest(b.api_key), 'kw_live_typo', unknown, ''].join('\n'));
+  const r = await cli(['leaks', 'report', file, '--source', 'ci-scan', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout).results, [
+    { token_hash: digest(a.api_key), label: 'true_positive', key_id: a.id },
+    { token_hash: digest(b.api_key), label: 'true_positive', key_id: b.id },
+    { token_hash: digest('kw_live_typo'), label: 'false_positive', key_id: null },
+    { token_hash: digest(unknown), label: 'false_positive', key_id: null },
+  ]);
+  for (const k of [a, b]) assert.equal((await gate(k.api_key)).body.error_code, 'KEY_REVOKED');
+  const shown = (await kw.admin('GET', `/api_keys/${a.id}`)).body.data;
+  assert.equal(shown.leaked_url, 'https://pastebin.example/a');
+  const [entry] = (await kw.admin('GET', `/audit?key_id=${a.id}`)).body.data;
+  assert.equal(entry.actor, 'leak:ci-scan');
+  const human = await cli(['leaks', 'report', '-', '--source', 'ci-scan'], { input: `${a.api_key}\n` });
+  assert.equal(human.code, 0, human.stderr);
+  assert.match(human.stdout, /true_positive=1 false_positive=0/);
+  failedWithOneLine(await cli(['leaks', 'report', file, '--source', 'Bad Source']), /--source/);
+  failedWithOneLine(await cli(['leaks', 'report', path.join(dir, 'missing.txt')]), /missing\.txt/);
+});
+
+test('webhooks: create (secret once), list, get, update, deliveries, redeliver, delete', async () => {
+  const received = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => { received.push({ id: req.headers['webhook-id'], body: JSON.parse(body) }); res.writeHead(200).end(); });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const url = `http://127.0.0.1:${server.address().port}/hook`;
+    const made = await cli(['webhooks', 'create', '--endpoint', url, '--event', 'key.created,key.revoked', '--json']);
+    assert.equal(made.code, 0, made.stderr);
+    const hook = JSON.parse(made.stdout);
+    assert.match(hook.secret, /^whsec_/);
+    assert.deepEqual(hook.events, ['key.created', 'key.revoked']);
+    const list = await cli(['webhooks', 'list']);
+    assert.match(list.stdout, new RegExp(hook.id));
+    assert.ok(!list.stdout.includes(hook.secret));
+    assert.ok(!(await cli(['webhooks', 'get', hook.id])).stdout.includes(hook.secret));
+    const key = JSON.parse((await cli(['keys', 'create', '--name', 'hooked', '--json'])).stdout);
+    const deadline = Date.now() + 10_000;
+    while (!received.some((d) => d.body.data.id === key.id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const first = received.find((d) => d.body.data.id === key.id);
+    assert.equal(first?.body.type, 'key.created');
+    const deliveries = await cli(['webhooks', 'deliveries', hook.id]);
+    assert.equal(deliveries.code, 0, deliveries.stderr);
+    assert.match(deliveries.stdout, new RegExp(`${first.id}\\s+key\\.created\\s+${key.id}\\s+delivered\\s+1\\s+200`));
+    const again = await cli(['webhooks', 'redeliver', hook.id, first.id, '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(JSON.parse(again.stdout).state, 'pending');
+    while (received.filter((d) => d.id === first.id).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(received.filter((d) => d.id === first.id).length, 2, 'redelivered with the same webhook-id');
+    const updated = JSON.parse((await cli(['webhooks', 'update', hook.id, '--event', 'key.deleted', '--json'])).stdout);
+    assert.deepEqual(updated.events, ['key.deleted']);
+    failedWithOneLine(await cli(['webhooks', 'update', hook.id]), /nothing to change/);
+    failedWithOneLine(await cli(['webhooks', 'create', '--endpoint', 'ftp://x', '--event', 'key.created']), /400 BAD_REQUEST: url/);
+    assert.equal((await cli(['webhooks', 'delete', hook.id])).code, 0);
+    failedWithOneLine(await cli(['webhooks', 'get', hook.id]), /404 NOT_FOUND/);
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
 });
