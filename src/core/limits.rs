@@ -118,6 +118,10 @@ pub struct Credits {
     /// its own count: a record read late (a stale KV copy) never undoes spending.
     #[serde(skip_serializing_if = "is_zero")]
     pub set_at_ms: i64,
+    /// The `credits.low` webhook event goes out when a request takes the live count from above
+    /// this to it or below (docs/leaks-and-webhooks.md); none: no such event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_threshold: Option<u64>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -130,12 +134,16 @@ impl Credits {
         let refill = self.refill.map_or(Value::Null, |r| {
             serde_json::json!({"amount": r.amount, "interval": r.interval})
         });
-        serde_json::json!({"remaining": remaining, "refill": refill})
+        let mut view = serde_json::json!({"remaining": remaining, "refill": refill});
+        if let (Some(low), Some(map)) = (self.low_threshold, view.as_object_mut()) {
+            map.insert("low_threshold".into(), Value::from(low));
+        }
+        view
     }
 
     /// The same credits, ignoring the stamp.
     pub fn same_as(&self, other: &Credits) -> bool {
-        self.remaining == other.remaining && self.refill == other.refill
+        self.remaining == other.remaining && self.refill == other.refill && self.low_threshold == other.low_threshold
     }
 }
 
@@ -198,7 +206,7 @@ pub fn parse_credits(value: &Value) -> Result<Option<Credits>, FieldError> {
     if value.is_null() {
         return Ok(None);
     }
-    let object = object_of("credits", value, &["remaining", "refill"])?;
+    let object = object_of("credits", value, &["remaining", "refill", "low_threshold"])?;
     let remaining = number_in("credits.remaining", object.get("remaining"), 0, MAX_CREDITS)?;
     let refill = match object.get("refill") {
         None | Some(Value::Null) => None,
@@ -213,7 +221,11 @@ pub fn parse_credits(value: &Value) -> Result<Option<Credits>, FieldError> {
             Some(Refill { amount, interval })
         }
     };
-    Ok(Some(Credits { remaining, refill, set_at_ms: 0 }))
+    let low_threshold = match object.get("low_threshold") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(number_in("credits.low_threshold", Some(v), 0, MAX_CREDITS)?),
+    };
+    Ok(Some(Credits { remaining, refill, set_at_ms: 0, low_threshold }))
 }
 
 /// The requests of one key in its current window, oldest first, as `(instant, count)` so that a
@@ -760,7 +772,7 @@ mod tests {
     fn refill_sets_remaining_on_the_boundary_lazily() {
         let refill = Refill { amount: 20, interval: RefillInterval::Daily };
         let set = at("2026-05-01T12:00:00Z");
-        let mut state = CreditState::adopt(None, &Credits { remaining: 1, refill: Some(refill), set_at_ms: set }, set + 5);
+        let mut state = CreditState::adopt(None, &Credits { remaining: 1, refill: Some(refill), set_at_ms: set, low_threshold: None }, set + 5);
         assert_eq!(state.refilled_at_ms, set);
         assert_eq!(admit(None, Some((&mut state, Some(&refill))), 1, at("2026-05-01T23:59:59Z")).code, Code::Valid);
         let a = admit(None, Some((&mut state, Some(&refill))), 1, at("2026-05-01T23:59:59.500Z"));
@@ -772,7 +784,7 @@ mod tests {
 
     #[test]
     fn a_stale_record_never_undoes_spending() {
-        let credits = Credits { remaining: 10, refill: None, set_at_ms: 100 };
+        let credits = Credits { remaining: 10, refill: None, set_at_ms: 100, low_threshold: None };
         let held = CreditState { remaining: 4, refilled_at_ms: 100, set_at_ms: 100 };
         assert_eq!(CreditState::adopt(Some(held), &credits, 500).remaining, 4);
         let newer = Credits { set_at_ms: 200, ..credits };

@@ -8,10 +8,9 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-/// The events an endpoint may subscribe to and that keyward delivers.
-pub const KEY_EVENTS: [&str; 6] = ["key.created", "key.updated", "key.expired", "key.revoked", "key.deleted", "key.leaked"];
-/// Named by the contract, not delivered yet: refused when subscribed to, rather than never sent.
-pub const LATER_EVENTS: [&str; 2] = ["credits.low", "credits.exhausted"];
+/// The events an endpoint may subscribe to.
+pub const EVENTS: [&str; 8] =
+    ["key.created", "key.updated", "key.expired", "key.revoked", "key.deleted", "key.leaked", "credits.low", "credits.exhausted"];
 pub const SECRET_PREFIX: &str = "whsec_";
 pub const MAX_URL_CHARS: usize = 2048;
 /// How long an event is retried before it is given up (Standard Webhooks: about a day).
@@ -63,11 +62,8 @@ pub fn check_settings(settings: &Map<String, Value>, partial: bool) -> Result<(O
             let mut out: Vec<String> = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let name = item.as_str().unwrap_or_default();
-                if LATER_EVENTS.contains(&name) {
-                    return Err(format!("events[{i}]: {name} is not delivered yet (key.* events are)"));
-                }
-                if !KEY_EVENTS.contains(&name) {
-                    return Err(format!("events[{i}]: must be one of {}", KEY_EVENTS.join(", ")));
+                if !EVENTS.contains(&name) {
+                    return Err(format!("events[{i}]: must be one of {}", EVENTS.join(", ")));
                 }
                 if out.iter().any(|e| e == name) {
                     return Err(format!("events[{i}]: {name} is listed twice"));
@@ -76,7 +72,7 @@ pub fn check_settings(settings: &Map<String, Value>, partial: bool) -> Result<(O
             }
             Some(out)
         }
-        _ => return Err(format!("events: must be a non-empty array of event names ({})", KEY_EVENTS.join(", "))),
+        _ => return Err(format!("events: must be a non-empty array of event names ({})", EVENTS.join(", "))),
     };
     Ok((url, events))
 }
@@ -170,7 +166,7 @@ mod tests {
         assert!(bad(json!({"url": "https:///x", "events": ["key.created"]}), false).starts_with("url"));
         assert!(bad(json!({"url": "https://x"}), false).starts_with("events"));
         assert!(bad(json!({"url": "https://x", "events": ["key.nope"]}), false).starts_with("events[0]"));
-        assert!(bad(json!({"url": "https://x", "events": ["credits.low"]}), false).contains("not delivered yet"));
+        assert!(check_settings(json!({"url": "https://x", "events": ["credits.low", "credits.exhausted"]}).as_object().unwrap(), false).is_ok());
         assert!(bad(json!({"events": ["key.created", "key.created"]}), true).starts_with("events[1]"));
         assert!(bad(json!({"secret": "x"}), true).starts_with("secret"));
         assert!(check_settings(json!({}).as_object().unwrap(), true).is_ok());

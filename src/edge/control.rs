@@ -104,6 +104,19 @@ impl DurableObject for ControlPlane {
                 Err(_) => reply::error(503, "STORE_UNAVAILABLE", "the usage tables are unavailable"),
             };
         }
+        if path == "/_internal/credits-event" {
+            let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.to_string()).unwrap_or_default();
+            let remaining = param("remaining").parse::<u64>().unwrap_or(0);
+            return match super::webhooks::credits_event(ledger.sql(), &param("event"), &param("limiter"), remaining, now) {
+                Ok(()) => {
+                    if let Ok(Some(at)) = super::webhooks::next_due(ledger.sql()) {
+                        schedule_alarm(&self.state.storage(), at, now).await;
+                    }
+                    reply::json(200, &json!({"stored": true}))
+                }
+                Err(e) => reply::error(400, "BAD_REQUEST", &e.0),
+            };
+        }
         if path == "/_internal/record" {
             let digest = url.query_pairs().find(|(k, _)| k == "digest").map(|(_, v)| v.to_string()).unwrap_or_default();
             return match ledger.record(&digest) {

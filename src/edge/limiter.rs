@@ -43,7 +43,7 @@ pub struct LimitRequest {
 }
 
 impl LimitRequest {
-    /// `limit period remaining set_at refill_amount refill_interval(1 daily, 2 monthly) cost set add stamp`.
+    /// `limit period remaining set_at refill_amount refill_interval(1 daily, 2 monthly) cost set add stamp low_threshold`.
     pub fn encode(&self) -> String {
         let (rate, credits) = (self.ratelimit, self.credits);
         let refill = credits.and_then(|c| c.refill);
@@ -58,11 +58,12 @@ impl LimitRequest {
             self.set.map(i64_of),
             self.add.map(i64_of),
             Some(self.stamp),
+            credits.and_then(|c| c.low_threshold).map(i64_of),
         ])
     }
 
     pub fn decode(text: &str) -> Option<LimitRequest> {
-        let [limit, period, remaining, set_at, amount, interval, cost, set, add, stamp] = decode_fields::<10>(text)?;
+        let [limit, period, remaining, set_at, amount, interval, cost, set, add, stamp, low] = decode_fields::<11>(text)?;
         let ratelimit = match (limit, period) {
             (Some(limit), Some(period)) => Some(RateLimit { limit: u64_of(limit).max(1), period_seconds: u64_of(period).max(1), mode: RateMode::Exact }),
             _ => None,
@@ -72,7 +73,7 @@ impl LimitRequest {
             (Some(amount), Some(_)) => Some(Refill { amount: u64_of(amount), interval: RefillInterval::Monthly }),
             _ => None,
         };
-        let credits = remaining.map(|r| Credits { remaining: u64_of(r), refill, set_at_ms: set_at.unwrap_or(0) });
+        let credits = remaining.map(|r| Credits { remaining: u64_of(r), refill, set_at_ms: set_at.unwrap_or(0), low_threshold: low.map(u64_of) });
         Some(LimitRequest {
             ratelimit,
             credits,
@@ -189,6 +190,10 @@ pub struct Limiter {
     /// Test-only (`KEYWARD_TEST_NOW_MS`, which production never sets): the Limiter's clock, set
     /// by the test through `/clock` so that windows and refills pass without waiting.
     test_clock: Option<Cell<i64>>,
+    env: Env,
+    /// The webhook event the request just decided made (`credits.low`/`credits.exhausted`) and
+    /// the count it left.
+    crossed: Cell<Option<(&'static str, u64)>>,
 }
 
 fn int(n: i64) -> SqlStorageValue {
@@ -217,7 +222,7 @@ impl DurableObject for Limiter {
             let start = v.to_string().trim().parse::<i64>().unwrap_or_else(|_| super::now_ms());
             Cell::new(start)
         });
-        Limiter { state, sql, schema_ok: Cell::new(schema_ok), held: RefCell::new(None), test_clock }
+        Limiter { state, sql, schema_ok: Cell::new(schema_ok), held: RefCell::new(None), test_clock, env, crossed: Cell::new(None) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -261,6 +266,13 @@ impl DurableObject for Limiter {
             "/rows" if self.test_clock.is_some() => self.rows(),
             _ => return reply::error(404, "NOT_FOUND", "no such limiter call"),
         };
+        // A request that took the credits to zero, or across the key's low threshold: the control
+        // plane makes the webhook event (once: only this request crossed it). Rare, so awaited here.
+        if let Some((event, remaining)) = self.crossed.take() {
+            if let Some(name) = self.state.id().name() {
+                super::webhooks::notify_credits(&self.env, event, &name, remaining).await;
+            }
+        }
         match outcome {
             Ok(text) => Response::ok(text),
             Err(Refused(status, code, message)) => reply::error(status, code, &message),
@@ -345,6 +357,11 @@ impl Limiter {
             }
         }
         let total_before = held.log.total();
+        // The count before this request (after any refill due now), to see it cross a threshold.
+        if let (Some(state), Some(c)) = (credits.as_mut(), req.credits) {
+            state.refill(c.refill.as_ref(), now);
+        }
+        let prior = credits.map(|c| c.remaining);
         let admission = admit(
             req.ratelimit.as_ref().map(|r| (r, &mut held.log)),
             match (credits.as_mut(), &req.credits) {
@@ -365,6 +382,17 @@ impl Limiter {
         if let Some(state) = credits.filter(|c| Some(*c) != credits_before) {
             self.save_credits(&state)?;
             held.credits = Some(state);
+        }
+        if let (Some(before), Some(after)) = (prior, credits.map(|c| c.remaining)) {
+            let low = req.credits.and_then(|c| c.low_threshold);
+            let event = if before > 0 && after == 0 {
+                Some("credits.exhausted")
+            } else if low.is_some_and(|t| before > t && after <= t) {
+                Some("credits.low")
+            } else {
+                None
+            };
+            self.crossed.set(event.map(|e| (e, after)));
         }
         Ok(admission.encode())
     }

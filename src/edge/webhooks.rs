@@ -92,23 +92,28 @@ struct HookRow {
 /// transaction. `old`/`new` are the record's management views: no plaintext key is ever in them.
 pub fn enqueue(sql: &SqlStorage, key_id: &str, old: Option<&Value>, new: Option<&Value>, now: i64) -> Result<(), StoreError> {
     let events = key_events(old, new);
-    if events.is_empty() {
-        return Ok(());
-    }
-    let hooks: Vec<HookRow> = sql.exec("SELECT id, events FROM webhooks ORDER BY id", None)?.to_array()?;
-    if hooks.is_empty() {
-        return Ok(());
-    }
     let data = new.or(old).cloned().unwrap_or(Value::Null);
     for event in events {
-        let payload = json!({"type": event, "timestamp": format_rfc3339(now), "data": data}).to_string();
-        for hook in hooks.iter().filter(|h| serde_json::from_str::<Vec<String>>(&h.events).is_ok_and(|e| e.iter().any(|x| x == event))) {
-            sql.exec(
-                "INSERT INTO webhook_events (webhook_id, ordering, type, payload, created_at, window_from, next_at, attempts, state)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, 0, 'pending')",
-                vec![text(&hook.id), text(key_id), text(event), text(&payload), int(now), int(now), int(now)],
-            )?;
-        }
+        enqueue_event(sql, key_id, event, &data, now)?;
+    }
+    Ok(())
+}
+
+/// One event of a key, for each endpoint subscribed to it.
+fn enqueue_event(sql: &SqlStorage, key_id: &str, event: &str, data: &Value, now: i64) -> Result<(), StoreError> {
+    let hooks: Vec<HookRow> = sql.exec("SELECT id, events FROM webhooks ORDER BY id", None)?.to_array()?;
+    let subscribed: Vec<&HookRow> =
+        hooks.iter().filter(|h| serde_json::from_str::<Vec<String>>(&h.events).is_ok_and(|e| e.iter().any(|x| x == event))).collect();
+    if subscribed.is_empty() {
+        return Ok(());
+    }
+    let payload = json!({"type": event, "timestamp": format_rfc3339(now), "data": data}).to_string();
+    for hook in subscribed {
+        sql.exec(
+            "INSERT INTO webhook_events (webhook_id, ordering, type, payload, created_at, window_from, next_at, attempts, state)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, 'pending')",
+            vec![text(&hook.id), text(key_id), text(event), text(&payload), int(now), int(now), int(now)],
+        )?;
     }
     Ok(())
 }
@@ -253,4 +258,53 @@ fn start(row: &DueRow, now: i64, timeout_ms: u64) -> impl Future<Output = (Optio
             }
         }
     }
+}
+
+/// Called by a Limiter whose credits a request took to zero or across the key's low threshold:
+/// asks the control plane to make the event. A failure is logged; the request's answer stands.
+pub async fn notify_credits(env: &Env, event: &str, limiter: &str, remaining: u64) {
+    let outcome = async {
+        let stub = super::store::control_stub(env).map_err(|e| e.0)?;
+        let url = format!("https://control/_internal/credits-event?event={event}&limiter={}&remaining={remaining}", limiter);
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post);
+        let request = Request::new_with_init(&url, &init).map_err(|e| e.to_string())?;
+        let response = stub.fetch_with_request(request).await.map_err(|e| e.to_string())?;
+        if response.status_code() == 200 {
+            Ok(())
+        } else {
+            Err(format!("the control plane answered {}", response.status_code()))
+        }
+    };
+    if let Err(e) = outcome.await {
+        worker::console_error!("keyward: the {} event of limiter {} was not made: {}", event, limiter, e);
+    }
+}
+
+#[derive(Deserialize)]
+struct RecordRow {
+    record: String,
+}
+
+/// The control plane's side of [`notify_credits`]: the event for each listed key that counts on
+/// that Limiter (the key, and keys rolled from it), with the live count in `data.credits`.
+pub fn credits_event(sql: &SqlStorage, event: &str, limiter: &str, remaining: u64, now: i64) -> Result<(), StoreError> {
+    if !matches!(event, "credits.low" | "credits.exhausted") {
+        return Err(StoreError(format!("{event} is not a credits event")));
+    }
+    let rows: Vec<RecordRow> = sql
+        .exec(
+            "SELECT record FROM keys WHERE id = ?1 OR json_extract(record, '$.limiter') = ?1 ORDER BY id",
+            vec![text(limiter)],
+        )?
+        .to_array()?;
+    for row in rows {
+        let record: crate::core::record::KeyRecord = serde_json::from_str(&row.record)?;
+        let mut view = record.view(now);
+        if let Some(credits) = view.get_mut("credits").and_then(Value::as_object_mut) {
+            credits.insert("remaining".into(), Value::from(remaining));
+        }
+        enqueue_event(sql, &record.id, event, &view, now)?;
+    }
+    Ok(())
 }

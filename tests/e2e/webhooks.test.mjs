@@ -112,7 +112,7 @@ test('endpoints: create shows the secret once; get, list, update, delete; bad in
     ['POST', '/webhooks', { webhook: { url: 'https://x' } }, 'events'],
     ['POST', '/webhooks', { webhook: { url: 'https://x', events: [] } }, 'events'],
     ['POST', '/webhooks', { webhook: { url: 'https://x', events: ['key.eaten'] } }, 'events\\[0\\]'],
-    ['POST', '/webhooks', { webhook: { url: 'https://x', events: ['credits.low'] } }, 'events\\[0\\]'],
+    ['POST', '/webhooks', { webhook: { url: 'https://x', events: ['credits.low', 'credits.lower'] } }, 'events\\[1\\]'],
     ['POST', '/webhooks', { webhook: { url: 'https://x', events: ['key.created'], secret: 'whsec_x' } }, 'secret'],
     ['POST', '/webhooks', { hook: {} }, 'hook'],
     ['PUT', `/webhooks/${hook.id}`, { webhook: { events: ['key.created', 'key.created'] } }, 'events\\[1\\]'],
@@ -221,6 +221,27 @@ test('a receiver that never answers well is given up once its retry window close
   } finally {
     await other.stop();
   }
+});
+
+test('credits.low and credits.exhausted go out once each, when a request takes the count across', async () => {
+  const receiver = await receiverWithEndpoint(['credits.low', 'credits.exhausted']);
+  const made = await kw.admin('POST', '/api_keys', { api_key: { name: 'metered', permissions: ['users:read'], credits: { remaining: 3, low_threshold: 1 } } });
+  assert.equal(made.status, 201, made.text);
+  const key = made.body.data;
+  assert.equal(key.credits.low_threshold, 1);
+  const use = () => kw.request('GET', '/api/v2/projects/1/users', { headers: { authorization: `Bearer ${key.api_key}` } });
+  for (let i = 0; i < 3; i++) assert.equal((await use()).status, 200);
+  const refused = await use();
+  assert.equal(refused.body.error_code, 'USAGE_EXCEEDED', refused.text);
+  await waitFor('two credits events', () => mine(receiver, key.id).length >= 2);
+  await sleep(500);
+  assert.deepEqual(receiver.errors, []);
+  const got = mine(receiver, key.id);
+  assert.deepEqual(got.map((d) => [d.event.type, d.event.data.credits.remaining]), [['credits.low', 1], ['credits.exhausted', 0]]);
+  assert.ok(!got.some((d) => d.body.includes(key.api_key)));
+  const bad = await kw.admin('PUT', `/api_keys/${key.id}`, { api_key: { credits: { remaining: 5, low_threshold: -1 } } });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.error_message, /^credits\.low_threshold/);
 });
 
 test('a slow receiver holds back neither the management API nor the gate', async () => {

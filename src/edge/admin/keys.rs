@@ -143,7 +143,8 @@ pub(super) async fn credits(req: &mut Request, call: &Call<'_>, id: &str) -> Ans
     };
     let mut next = record.clone();
     let refill = record.credits.and_then(|c| c.refill);
-    next.credits = Some(Credits { remaining, refill, set_at_ms: stamp });
+    let low_threshold = record.credits.and_then(|c| c.low_threshold);
+    next.credits = Some(Credits { remaining, refill, set_at_ms: stamp, low_threshold });
     next.version = record.version.saturating_add(1);
     next.updated_at = format_rfc3339(call.now);
     call.ledger.put(&next, Some(&record), &call.actor, "credits", call.now)?;
