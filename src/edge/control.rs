@@ -150,8 +150,11 @@ impl DurableObject for ControlPlane {
             }
             Err(_) => {}
         }
-        // Webhook events this change made go out from an alarm, at once (edge::webhooks).
-        if let Ok(Some(at)) = super::webhooks::next_due(ledger.sql()) {
+        // Webhook events this change made go out from an alarm, at once; the alarm also makes
+        // key.expired when the next key expires by time (edge::webhooks).
+        let expiry = super::webhooks::announce_expiries(ledger.sql(), now).ok().flatten();
+        let next = super::webhooks::next_due(ledger.sql()).ok().flatten();
+        if let Some(at) = [next, expiry].into_iter().flatten().min() {
             schedule_alarm(&self.state.storage(), at, super::now_ms()).await;
         }
         Ok(response)
@@ -200,8 +203,15 @@ impl ControlPlane {
     /// hold other events back while receivers answer); answers when the next one is due.
     async fn deliver_webhooks(&self) -> Option<i64> {
         let ledger = self.ledger.clone()?;
+        let expiry = match super::webhooks::announce_expiries(ledger.sql(), super::now_ms()) {
+            Ok(at) => at,
+            Err(e) => {
+                worker::console_error!("keyward: key.expired events could not be made: {}", e.0);
+                None
+            }
+        };
         match super::webhooks::deliver(ledger.sql(), &self.env).await {
-            Ok(next) => next,
+            Ok(next) => [next, expiry].into_iter().flatten().min(),
             Err(e) => {
                 worker::console_error!("keyward: webhook delivery failed: {}", e.0);
                 Some(super::now_ms().saturating_add(1000))

@@ -51,7 +51,21 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
   duration_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_attempts_by_event ON webhook_attempts (event_seq, seq);
+-- Keys whose expires_at has passed and whose key.expired went out, per expires_at (a new one
+-- expires again). The index finds the keys with an expires_at without reading the others.
+CREATE TABLE IF NOT EXISTS expiry_announced (
+  digest TEXT PRIMARY KEY,
+  expires_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_by_expiry ON keys (json_extract(record, '$.expires_at'))
+  WHERE json_extract(record, '$.expires_at') IS NOT NULL;
 ";
+
+/// The Unix ms of a key's `expires_at`, in SQL.
+const EXPIRES_MS: &str = "CAST(ROUND((julianday(json_extract(record, '$.expires_at')) - 2440587.5) * 86400000.0) AS INTEGER)";
+/// Keys that expire by time: an `expires_at`, active, not revoked.
+const EXPIRING: &str = "json_extract(record, '$.expires_at') IS NOT NULL AND json_extract(record, '$.active') = 1
+  AND json_extract(record, '$.revoked_at') IS NULL";
 
 /// Most events sent in one round, that is one alarm (one per key and endpoint).
 const ROUND: i64 = 25;
@@ -258,6 +272,45 @@ fn start(row: &DueRow, now: i64, timeout_ms: u64) -> impl Future<Output = (Optio
             }
         }
     }
+}
+
+/// Whether any endpoint wants `event`.
+fn wanted(sql: &SqlStorage, event: &str) -> Result<bool, StoreError> {
+    let rows: Vec<NextRow> = sql
+        .exec("SELECT COUNT(*) AS n FROM webhooks WHERE EXISTS (SELECT 1 FROM json_each(webhooks.events) WHERE value = ?)", vec![text(event)])?
+        .to_array()?;
+    Ok(rows.into_iter().next().and_then(|r| r.n).unwrap_or(0) > 0)
+}
+
+/// `key.expired` for keys whose `expires_at` has passed (nothing is written when that happens, so
+/// the change log has no row for it): once per key and `expires_at`, from the alarm, which is set
+/// for the next such time. Answers when the next key expires, if any endpoint wants the event.
+pub fn announce_expiries(sql: &SqlStorage, now: i64) -> Result<Option<i64>, StoreError> {
+    if !wanted(sql, "key.expired")? {
+        return Ok(None);
+    }
+    let due: Vec<RecordRow> = sql
+        .exec(
+            &format!(
+                "SELECT record FROM keys k WHERE {EXPIRING} AND {EXPIRES_MS} <= ?
+                   AND NOT EXISTS (SELECT 1 FROM expiry_announced a WHERE a.digest = k.digest AND a.expires_at = json_extract(k.record, '$.expires_at'))
+                 LIMIT 500"
+            ),
+            vec![int(now)],
+        )?
+        .to_array()?;
+    for row in due {
+        let record: crate::core::record::KeyRecord = serde_json::from_str(&row.record)?;
+        enqueue_event(sql, &record.id, "key.expired", &record.view(now), now)?;
+        sql.exec(
+            "INSERT OR REPLACE INTO expiry_announced (digest, expires_at) VALUES (?, ?)",
+            vec![text(&record.digest), text(record.expires_at.as_deref().unwrap_or_default())],
+        )?;
+    }
+    sql.exec("DELETE FROM expiry_announced WHERE digest NOT IN (SELECT digest FROM keys)", None)?;
+    let next: Vec<NextRow> =
+        sql.exec(&format!("SELECT MIN({EXPIRES_MS}) AS n FROM keys WHERE {EXPIRING} AND {EXPIRES_MS} > ?"), vec![int(now)])?.to_array()?;
+    Ok(next.into_iter().next().and_then(|r| r.n))
 }
 
 /// Called by a Limiter whose credits a request took to zero or across the key's low threshold:

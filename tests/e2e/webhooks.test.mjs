@@ -244,6 +244,25 @@ test('credits.low and credits.exhausted go out once each, when a request takes t
   assert.match(bad.body.error_message, /^credits\.low_threshold/);
 });
 
+test('key.expired goes out once when a key expires by time, with nothing written to it', async () => {
+  const receiver = await receiverWithEndpoint(['key.expired']);
+  const expiresAt = new Date(Date.now() + 2000).toISOString();
+  const key = (await kw.admin('POST', '/api_keys', { api_key: { name: 'short-lived', permissions: ['users:read'], expires_at: expiresAt } })).body.data;
+  const other = (await kw.admin('POST', '/api_keys', { api_key: { name: 'long-lived', expires_at: new Date(Date.now() + 3_600_000).toISOString() } })).body.data;
+  const got = await waitFor('key.expired', () => mine(receiver, key.id)[0], 8_000);
+  assert.ok(got.at >= Date.parse(expiresAt), 'not before the key expired');
+  assert.ok(got.at - Date.parse(expiresAt) < 3_000, `${got.at - Date.parse(expiresAt)} ms after the key expired`);
+  assert.equal(got.event.type, 'key.expired');
+  assert.equal(got.event.data.status, 'expired');
+  assert.equal(got.event.data.expires_at, expiresAt);
+  // Once: a later management call or alarm does not announce it again; the other key is not due.
+  await kw.admin('GET', `/api_keys/${key.id}`);
+  await sleep(1000);
+  assert.equal(mine(receiver, key.id).length, 1);
+  assert.equal(mine(receiver, other.id).length, 0);
+  assert.deepEqual(receiver.errors, []);
+});
+
 test('a slow receiver holds back neither the management API nor the gate', async () => {
   const receiver = await receiverWithEndpoint(['key.created'], { delayMs: 3000 });
   const key = (await kw.admin('POST', '/api_keys', { api_key: { name: 'slow hook', permissions: ['users:read'] } })).body.data;
