@@ -44,6 +44,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
         }
         let allow = match path.strip_prefix("/_keyward/v1/") {
             Some(rest) => admin::allowed_methods(&rest.split('/').collect::<Vec<_>>()),
+            None if path == leaks::PATH => "POST",
             None => "GET",
         };
         let response = reply::error(405, "METHOD_NOT_ALLOWED", &message)?;

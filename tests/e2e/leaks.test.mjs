@@ -149,6 +149,9 @@ test('unsigned, wrongly signed, replayed with another body, oversized or malform
   const wrongMethod = await kw.request('GET', GITHUB);
   assert.equal(wrongMethod.status, 405);
   assert.equal(wrongMethod.headers.allow, 'POST');
+  const unknownMethod = await kw.request('PROPFIND', GITHUB);
+  assert.equal(unknownMethod.status, 405, unknownMethod.text);
+  assert.equal(unknownMethod.headers.allow, 'POST');
   // Nothing changed.
   const still = await record(real.id);
   assert.equal(still.status, 'active');
