@@ -1,12 +1,14 @@
 //! Leak reports: GitHub's secret-scanning partner format, its ECDSA P-256 signature, and what each
 //! reported token is (a keyward key whose digest may be known, or a false positive found without
 //! any store read). Pure: the public keys, the body and the headers come from the caller.
+//!
+//! The signature itself is checked by the platform's WebCrypto at the edge (`crypto.subtle.verify`,
+//! edge::leaks): a P-256 implementation in the wasm cost 39 KB of the Worker's gzip budget. Here:
+//! the keys read from GitHub's PEM list (checked to be P-256 SPKI), and the DER signature turned
+//! into the raw `r || s` WebCrypto takes, both checked against the `p256` crate in the tests.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{DerSignature, VerifyingKey};
-use p256::pkcs8::DecodePublicKey;
 use serde_json::Value;
 
 use super::digest::key_digest;
@@ -19,11 +21,33 @@ pub const MAX_REPORT_TOKENS: usize = 1000;
 /// Longest `token`, `type`, `url` or `source` taken from a report.
 pub const MAX_FIELD_CHARS: usize = 2048;
 
-/// One public key of GitHub's published list.
-#[derive(Debug, Clone)]
+/// The DER of a P-256 public key's SubjectPublicKeyInfo, up to the 65-byte uncompressed point:
+/// SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (0 unused bits, 04 ...) }.
+const P256_SPKI_PREFIX: [u8; 27] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01,
+    0x07, 0x03, 0x42, 0x00, 0x04,
+];
+
+/// One public key of GitHub's published list: its identifier and its SPKI DER (P-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
     pub id: String,
-    pub key: VerifyingKey,
+    pub spki: Vec<u8>,
+}
+
+/// The SPKI DER inside a `-----BEGIN PUBLIC KEY-----` PEM, if it is a P-256 key.
+fn p256_spki_of_pem(pem: &str) -> Result<Vec<u8>, &'static str> {
+    let body = pem
+        .trim()
+        .strip_prefix("-----BEGIN PUBLIC KEY-----")
+        .and_then(|rest| rest.trim_end().strip_suffix("-----END PUBLIC KEY-----"))
+        .ok_or("not a -----BEGIN PUBLIC KEY----- PEM")?;
+    let base64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = STANDARD.decode(base64).map_err(|_| "its base64 does not decode")?;
+    if der.len() != P256_SPKI_PREFIX.len() + 64 || !der.starts_with(&P256_SPKI_PREFIX) {
+        return Err("not an uncompressed P-256 (prime256v1) public key");
+    }
+    Ok(der)
 }
 
 /// Reads GitHub's shape, `{"public_keys": [{"key_identifier", "key": PEM, "is_current"}]}`. A key
@@ -43,9 +67,8 @@ pub fn parse_public_keys(doc: &str) -> Result<Vec<PublicKey>, String> {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| format!("public_keys[{i}].key_identifier: must be a non-empty string"))?;
         let pem = entry.get("key").and_then(Value::as_str).ok_or_else(|| format!("public_keys[{i}].key: must be a PEM string"))?;
-        let key = VerifyingKey::from_public_key_pem(pem.trim())
-            .map_err(|e| format!("public_keys[{i}].key: not a P-256 public key in PEM ({e})"))?;
-        keys.push(PublicKey { id: id.to_string(), key });
+        let spki = p256_spki_of_pem(pem).map_err(|e| format!("public_keys[{i}].key: {e}"))?;
+        keys.push(PublicKey { id: id.to_string(), spki });
     }
     Ok(keys)
 }
@@ -82,9 +105,9 @@ impl SignatureError {
     }
 }
 
-/// Verifies `signature` (base64 of a DER ECDSA P-256 signature over SHA-256 of `body`) with the key
-/// that `key_id` names.
-pub fn verify(keys: &[PublicKey], key_id: Option<&str>, signature: Option<&str>, body: &[u8]) -> Result<(), SignatureError> {
+/// What to verify: the key `key_id` names and the signature (base64 of a DER ECDSA P-256
+/// signature) as the raw 64-byte `r || s` WebCrypto takes. The edge then checks it over the body.
+pub fn prepare<'k>(keys: &'k [PublicKey], key_id: Option<&str>, signature: Option<&str>) -> Result<(&'k PublicKey, [u8; 64]), SignatureError> {
     let (Some(key_id), Some(signature)) = (key_id.map(str::trim), signature.map(str::trim)) else {
         return Err(SignatureError::Missing);
     };
@@ -93,8 +116,44 @@ pub fn verify(keys: &[PublicKey], key_id: Option<&str>, signature: Option<&str>,
     }
     let key = keys.iter().find(|k| k.id == key_id).ok_or(SignatureError::UnknownKey)?;
     let der = STANDARD.decode(signature).map_err(|_| SignatureError::Malformed)?;
-    let signature = DerSignature::try_from(der.as_slice()).map_err(|_| SignatureError::Malformed)?;
-    key.key.verify(body, &signature).map_err(|_| SignatureError::Mismatch)
+    Ok((key, der_signature_to_raw(&der).ok_or(SignatureError::Malformed)?))
+}
+
+/// `SEQUENCE { INTEGER r, INTEGER s }` (DER, each from 1 to 32 bytes after its sign byte) as 32
+/// big-endian bytes each.
+pub fn der_signature_to_raw(der: &[u8]) -> Option<[u8; 64]> {
+    let (&tag, rest) = der.split_first()?;
+    let (&len, body) = rest.split_first()?;
+    if tag != 0x30 || usize::from(len) != body.len() || len >= 0x80 {
+        return None;
+    }
+    let mut raw = [0u8; 64];
+    let mut at = body;
+    for half in 0..2 {
+        let (&itag, rest) = at.split_first()?;
+        let (&ilen, rest) = rest.split_first()?;
+        let ilen = usize::from(ilen);
+        if itag != 0x02 || ilen == 0 || ilen > 33 || rest.len() < ilen {
+            return None;
+        }
+        let (int, next) = rest.split_at(ilen);
+        // DER: no needless leading zero, and never negative.
+        if int.first().is_some_and(|b| b & 0x80 != 0) || (ilen > 1 && int.first() == Some(&0) && int.get(1).is_some_and(|b| b & 0x80 == 0)) {
+            return None;
+        }
+        let digits = match int.split_first() {
+            Some((0, tail)) if ilen == 33 => tail,
+            _ if ilen == 33 => return None,
+            _ => int,
+        };
+        if digits.len() > 32 {
+            return None;
+        }
+        let slot = raw.get_mut(half * 32 + 32 - digits.len()..half * 32 + 32)?;
+        slot.copy_from_slice(digits);
+        at = next;
+    }
+    at.is_empty().then_some(raw)
 }
 
 /// One token of a report.
@@ -174,8 +233,8 @@ impl LeakAction {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use p256::ecdsa::signature::Signer;
-    use p256::ecdsa::SigningKey;
+    use p256::ecdsa::signature::{Signer, Verifier};
+    use p256::ecdsa::{Signature, SigningKey};
     use p256::pkcs8::{EncodePublicKey, LineEnding};
 
     fn signing_key(seed: u8) -> SigningKey {
@@ -193,25 +252,45 @@ mod tests {
         serde_json::json!({"public_keys": list}).to_string()
     }
 
-    fn sign(k: &SigningKey, body: &[u8]) -> String {
-        let sig: p256::ecdsa::Signature = k.sign(body);
-        STANDARD.encode(sig.to_der().as_bytes())
+    #[test]
+    fn keys_and_signatures_agree_with_p256() {
+        let (a, b) = (signing_key(7), signing_key(9));
+        let keys = parse_public_keys(&doc(&[("a", &a), ("b", &b)])).unwrap();
+        assert_eq!(keys[0].spki, a.verifying_key().to_public_key_der().unwrap().as_bytes());
+        // Many signatures, so that short r and s (leading zeros dropped in DER) come up.
+        for i in 0..300u32 {
+            let body = format!("[{{\"token\":\"{i}\"}}]");
+            let sig: Signature = a.sign(body.as_bytes());
+            let der = STANDARD.encode(sig.to_der().as_bytes());
+            let (key, raw) = prepare(&keys, Some("a"), Some(&der)).unwrap();
+            assert_eq!(key.id, "a");
+            assert_eq!(raw.as_slice(), sig.to_bytes().as_slice());
+            let back = Signature::from_slice(&raw).unwrap();
+            assert!(a.verifying_key().verify(body.as_bytes(), &back).is_ok());
+        }
     }
 
     #[test]
-    fn verifies_only_the_signed_body_with_the_named_key() {
-        let (a, b) = (signing_key(7), signing_key(9));
-        let keys = parse_public_keys(&doc(&[("a", &a), ("b", &b)])).unwrap();
-        let body = br#"[{"token":"x","type":"t","url":"u","source":"content"}]"#;
-        let sig = sign(&a, body);
-        assert_eq!(verify(&keys, Some("a"), Some(&sig), body), Ok(()));
-        assert_eq!(verify(&keys, Some("b"), Some(&sig), body), Err(SignatureError::Mismatch));
-        assert_eq!(verify(&keys, Some("a"), Some(&sig), b"[]"), Err(SignatureError::Mismatch));
-        assert_eq!(verify(&keys, Some("c"), Some(&sig), body), Err(SignatureError::UnknownKey));
-        assert_eq!(verify(&keys, None, Some(&sig), body), Err(SignatureError::Missing));
-        assert_eq!(verify(&keys, Some("a"), Some(""), body), Err(SignatureError::Missing));
-        assert_eq!(verify(&keys, Some("a"), Some("!!"), body), Err(SignatureError::Malformed));
-        assert_eq!(verify(&keys, Some("a"), Some("AAAA"), body), Err(SignatureError::Malformed));
+    fn refusals() {
+        let a = signing_key(7);
+        let keys = parse_public_keys(&doc(&[("a", &a)])).unwrap();
+        let sig: Signature = a.sign(b"x");
+        let der = STANDARD.encode(sig.to_der().as_bytes());
+        assert_eq!(prepare(&keys, Some("c"), Some(&der)).unwrap_err(), SignatureError::UnknownKey);
+        assert_eq!(prepare(&keys, None, Some(&der)).unwrap_err(), SignatureError::Missing);
+        assert_eq!(prepare(&keys, Some("a"), Some("")).unwrap_err(), SignatureError::Missing);
+        assert_eq!(prepare(&keys, Some("a"), Some("!!")).unwrap_err(), SignatureError::Malformed);
+        assert_eq!(prepare(&keys, Some("a"), Some("AAAA")).unwrap_err(), SignatureError::Malformed);
+        let mut long = sig.to_der().as_bytes().to_vec();
+        long.push(0);
+        assert_eq!(der_signature_to_raw(&long), None);
+        assert_eq!(der_signature_to_raw(&[0x30, 0x06, 0x02, 0x01, 0x80, 0x02, 0x01, 0x01]), None, "negative r");
+        assert_eq!(der_signature_to_raw(&[0x30, 0x07, 0x02, 0x02, 0x00, 0x01, 0x02, 0x01, 0x01]), None, "a needless zero");
+        assert!(der_signature_to_raw(&[0x30, 0x06, 0x02, 0x01, 0x05, 0x02, 0x01, 0x07]).is_some());
+        let mut wide = vec![0x30, 0x26, 0x02, 0x21, 0x01];
+        wide.extend([0x80; 32]);
+        wide.extend([0x02, 0x01, 0x01]);
+        assert_eq!(der_signature_to_raw(&wide), None, "an r of 33 significant bytes");
     }
 
     #[test]

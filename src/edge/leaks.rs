@@ -8,12 +8,13 @@
 use std::cell::RefCell;
 
 use serde_json::{json, Value};
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Env, Request, Response, Result};
 
 use super::admin::leaks::{apply, Leak};
 use super::ledger::{Actor, Ledger};
 use super::{reply, store};
-use crate::core::leak::{lookup_digest, parse_public_keys, parse_report, token_hash, verify, PublicKey, MAX_REPORT_BYTES};
+use crate::core::leak::{lookup_digest, parse_public_keys, parse_report, prepare, token_hash, PublicKey, SignatureError, MAX_REPORT_BYTES};
 
 pub const PATH: &str = "/_keyward/leaks/github";
 /// Where GitHub publishes the keys it signs secret-scanning reports with.
@@ -77,8 +78,14 @@ pub async fn github(mut req: Request, env: &Env, ledger: &Ledger, now: i64) -> R
         Ok(keys) => keys,
         Err((status, code, message)) => return reply::error(status, code, &message),
     };
-    if let Err(e) = verify(&keys, key_id.as_deref(), signature.as_deref(), &body) {
-        return reply::error(401, e.code(), e.message());
+    let (key, raw) = match prepare(&keys, key_id.as_deref(), signature.as_deref()) {
+        Ok(prepared) => prepared,
+        Err(e) => return reply::error(401, e.code(), e.message()),
+    };
+    match webcrypto_verify(&key.spki, &raw, &body).await {
+        Ok(true) => {}
+        Ok(false) => return reply::error(401, SignatureError::Mismatch.code(), SignatureError::Mismatch.message()),
+        Err(e) => return reply::error(500, "INTERNAL", &format!("the signature could not be checked: {e}")),
     }
     let tokens = match parse_report(&body) {
         Ok(tokens) => tokens,
@@ -98,6 +105,42 @@ pub async fn github(mut req: Request, env: &Env, ledger: &Ledger, now: i64) -> R
         })
         .collect();
     reply::json(200, &Value::Array(answer))
+}
+
+/// ECDSA P-256 with SHA-256 through the platform's WebCrypto: `spki` the key's SPKI DER, `raw`
+/// the signature's `r || s`.
+async fn webcrypto_verify(spki: &[u8], raw: &[u8; 64], body: &[u8]) -> std::result::Result<bool, String> {
+    use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+    use wasm_bindgen::{JsCast, JsValue};
+    let text = |e: JsValue| e.as_string().unwrap_or_else(|| format!("{e:?}"));
+    let get = |target: &JsValue, name: &str| Reflect::get(target, &JsValue::from_str(name)).map_err(text);
+    let subtle = get(&get(&js_sys::global().into(), "crypto")?, "subtle")?;
+    let algorithm = |pairs: &[(&str, &str)]| -> std::result::Result<Object, String> {
+        let object = Object::new();
+        for (name, value) in pairs {
+            Reflect::set(&object, &JsValue::from_str(name), &JsValue::from_str(value)).map_err(text)?;
+        }
+        Ok(object)
+    };
+    let call = |method: &str, args: Array| -> std::result::Result<Promise, String> {
+        let function: Function = get(&subtle, method)?.dyn_into().map_err(text)?;
+        Ok(Promise::from(function.apply(&subtle, &args).map_err(text)?))
+    };
+    let import = Array::of5(
+        &JsValue::from_str("spki"),
+        &Uint8Array::from(spki).into(),
+        &algorithm(&[("name", "ECDSA"), ("namedCurve", "P-256")])?.into(),
+        &JsValue::FALSE,
+        &Array::of1(&JsValue::from_str("verify")).into(),
+    );
+    let key = JsFuture::from(call("importKey", import)?).await.map_err(text)?;
+    let check = Array::of4(
+        &algorithm(&[("name", "ECDSA"), ("hash", "SHA-256")])?.into(),
+        &key,
+        &Uint8Array::from(raw.as_slice()).into(),
+        &Uint8Array::from(body).into(),
+    );
+    Ok(JsFuture::from(call("verify", check)?).await.map_err(text)?.as_bool() == Some(true))
 }
 
 type Failure = (u16, &'static str, String);

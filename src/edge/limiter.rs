@@ -193,7 +193,7 @@ pub struct Limiter {
     env: Env,
     /// The webhook event the request just decided made (`credits.low`/`credits.exhausted`) and
     /// the count it left.
-    crossed: Cell<Option<(&'static str, u64)>>,
+    crossed: RefCell<Vec<(&'static str, u64)>>,
 }
 
 fn int(n: i64) -> SqlStorageValue {
@@ -222,7 +222,7 @@ impl DurableObject for Limiter {
             let start = v.to_string().trim().parse::<i64>().unwrap_or_else(|_| super::now_ms());
             Cell::new(start)
         });
-        Limiter { state, sql, schema_ok: Cell::new(schema_ok), held: RefCell::new(None), test_clock, env, crossed: Cell::new(None) }
+        Limiter { state, sql, schema_ok: Cell::new(schema_ok), held: RefCell::new(None), test_clock, env, crossed: RefCell::new(Vec::new()) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -268,8 +268,9 @@ impl DurableObject for Limiter {
         };
         // A request that took the credits to zero, or across the key's low threshold: the control
         // plane makes the webhook event (once: only this request crossed it). Rare, so awaited here.
-        if let Some((event, remaining)) = self.crossed.take() {
-            if let Some(name) = self.state.id().name() {
+        let crossed = std::mem::take(&mut *self.crossed.borrow_mut());
+        if let Some(name) = self.state.id().name().filter(|_| !crossed.is_empty()) {
+            for (event, remaining) in crossed {
                 super::webhooks::notify_credits(&self.env, event, &name, remaining).await;
             }
         }
@@ -383,17 +384,7 @@ impl Limiter {
             self.save_credits(&state)?;
             held.credits = Some(state);
         }
-        if let (Some(before), Some(after)) = (prior, credits.map(|c| c.remaining)) {
-            let low = req.credits.and_then(|c| c.low_threshold);
-            let event = if before > 0 && after == 0 {
-                Some("credits.exhausted")
-            } else if low.is_some_and(|t| before > t && after <= t) {
-                Some("credits.low")
-            } else {
-                None
-            };
-            self.crossed.set(event.map(|e| (e, after)));
-        }
+        self.note_crossing(prior, credits.map(|c| c.remaining), req);
         Ok(admission.encode())
     }
 
@@ -420,6 +411,11 @@ impl Limiter {
                 self.sql.exec("DELETE FROM hits WHERE at <= ?", vec![int(cutoff)])?;
             }
         }
+        // The count before this step's grant (after what was given back and any refill due now).
+        if let (Some(state), Some(c)) = (credits.as_mut(), req.credits) {
+            state.refill(c.refill.as_ref(), now);
+        }
+        let prior = credits.map(|c| c.remaining);
         let granted = lease(
             req.ratelimit.as_ref().map(|r| (r, &mut held.log)),
             match (credits.as_mut(), &req.credits) {
@@ -450,7 +446,24 @@ impl Limiter {
             self.save_credits(&state)?;
             held.credits = Some(state);
         }
+        self.note_crossing(prior, credits.map(|c| c.remaining), req);
         Ok(format!("{}\n{}", granted.admission.encode(), encode_fields(&[Some(i64_of(granted.extra)), Some(granted.at), Some(epoch)])))
+    }
+
+    /// Notes the webhook events a step made (the caller sends them after the step): `credits.low`
+    /// when it took the count across the key's low threshold, `credits.exhausted` to zero. With
+    /// leases (docs/distance.md) the count is the Limiter's: credits leased out count as spent.
+    fn note_crossing(&self, before: Option<u64>, after: Option<u64>, req: &LimitRequest) {
+        let (Some(before), Some(after)) = (before, after) else { return };
+        let low = req.credits.and_then(|c| c.low_threshold);
+        // One step can cross both (a lease taking the last credits at once): low first.
+        let mut crossed = self.crossed.borrow_mut();
+        if low.is_some_and(|t| before > t && after <= t) {
+            crossed.push(("credits.low", after));
+        }
+        if before > 0 && after == 0 {
+            crossed.push(("credits.exhausted", after));
+        }
     }
 
     /// `POST /api_keys/{id}/credits`: sets or adds, on the live count, in one step.

@@ -237,7 +237,11 @@ test('credits.low and credits.exhausted go out once each, when a request takes t
   await sleep(500);
   assert.deepEqual(receiver.errors, []);
   const got = mine(receiver, key.id);
-  assert.deepEqual(got.map((d) => [d.event.type, d.event.data.credits.remaining]), [['credits.low', 1], ['credits.exhausted', 0]]);
+  // With leases (docs/distance.md) one step may take several credits at once: the count each
+  // event shows is the Limiter's after that step, at or below the threshold.
+  assert.deepEqual(got.map((d) => d.event.type), ['credits.low', 'credits.exhausted']);
+  assert.ok(got[0].event.data.credits.remaining <= 1, JSON.stringify(got[0].event.data.credits));
+  assert.equal(got[1].event.data.credits.remaining, 0);
   assert.ok(!got.some((d) => d.body.includes(key.api_key)));
   const bad = await kw.admin('PUT', `/api_keys/${key.id}`, { api_key: { credits: { remaining: 5, low_threshold: -1 } } });
   assert.equal(bad.status, 400);
