@@ -263,3 +263,20 @@ test('isolation: a session of A trying B\'s ids, digests, usage and audit gets 4
   assert.equal(await bAudit(), auditWas, 'nothing was written to B\'s audit');
   assert.equal((await kw.request('GET', USERS, { headers: { authorization: `Bearer ${theirs.api_key}` } })).status, 200);
 });
+
+test('the page\'s files: served under /_keyward/portal/ with a CSP without inline script, not framed', async () => {
+  const r = await kw.request('GET', '/_keyward/portal/');
+  assert.equal(r.status, 200);
+  assert.match(r.headers['content-type'], /^text\/html/);
+  const csp = r.headers['content-security-policy'];
+  assert.match(csp, /script-src 'self' 'wasm-unsafe-eval';/);
+  assert.doesNotMatch(csp, /unsafe-inline/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.equal(r.headers['x-frame-options'], 'DENY');
+  assert.doesNotMatch(r.text, /<script(?![^>]*\bsrc=)/, 'no inline script');
+  for (const file of ['portal.js', 'portal.css', 'qrcode.mjs']) assert.equal((await kw.request('GET', `/_keyward/portal/${file}`)).status, 200, file);
+  refused(await kw.request('GET', '/_keyward/portal/nope.js'), 404, 'NOT_FOUND');
+  const bare = await kw.request('GET', '/_keyward/portal');
+  assert.equal(bare.status, 302);
+  assert.match(bare.headers.location, /\/_keyward\/portal\/$/);
+});
