@@ -215,6 +215,9 @@ test('keyboard only: create a key and revoke it', async () => {
   const page = await newPage(session.browser);
   await page.goto(await link(ws));
   await page.waitForSelector('#view-keys:not([hidden])');
+  // No title in the link: the deployment's (KEYWARD_PORTAL_TITLE); no logo.
+  assert.equal(await page.title(), 'Your API keys');
+  assert.ok(await page.isHidden('#brand-logo'));
   await tabTo(page, '#new-key');
   await page.keyboard.press('Enter');
   await page.waitForSelector('#create-dialog[open]');
