@@ -183,7 +183,7 @@ test('the session acts as the workspace management key: create within the ceilin
   assert.ok(seen.length > 0 && seen.every((e) => e.workspace === ws), JSON.stringify(seen.slice(0, 2)));
 });
 
-test('a session made by a management key holds what that key holds, and its workspace only', async () => {
+test('a session made by a management key holds what that key holds now, and its workspace only; it ends with that key, or on sign-out', async () => {
   const a = await workspace(['users:*', 'keys:*']);
   const b = await workspace(['users:*', 'keys:*']);
   const readOnly = await ok(admin('POST', `/workspaces/${a}/api_keys`, { api_key: { name: 'ro', permissions: ['keys:read'] } }), 201);
@@ -197,6 +197,21 @@ test('a session made by a management key holds what that key holds, and its work
   await ok(portal(s, 'POST', 'api_keys', { api_key: { name: 'ok', permissions: ['users:read'] } }), 201);
   // Beyond what the creating key holds (users:write is within A's ceiling, not within the key).
   refused(await portal(s, 'POST', 'api_keys', { api_key: { name: 'x', permissions: ['users:write'] } }), 403, 'PERMISSION_DENIED', 'permissions');
+  assert.deepEqual((await ok(portal(s, 'GET', 'session'))).holds, ['keys:*', 'users:read']);
+  // The session follows its creator: narrowed, it is narrowed; expired or revoked, it ends.
+  await ok(admin('PUT', `/api_keys/${full.id}`, { api_key: { permissions: ['keys:read'] } }));
+  refused(await portal(s, 'POST', 'api_keys', { api_key: { name: 'y' } }), 403, 'PERMISSION_DENIED');
+  await ok(admin('PUT', `/api_keys/${full.id}`, { api_key: { active: false } }));
+  refused(await portal(s, 'GET', 'api_keys'), 401, 'UNAUTHORIZED');
+  await ok(admin('PUT', `/api_keys/${full.id}`, { api_key: { active: true } }));
+  await ok(portal(s, 'GET', 'api_keys'));
+  await ok(admin('POST', `/api_keys/${full.id}/revoke`));
+  refused(await portal(s, 'GET', 'session'), 401, 'UNAUTHORIZED');
+  // Signing out ends a session at once.
+  const out = await portal(ro, 'POST', 'logout');
+  assert.equal(out.status, 200, out.text);
+  assert.match(out.headers['set-cookie'][0], /^keyward_portal=; .*Max-Age=0/);
+  refused(await portal(ro, 'GET', 'api_keys'), 401, 'UNAUTHORIZED');
 });
 
 test('CSRF: a state-changing call without the X-Keyward-Portal header, or cross-site, is refused and changes nothing', async () => {

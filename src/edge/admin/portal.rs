@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS portal_grants (
   workspace TEXT NOT NULL,
   user TEXT NOT NULL,
   return_url TEXT NOT NULL,
-  holds TEXT,
+  creator TEXT,
   title TEXT,
   logo_url TEXT,
   ttl_ms INTEGER NOT NULL,
@@ -54,7 +54,8 @@ struct Grant {
     workspace: String,
     user: String,
     return_url: String,
-    holds: Option<String>,
+    /// The id of the management key that made the link (none: the admin token).
+    creator: Option<String>,
     title: Option<String>,
     logo_url: Option<String>,
     ttl_ms: i64,
@@ -63,7 +64,7 @@ struct Grant {
     used_at: Option<i64>,
 }
 
-const GRANT_COLUMNS: &str = "workspace, user, return_url, holds, title, logo_url, ttl_ms, link_expires_at, session_expires_at, used_at";
+const GRANT_COLUMNS: &str = "workspace, user, return_url, creator, title, logo_url, ttl_ms, link_expires_at, session_expires_at, used_at";
 
 fn text(s: &str) -> SqlStorageValue {
     SqlStorageValue::String(s.to_string())
@@ -162,16 +163,10 @@ pub(super) fn create(req: &Request, env: &Env, ledger: &Ledger, now: i64, method
     if ledger.workspace_views(Some(id), now)?.is_empty() {
         return Err(workspaces::not_found(id));
     }
-    // What the session may do: what its creator holds (a management key), or (the admin token)
-    // anything the key routes allow within the workspace and its ceiling.
-    let holds = match &call.actor {
-        Actor::Key(key_id) => {
-            let record = ledger.record_by_id(key_id)?.ok_or_else(|| Refusal(401, "UNAUTHORIZED", "the management token is not valid".into()))?;
-            let policy = super::policy_roles(env, ledger)?;
-            let mut all: Vec<String> = record.permissions.clone();
-            all.extend(policy.roles().permissions(&record.role).iter().cloned());
-            Some(serde_json::to_string(&all).unwrap_or_default())
-        }
+    // What the session may do: what its creator holds while it stays active (a management key),
+    // or (the admin token) anything the key routes allow within the workspace and its ceiling.
+    let creator = match &call.actor {
+        Actor::Key(key_id) => Some(key_id.clone()),
         _ => None,
     };
     let token = secret()?;
@@ -183,14 +178,14 @@ pub(super) fn create(req: &Request, env: &Env, ledger: &Ledger, now: i64, method
     sql.exec("DELETE FROM portal_grants WHERE link_expires_at < ?1 AND (session_expires_at IS NULL OR session_expires_at < ?1)", vec![int(now)])
         .map_err(unavailable)?;
     sql.exec(
-        "INSERT INTO portal_grants (link_digest, workspace, user, return_url, holds, title, logo_url, ttl_ms, link_expires_at)
+        "INSERT INTO portal_grants (link_digest, workspace, user, return_url, creator, title, logo_url, ttl_ms, link_expires_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             text(&digest(&token)),
             text(id),
             text(&user),
             text(&return_url),
-            opt_text(holds.as_deref()),
+            opt_text(creator.as_deref()),
             opt_text(title.as_deref()),
             opt_text(logo.as_deref()),
             int(ttl_ms),
@@ -236,14 +231,18 @@ pub async fn handle(req: Request, env: &Env, rest: &str, ledger: &Ledger, now: i
         Err(Refusal(status, code, message)) => return reply::error(status, code, &message),
     };
     let (session_digest, grant) = session;
+    if method == Method::Post && api == "logout" {
+        let _ = ledger.sql().exec("DELETE FROM portal_grants WHERE session_digest = ?", vec![text(&session_digest)]);
+        let response = reply::success(200, json!({"signed_out": true}))?;
+        response.headers().set("set-cookie", &format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/_keyward/portal/; Max-Age=0"))?;
+        return Ok(response);
+    }
+    let held = match creator_holds(env, ledger, &grant, now) {
+        Ok(held) => held,
+        Err(Refusal(status, code, message)) => return reply::error(status, code, &message),
+    };
     match (&method, api) {
-        (Method::Get, "session") => return session_view(env, ledger, &grant, now),
-        (Method::Post, "logout") => {
-            let _ = ledger.sql().exec("DELETE FROM portal_grants WHERE session_digest = ?", vec![text(&session_digest)]);
-            let response = reply::success(200, json!({"signed_out": true}))?;
-            response.headers().set("set-cookie", &format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/_keyward/portal/; Max-Age=0"))?;
-            return Ok(response);
-        }
+        (Method::Get, "session") => return session_view(env, ledger, &grant, held.as_deref(), now),
         (_, "session" | "logout") => return reply::error(405, "METHOD_NOT_ALLOWED", &format!("{method} is not allowed here")),
         _ => {}
     }
@@ -251,16 +250,31 @@ pub async fn handle(req: Request, env: &Env, rest: &str, ledger: &Ledger, now: i
     if api.starts_with("workspaces") {
         return reply::error(404, "NOT_FOUND", "no such portal endpoint");
     }
-    let may = match grant.holds.as_deref() {
-        Some(list) => PermissionSet::new(&serde_json::from_str::<Vec<String>>(list).unwrap_or_default()),
+    let may = match held.as_deref() {
+        Some(list) => PermissionSet::new(list),
         None => PermissionSet::new(&["*"]),
     };
-    let holds = match grant.holds.as_deref() {
+    let holds = match held {
         Some(_) => may.clone(),
         None => workspaces::ceiling(ledger, &grant.workspace).ok().flatten().unwrap_or_else(|| PermissionSet::new(&["*"])),
     };
     let caller = Caller { actor: Actor::Portal(format!("portal:{}", grant.user)), workspace: Some(grant.workspace), holds: Some(holds) };
     super::handle_as(req, env, api, ledger, now, Some(super::Preset { caller, may })).await
+}
+
+/// What the management key that made the session holds now (its permissions and its role's);
+/// none for a session made with the admin token. A creator no longer active (revoked, expired,
+/// deleted) ends the session: 401.
+fn creator_holds(env: &Env, ledger: &Ledger, grant: &Grant, now: i64) -> std::result::Result<Option<Vec<String>>, Refusal> {
+    let Some(id) = grant.creator.as_deref() else { return Ok(None) };
+    let record = ledger
+        .record_by_id(id)?
+        .filter(|r| r.status(now) == crate::core::record::KeyStatus::Active)
+        .ok_or_else(|| Refusal(401, "UNAUTHORIZED", "the management key that opened this key page is no longer active: open a new link from your account".into()))?;
+    let policy = super::policy_roles(env, ledger)?;
+    let mut all = record.permissions.clone();
+    all.extend(policy.roles().permissions(&record.role).iter().cloned());
+    Ok(Some(all))
 }
 
 /// The session a request's cookie names, if it is live: (its digest, its grant).
@@ -276,14 +290,13 @@ fn session_of(req: &Request, ledger: &Ledger, now: i64) -> std::result::Result<O
     Ok(grant(ledger.sql(), "session_digest", &d)?.filter(|g| g.session_expires_at.is_some_and(|at| at > now)).map(|g| (d, g)))
 }
 
-fn session_view(env: &Env, ledger: &Ledger, grant: &Grant, now: i64) -> Result<Response> {
+fn session_view(env: &Env, ledger: &Ledger, grant: &Grant, held: Option<&[String]>, now: i64) -> Result<Response> {
     let var = |name: &str| env.var(name).ok().map(|v| v.to_string()).filter(|v| !v.is_empty());
     let ceiling = match ledger.workspace_ceiling(&grant.workspace) {
         Ok(Some(text)) => serde_json::from_str::<Value>(&text).unwrap_or(json!(["*"])),
         Ok(None) => json!(["*"]),
         Err(_) => return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable"),
     };
-    let holds = grant.holds.as_deref().and_then(|h| serde_json::from_str::<Value>(h).ok());
     let mut data = Map::new();
     data.insert("workspace".into(), json!(grant.workspace));
     data.insert("user".into(), json!(grant.user));
@@ -291,7 +304,7 @@ fn session_view(env: &Env, ledger: &Ledger, grant: &Grant, now: i64) -> Result<R
     data.insert("title".into(), json!(grant.title.clone().or_else(|| var("KEYWARD_PORTAL_TITLE")).unwrap_or_else(|| "API keys".into())));
     data.insert("logo_url".into(), json!(grant.logo_url.clone().or_else(|| var("KEYWARD_PORTAL_LOGO_URL"))));
     data.insert("permission_ceiling".into(), ceiling);
-    data.insert("holds".into(), holds.unwrap_or(Value::Null));
+    data.insert("holds".into(), held.map_or(Value::Null, |h| json!(h)));
     data.insert("expires_at".into(), json!(crate::core::time::format_rfc3339(grant.session_expires_at.unwrap_or(now))));
     reply::success(200, Value::Object(data))
 }
