@@ -47,6 +47,9 @@ impl DurableObject for ControlPlane {
             if let Err(e) = super::usage::create_schema(l.sql()) {
                 worker::console_error!("keyward: the usage tables could not be created: {}", e.0);
             }
+            if let Err(e) = super::admin::portal::create_schema(l.sql()) {
+                worker::console_error!("keyward: the portal's table could not be created: {}", e.0);
+            }
             if let Err(e) = super::tokens::create_schema(l.sql()) {
                 worker::console_error!("keyward: the signing keys' table could not be created: {}", e.0);
             }
@@ -126,6 +129,10 @@ impl DurableObject for ControlPlane {
         }
         if let Some(answer) = super::tokens::internal(&mut req, &path, &ledger, now).await {
             return answer;
+        }
+        if let Some(rest) = path.strip_prefix("/_keyward/portal/") {
+            let rest = rest.to_string();
+            return super::admin::portal::handle(req, &self.env, &rest, &ledger, now).await;
         }
         let response = if path == super::leaks::PATH {
             super::leaks::github(req, &self.env, &ledger, now).await?

@@ -148,6 +148,8 @@ fn opt_text(value: Option<&str>) -> SqlStorageValue {
 pub enum Actor {
     Admin,
     Key(String),
+    /// A customer's portal session (docs/portal.md): `portal:<user>`.
+    Portal(String),
     /// The one-time import of a deployment whose records lived only in KV.
     Migration,
     /// A leak report, as `leak:<source>` (`leak:github` for GitHub's secret scanning).
@@ -158,7 +160,7 @@ impl Actor {
     pub fn name(&self) -> &str {
         match self {
             Actor::Admin => "admin",
-            Actor::Key(id) => id,
+            Actor::Key(id) | Actor::Portal(id) => id,
             Actor::Migration => "migration",
             Actor::Leak(name) => name,
         }

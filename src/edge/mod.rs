@@ -66,6 +66,19 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
         if path == leaks::PATH {
             return leaks::forward(Request::from(req), &env).await;
         }
+        if path == "/_keyward/portal" {
+            let mut url = url.clone();
+            url.set_path("/_keyward/portal/");
+            return reply::portal_file(Response::redirect(url)?, &env);
+        }
+        if let Some(rest) = path.strip_prefix("/_keyward/portal/") {
+            // The link's exchange and the session's API live in the control plane; the page's
+            // files are static.
+            if rest.starts_with("api/") || (rest.is_empty() && url.query_pairs().any(|(k, _)| k == "link")) {
+                return forward(Request::from(req), &env).await;
+            }
+            return portal(&Request::from(req), &env, rest).await;
+        }
         if path == "/_keyward/jwks.json" {
             return tokens::jwks(&worker::Method::from(raw_method), &env).await;
         }
@@ -103,13 +116,19 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
 /// plane, which holds the source of truth. After a change, this isolate reads the change feed at
 /// once, so the next request it gates sees the change.
 async fn management(req: web_sys::Request, env: &Env, rest: &str) -> Result<Response> {
-    let mut request = Request::from(req);
+    let request = Request::from(req);
     match rest {
         "ping" if request.method() == worker::Method::Get => return admin::ping(&request, env, now_ms()).await,
         "openapi.json" if request.method() == worker::Method::Get => return admin::openapi(env).await,
         "auth/token" | "auth/refresh" | "auth/simple" => return tokens::auth(request, env, rest).await,
         _ => {}
     }
+    forward(request, env).await
+}
+
+/// Hands a request to the control plane (the management API, the portal's API), then, after a
+/// change, reads the change feed.
+async fn forward(mut request: Request, env: &Env) -> Result<Response> {
     let writes = request.method() != worker::Method::Get;
     let stub = match store::control_stub(env) {
         Ok(stub) => stub,
@@ -185,4 +204,17 @@ async fn console(req: &Request, env: &Env, rest: &str) -> Result<Response> {
         return reply::error(404, "NOT_FOUND", "no such console file");
     }
     reply::console_file(response)
+}
+
+/// The portal's static files (www/portal/), with the portal's security headers.
+async fn portal(req: &Request, env: &Env, rest: &str) -> Result<Response> {
+    let mut url = req.url()?;
+    let file = if rest.is_empty() { "index.html" } else { rest };
+    url.set_path(&format!("/portal/{file}"));
+    url.set_query(None);
+    let response = env.assets("ASSETS")?.fetch(url.to_string(), None).await?;
+    if response.status_code() == 404 {
+        return reply::error(404, "NOT_FOUND", "no such portal file");
+    }
+    reply::portal_file(response, env)
 }

@@ -36,6 +36,31 @@ pub fn console_file(response: Response) -> Result<Response> {
     Ok(response.with_headers(headers))
 }
 
+/// Sent with every portal file: as the console's, except that the page may show the operator's
+/// logo from any https address, and may be framed by the origins listed in
+/// `KEYWARD_PORTAL_FRAME_ANCESTORS` (space-separated; none: not at all).
+pub fn portal_file(response: Response, env: &worker::Env) -> Result<Response> {
+    let ancestors = env
+        .var("KEYWARD_PORTAL_FRAME_ANCESTORS")
+        .ok()
+        .map(|v| v.to_string())
+        .filter(|v| !v.trim().is_empty() && v.chars().all(|c| c.is_ascii_graphic() || c == ' ') && !v.contains([';', ',', '\'']));
+    let csp = format!(
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' https: data:; \
+         connect-src 'self'; object-src 'none'; frame-ancestors {}; base-uri 'none'; form-action 'self'",
+        ancestors.as_deref().unwrap_or("'none'")
+    );
+    let headers = response.headers().clone();
+    headers.set("content-security-policy", &csp)?;
+    headers.set("x-content-type-options", "nosniff")?;
+    headers.set("referrer-policy", "no-referrer")?;
+    headers.set("cache-control", "no-store")?;
+    if ancestors.is_none() {
+        headers.set("x-frame-options", "DENY")?;
+    }
+    Ok(response.with_headers(headers))
+}
+
 pub fn json(status: u16, body: &Value) -> Result<Response> {
     json_text(status, body.to_string())
 }

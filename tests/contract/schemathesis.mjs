@@ -26,6 +26,9 @@ try {
     ...keyRoutes.map((n) => n.replace(' /', ' /workspaces/{workspace}/')),
     // A workspace id taken by an earlier example (409) and one that still has active keys (409).
     'POST /workspaces', 'DELETE /workspaces/{workspace}',
+    // A workspace that exists only once made (404 otherwise); a user id without control
+    // characters; a return_url with a host.
+    'POST /workspaces/{workspace}/portal_sessions',
   ];
   const common = [
     'run', path.join(ROOT, 'www/openapi.json'),

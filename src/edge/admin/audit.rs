@@ -46,6 +46,12 @@ pub(super) fn list(req: &Request, call: &Call<'_>) -> Answer {
             other => return Err(Refusal::bad(format!("{other}: is not an audit parameter"))),
         }
     }
+    // A key of another workspace than the call's is not found, as on every key route.
+    if let (Some(id), Some(_)) = (key_id.as_deref(), call.scope.as_deref()) {
+        if call.ledger.record_by_id(id)?.is_some_and(|r| !call.in_scope(&r)) {
+            return Err(Refusal::not_found(id));
+        }
+    }
     // One more than a page tells whether another page follows.
     let mut entries = call.ledger.audit(key_id.as_deref(), action.as_deref(), workspace.as_deref(), before, size.saturating_add(1))?;
     let more = entries.len() > size;

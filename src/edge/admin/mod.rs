@@ -9,6 +9,7 @@ mod keys;
 pub(crate) mod leaks;
 mod list;
 mod policy;
+pub mod portal;
 mod push;
 mod usage;
 mod verify;
@@ -118,7 +119,19 @@ struct Caller {
     holds: Option<crate::core::record::PermissionSet>,
 }
 
-pub async fn handle(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, now: i64) -> Result<Response> {
+/// A caller already known (a portal session), and what it may call: the `Need` of each route is
+/// checked against `may` instead of a token.
+pub(crate) struct Preset {
+    caller: Caller,
+    may: crate::core::record::PermissionSet,
+}
+
+pub async fn handle(req: Request, env: &Env, rest: &str, ledger: &Ledger, now: i64) -> Result<Response> {
+    handle_as(req, env, rest, ledger, now, None).await
+}
+
+/// The management API for the caller in `req`'s token, or (`preset`) a caller already known.
+pub(crate) async fn handle_as(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, now: i64, preset: Option<Preset>) -> Result<Response> {
     let segments: Vec<&str> = rest.split('/').collect();
     let method = req.method();
     // The body is read whole before anything is answered, whatever the call: an answer sent while
@@ -134,8 +147,10 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str, ledger: &Ledger, no
     }
     let answer = match segments.as_slice() {
         // The workspaces themselves (synchronous: their body is the one already read).
+        ["workspaces", ..] if preset.is_some() => Err(Refusal(404, "NOT_FOUND", "no such endpoint".into())),
         ["workspaces"] | ["workspaces", _] | ["workspaces", _, "usage"] => workspaces::route(&req, env, ledger, now, &method, &segments, &body),
-        _ => route(&mut req, env, ledger, now, &method, &segments).await,
+        ["workspaces", id, "portal_sessions"] => workspaces::checked(id).and_then(|id| portal::create(&req, env, ledger, now, &method, id, &body)),
+        _ => route(&mut req, env, ledger, now, &method, &segments, preset).await,
     };
     match answer {
         Ok(response) => Ok(response),
@@ -172,16 +187,18 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> &'static str {
     }
 }
 
-async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, segments: &[&str]) -> Answer {
+async fn route(req: &mut Request, env: &Env, ledger: &Ledger, now: i64, method: &Method, segments: &[&str], preset: Option<Preset>) -> Answer {
     // Every key route again under `/workspaces/{w}/`.
     let (specified, segments) = match segments {
         ["workspaces", id, rest @ ..] => (Some(workspaces::checked(id)?), rest),
         _ => (None, segments),
     };
-    keys_route(req, env, ledger, now, method, segments, specified).await
+    keys_route(req, env, ledger, now, method, segments, specified, preset).await
 }
 
-/// A key route, flat or (with `specified`) under `/workspaces/{specified}/`.
+/// A key route, flat or (with `specified`) under `/workspaces/{specified}/`; `preset`: a portal
+/// session's caller, in place of the request's token.
+#[expect(clippy::too_many_arguments, reason = "the route's parts, passed through as they are")]
 async fn keys_route(
     req: &mut Request,
     env: &Env,
@@ -190,6 +207,7 @@ async fn keys_route(
     method: &Method,
     segments: &[&str],
     specified: Option<&str>,
+    preset: Option<Preset>,
 ) -> Answer {
     if specified.is_some() && matches!(segments, ["policy"] | ["ping"] | ["openapi.json"]) {
         return Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into()));
@@ -226,7 +244,16 @@ async fn keys_route(
         }
         _ => return Err(Refusal(404, "NOT_FOUND", "no such management endpoint".into())),
     };
-    let caller = authorize(req, env, ledger, need, now)?;
+    let caller = match preset {
+        None => authorize(req, env, ledger, need, now)?,
+        Some(Preset { caller, may }) => match need {
+            Need::Permission(p) | Need::AdminOrConfined(p) if may.covers(p) => caller,
+            Need::Permission(p) | Need::AdminOrConfined(p) => {
+                return Err(Refusal(403, "PERMISSION_DENIED", format!("this session does not hold {p}")));
+            }
+            Need::Admin => return Err(Refusal(403, "PERMISSION_DENIED", "this call needs the admin token".into())),
+        },
+    };
     let call = scoped_call(env, ledger, now, caller, specified)?;
     match (method, segments) {
         (Method::Get, ["api_keys"]) => list::list(req, &call).await,
