@@ -86,7 +86,7 @@ const lists = [10, 1000, 10000].map((m) => n(`scale/decide_${m}_cidrs_and_permis
 const rules = [10, 1000, 10000].map((m) => n(`scale/decide_${m}_route_rules`).p50_ns);
 const flat = Math.max(Math.max(...lists) / Math.min(...lists), Math.max(...rules) / Math.min(...rules));
 row('scale: lists and rules, max/min', `${flat.toFixed(2)}×`, `flat within 2×: ${flat <= 2 ? 'met' : 'MISSED'}`);
-row('size: Worker wasm raw / gzip -9', `${(sizes.worker.raw / 1024).toFixed(0)} KiB / ${sizes.worker.gzip} B`, `< 400 KiB gz: ${sizes.worker.gzip < 400 * 1024 ? 'met' : 'MISSED'}`);
+row('size: Worker wasm raw / gzip -9', `${(sizes.worker.raw / 1024).toFixed(0)} KiB / ${sizes.worker.gzip} B`, `< 512 KiB gz: ${sizes.worker.gzip < 512 * 1024 ? 'met' : 'MISSED'}`);
 row('size: browser wasm raw / gzip -9', `${(sizes.browser.raw / 1024).toFixed(0)} KiB / ${(sizes.browser.gzip / 1024).toFixed(0)} KiB`);
 row('start: Worker wasm compile (Chromium V8, median)', `${workerCompileMs.toFixed(2)} ms`);
 row('start: browser wasm compile / instantiate (Node, median)', `${wasm['start/browser_wasm_compile_ms'].toFixed(2)} / ${wasm['start/browser_wasm_instantiate_ms'].toFixed(3)} ms`);
