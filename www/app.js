@@ -6,6 +6,7 @@ import { openHistory, wireHistory, loadActivity, wireActivity, resetActivity } f
 import { openPolicy, renderCorsOutcome } from './policy.js';
 import { openUsage, wireUsage, ago } from './usage.js';
 import { loadPicker, wirePicker, openWorkspaces, wireWorkspaces } from './workspaces.js';
+import { openWebhooks, wireWebhooks } from './webhooks.js';
 
 const $ = (selector) => document.querySelector(selector);
 const $$ = (selector) => [...document.querySelectorAll(selector)];
@@ -13,7 +14,7 @@ const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
 
 // ---------------------------------------------------------------- routing
 
-const views = ['signin', 'keys', 'edit', 'activity', 'policy', 'playground', 'workspaces'];
+const views = ['signin', 'keys', 'edit', 'activity', 'policy', 'playground', 'workspaces', 'webhooks'];
 
 function show(view) {
   for (const v of views) $(`#view-${v}`).hidden = v !== view;
@@ -44,7 +45,10 @@ async function route() {
   const [where, query] = hash.split('?');
   const [, section, id] = where.split('/');
   loadPicker();
-  if (section === 'workspaces') {
+  if (section === 'webhooks') {
+    enter('webhooks');
+    await openWebhooks(id ? decodeURIComponent(id) : null);
+  } else if (section === 'workspaces') {
     enter('workspaces');
     await openWorkspaces(id ? decodeURIComponent(id) : null);
   } else if (section === 'playground') {
@@ -87,6 +91,7 @@ function workspacePicked() {
 }
 wirePicker(workspacePicked);
 wireWorkspaces(workspacePicked);
+wireWebhooks((...args) => confirmAction(...args));
 
 // ---------------------------------------------------------------- sign in / out
 
