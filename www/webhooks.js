@@ -21,6 +21,11 @@ function fail(r, what) {
 
 export async function openWebhooks(id) {
   $('#webhooks-error').hidden = true;
+  // The new-endpoint form is ready at once (what is typed while the list loads is kept).
+  if (!id) {
+    fillForm(null);
+    $('#webhook-deliveries').hidden = true;
+  }
   const r = await api('GET', '/webhooks');
   if (!r.body?.success) {
     fail(r, 'The webhooks could not be loaded');
@@ -54,7 +59,8 @@ export async function openWebhooks(id) {
   $('#webhooks-empty').hidden = n > 0;
   $('#webhooks-table').hidden = n === 0;
   $('#webhooks-summary').textContent = `${n} endpoint${n === 1 ? '' : 's'}`;
-  const chosen = id ? r.body.data.find((w) => w.id === id) ?? null : null;
+  if (!id) return;
+  const chosen = r.body.data.find((w) => w.id === id) ?? null;
   fillForm(chosen);
   if (id && !chosen) fail({ status: 404, body: { error_message: `No webhook has the id ${id}.` } });
   $('#webhook-deliveries').hidden = !chosen;
