@@ -320,6 +320,19 @@ impl Limiter {
         Ok(())
     }
 
+    /// Drops the window's entries older than the rate limit's period, in memory and in SQLite
+    /// (the delete only when something was dropped); nothing without a rate limit.
+    fn forget_expired_hits(&self, log: &mut SlidingLog, ratelimit: Option<&RateLimit>, now: i64) -> std::result::Result<(), Refused> {
+        if let Some(limit) = ratelimit {
+            let oldest = log.entries().next().copied();
+            let cutoff = log.forget_expired(limit.period_ms(), now);
+            if oldest.is_some_and(|(at, _)| at <= cutoff) {
+                self.sql.exec("DELETE FROM hits WHERE at <= ?", vec![int(cutoff)])?;
+            }
+        }
+        Ok(())
+    }
+
     fn save_credits(&self, state: &CreditState) -> std::result::Result<(), Refused> {
         self.sql.exec(
             "INSERT INTO credits (one, remaining, refilled_at, set_at) VALUES (1, ?, ?, ?)
@@ -350,13 +363,7 @@ impl Limiter {
             }
             return Ok(encode_fields(&[Some(i64_of(recent)), credits.map(|c| i64_of(c.remaining))]));
         }
-        let oldest = held.log.entries().next().copied();
-        if let Some(limit) = &req.ratelimit {
-            let cutoff = held.log.forget_expired(limit.period_ms(), now);
-            if oldest.is_some_and(|(at, _)| at <= cutoff) {
-                self.sql.exec("DELETE FROM hits WHERE at <= ?", vec![int(cutoff)])?;
-            }
-        }
+        self.forget_expired_hits(&mut held.log, req.ratelimit.as_ref(), now)?;
         let total_before = held.log.total();
         // The count before this request (after any refill due now), to see it cross a threshold.
         if let (Some(state), Some(c)) = (credits.as_mut(), req.credits) {
@@ -404,13 +411,7 @@ impl Limiter {
             return_lease(req.ratelimit.map(|_| &mut held.log), credits.as_mut(), ask.return_at, ask.return_count, ask.return_cost, ask.return_epoch);
             touched.push(ask.return_at);
         }
-        if let Some(limit) = &req.ratelimit {
-            let oldest = held.log.entries().next().copied();
-            let cutoff = held.log.forget_expired(limit.period_ms(), now);
-            if oldest.is_some_and(|(at, _)| at <= cutoff) {
-                self.sql.exec("DELETE FROM hits WHERE at <= ?", vec![int(cutoff)])?;
-            }
-        }
+        self.forget_expired_hits(&mut held.log, req.ratelimit.as_ref(), now)?;
         // The count before this step's grant (after what was given back and any refill due now).
         if let (Some(state), Some(c)) = (credits.as_mut(), req.credits) {
             state.refill(c.refill.as_ref(), now);
