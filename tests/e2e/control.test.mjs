@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync } from 'node:fs';
 import path from 'node:path';
 import { startOrigin } from '../support/origin.mjs';
-import { startKeyward, kvCommand, secondLocationConfig, ROOT } from '../support/keyward.mjs';
+import { startKeyward, within, kvCommand, secondLocationConfig, ROOT } from '../support/keyward.mjs';
 import { makeKey, digest } from '../support/keys.mjs';
 
 const USERS = '/api/v2/projects/1/users';
@@ -18,16 +18,6 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let origin;
 before(async () => { origin = await startOrigin(); });
 after(async () => { await origin?.stop(); });
-
-/** Polls `probe` every 25 ms until it returns true; the milliseconds it took, or throws. */
-async function within(ms, probe, what) {
-  const start = Date.now();
-  for (;;) {
-    if (await probe()) return Date.now() - start;
-    if (Date.now() - start > ms) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(25);
-  }
-}
 
 const status = async (kw, p, key) => (await kw.request('GET', p, { headers: { 'x-api-key': key } })).status;
 const code = async (kw, p, key) => (await kw.request('GET', p, { headers: { 'x-api-key': key } })).body.error_code ?? 'VALID';

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import path from 'node:path';
 import { startOrigin } from '../support/origin.mjs';
-import { startKeyward, secondLocationConfig, ROOT } from '../support/keyward.mjs';
+import { startKeyward, within as pollWithin, secondLocationConfig, ROOT } from '../support/keyward.mjs';
 
 const USERS = '/api/v2/projects/1/users';
 const DELAY = 150;
@@ -35,15 +35,7 @@ async function createKey(kw) {
   return { key: r.body.data.api_key, id: r.body.data.id };
 }
 
-/** Polls `probe` every 20 ms until it returns true; the milliseconds it took, or throws. */
-async function within(ms, probe, what) {
-  const start = Date.now();
-  for (;;) {
-    if (await probe()) return Date.now() - start;
-    if (Date.now() - start > ms) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(20);
-  }
-}
+const within = (ms, probe, what) => pollWithin(ms, probe, what, 20);
 
 test('strict: a busy isolate never reads the feed on a request\'s path; an idle one reads once, from the location\'s copy when a neighbour left one', async () => {
   // SYNC_INTERVAL_MS=1000: a view older than 1000 ms plus the round trip (about 150 ms) is read

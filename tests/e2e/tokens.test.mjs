@@ -10,11 +10,10 @@ import { mkdtempSync } from 'node:fs';
 import path from 'node:path';
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, SignJWT, generateKeyPair } from 'jose';
 import { startOrigin } from '../support/origin.mjs';
-import { startKeyward, secondLocationConfig, ROOT } from '../support/keyward.mjs';
+import { startKeyward, within, secondLocationConfig, ROOT } from '../support/keyward.mjs';
 
 const USERS = '/api/v2/projects/1/users';
 const PROJECTS = '/api/v2/projects';
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 let origin;
 let kw;
@@ -47,16 +46,6 @@ async function tokenFor(key, body) {
   const r = await login({ 'x-api-key': key }, body);
   assert.equal(r.status, 200, r.text);
   return r.body.data.token;
-}
-
-/** Polls `probe` every 25 ms until it returns true; the milliseconds it took, or throws. */
-async function within(ms, probe, what) {
-  const start = Date.now();
-  for (;;) {
-    if (await probe()) return Date.now() - start;
-    if (Date.now() - start > ms) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(25);
-  }
 }
 
 test('a key logs in, its token is used with the key\'s rules, refreshed, and verified by jose against the JWKS', async () => {

@@ -194,3 +194,13 @@ export function call(base, method, p, body, headers = {}, localAddress) {
     req.end();
   });
 }
+
+/** Polls `probe` every `every` ms until it returns true; the milliseconds it took, or throws. */
+export async function within(ms, probe, what, every = 25) {
+  const start = Date.now();
+  for (;;) {
+    if (await probe()) return Date.now() - start;
+    if (Date.now() - start > ms) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, every));
+  }
+}
