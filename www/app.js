@@ -134,6 +134,10 @@ $('#sign-out').addEventListener('click', () => {
 // `status=` takes one status), so its cursors say which status they continue.
 const list = { tokens: [null], index: 0, filter: '', status: '', perPage: 25 };
 const inactive = { tokens: [{ status: 'expired', token: null }], index: 0 };
+// Each load of a section takes a number; an answer for an older load (the filter typed on, the
+// page turned again) is dropped, so a slow old answer never overwrites a newer one.
+const loads = { primary: 0, inactive: 0, list: 0 };
+const STALE = Symbol('stale');
 
 /** Every list starts again from its first page. */
 function resetPaging() {
@@ -234,8 +238,10 @@ const INACTIVE = { body: '#inactive-body', empty: '#inactive-empty', table: '#in
 
 /** The first section: active keys, or the keys of the status chosen. */
 async function loadPrimary() {
+  const load = ++loads.primary;
   const status = list.status || 'active';
   const page = await fetchKeys(status, list.perPage, list.tokens[list.index]);
+  if (load !== loads.primary) return STALE;
   if (!page) return null;
   const next = page.next_page_token;
   list.tokens[list.index + 1] = next ?? undefined;
@@ -255,6 +261,7 @@ async function loadPrimary() {
  * its count only (per_page=1), so the section's total covers both.
  */
 async function loadInactive() {
+  const load = ++loads.inactive;
   const at = inactive.tokens[inactive.index];
   let keys;
   let next = null;
@@ -285,6 +292,7 @@ async function loadInactive() {
     keys = revoked.data;
     if (revoked.next_page_token) next = { status: 'revoked', token: revoked.next_page_token };
   }
+  if (load !== loads.inactive) return STALE;
   inactive.tokens[inactive.index + 1] = next ?? undefined;
   const total = expired.num_records + revoked.num_records;
   renderSection(INACTIVE, {
@@ -303,11 +311,12 @@ function summarize(counts) {
 }
 
 async function loadList() {
+  const load = ++loads.list;
   $('#list-error').hidden = true;
   const split = !list.status;
   $('#inactive-section').hidden = !split;
   const counts = await Promise.all(split ? [loadPrimary(), loadInactive()] : [loadPrimary()]);
-  if (counts.some((c) => c === null)) return;
+  if (load !== loads.list || counts.some((c) => c === null || c === STALE)) return;
   $('#list-summary').textContent = summarize(counts);
 }
 

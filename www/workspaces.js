@@ -31,6 +31,8 @@ let editing = null;
 
 export async function openWorkspaces(id) {
   const error = $('#workspaces-error');
+  // The new-workspace form is ready at once: what is typed while the list loads is kept.
+  if (!id) await showDetail(null, null);
   const r = await api('GET', '/workspaces');
   if (!r.body?.success) {
     error.hidden = false;
@@ -69,8 +71,8 @@ export async function openWorkspaces(id) {
   $('#workspaces-empty').hidden = r.body.data.length > 0;
   $('#workspaces-table').hidden = r.body.data.length === 0;
   $('#workspaces-summary').textContent = `${r.body.data.length} workspace${r.body.data.length === 1 ? '' : 's'}`;
-  const chosen = id ? r.body.data.find((w) => w.id === id) : null;
-  await showDetail(chosen ?? null, id);
+  if (!id) return;
+  await showDetail(r.body.data.find((w) => w.id === id) ?? null, id);
 }
 
 async function showDetail(w, id) {

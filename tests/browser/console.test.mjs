@@ -84,6 +84,47 @@ test('a keyboard user who tabs on while the key list loads keeps the focus where
   await page.context().close();
 });
 
+test('an older search answer never overwrites a newer one: the list shows what the filter says now', async () => {
+  const alpha = await session.kw.admin('POST', '/api_keys', { api_key: { name: 'race alpha' } });
+  const beta = await session.kw.admin('POST', '/api_keys', { api_key: { name: 'race beta' } });
+  assert.equal(alpha.status, 201);
+  assert.equal(beta.status, 201);
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
+  await page.waitForSelector('#keys-body tr');
+  // Every answer to the search for "race alpha" is held back until the search for "race beta"
+  // has been answered and drawn; then released, late.
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  let heldCount = 0;
+  const alphaSearch = (url) => url.pathname.endsWith('/api_keys') && url.searchParams.get('name_contains') === 'race alpha';
+  await page.route(alphaSearch, async (route) => {
+    heldCount += 1;
+    await held;
+    await route.continue();
+  });
+  // The held requests' answers, once the page has read them to the end.
+  let finished = 0;
+  page.on('requestfinished', (request) => { if (alphaSearch(new URL(request.url()))) finished += 1; });
+  await page.fill('#filter', 'race alpha');
+  await page.press('#filter', 'Enter');
+  for (let i = 0; i < 100 && heldCount === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(heldCount > 0, 'the search for "race alpha" was not sent');
+  await page.fill('#filter', 'race beta');
+  await page.press('#filter', 'Enter');
+  await page.waitForFunction((id) => document.querySelector(`#keys-body tr[data-id="${id}"]`), beta.body.data.id);
+  await page.waitForFunction(() => /matching “race beta”/.test(document.querySelector('#list-summary').textContent));
+  release();
+  // The late answers arrive and are dropped: wait until the page has had them.
+  for (let i = 0; i < 500 && finished < heldCount; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(finished, heldCount, 'the held answers did not reach the page');
+  await page.evaluate(() => new Promise((r) => setTimeout(r, 300)));
+  const ids = await page.$$eval('#keys-body tr', (rows) => rows.map((r) => r.dataset.id));
+  assert.deepEqual(ids, [beta.body.data.id]);
+  assert.match(await page.textContent('#list-summary'), /^1 key matching “race beta”: 1 active, 0 expired or revoked$/);
+  await page.context().close();
+});
+
 test('create a key: the plaintext is shown once, with a copy button, and works at the gate', async () => {
   const page = await newPage(session.browser);
   await signIn(page, session.kw);

@@ -166,6 +166,39 @@ test('the Workspaces page: counts, one workspace\'s keys and usage, create and e
   await page.context().close();
 });
 
+test('the Workspaces page: what is typed into the new-workspace form while the list loads is kept', async () => {
+  const page = await newPage(session.browser);
+  await signIn(page, session.kw);
+  await page.waitForSelector('#view-keys:not([hidden])');
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  let heldCount = 0;
+  const workspacesList = (url) => url.pathname.endsWith('/_keyward/v1/workspaces');
+  await page.route(workspacesList, async (route) => {
+    heldCount += 1;
+    await held;
+    await route.continue();
+  });
+  // The held requests' answers, once the page has read them to the end.
+  let finished = 0;
+  page.on('requestfinished', (request) => { if (workspacesList(new URL(request.url()))) finished += 1; });
+  await page.click('[data-nav="workspaces"]');
+  await page.waitForSelector('#view-workspaces:not([hidden])');
+  for (let i = 0; i < 100 && heldCount === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(heldCount > 0, 'the workspaces were not asked for');
+  await page.fill('#ws-form-id', 'typed-early');
+  await page.fill('#ws-form-name', 'Typed early');
+  release();
+  await page.waitForFunction(() => /^\d+ workspaces?$/.test(document.querySelector('#workspaces-summary').textContent));
+  for (let i = 0; i < 500 && finished < heldCount; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(finished, heldCount, 'the held answers did not reach the page');
+  await page.evaluate(() => new Promise((r) => setTimeout(r, 300)));
+  assert.equal(await page.inputValue('#ws-form-id'), 'typed-early');
+  assert.equal(await page.inputValue('#ws-form-name'), 'Typed early');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test('a workspace\'s own management key signs in to its workspace only', async () => {
   const mgmt = await ok(admin('POST', '/workspaces/umbrella/api_keys', { api_key: { name: 'umbrella admin', permissions: ['keys:*'] } }), 201);
   const other = await ok(admin('POST', '/workspaces/wayne/api_keys', { api_key: { name: 'wayne one' } }), 201);
