@@ -172,6 +172,51 @@ test('the journey: link, create (shown once, QR, test), use at the gate, expire,
   assert.deepEqual(page.errors, []);
 });
 
+test('search narrows both lists by name; usage is shown for the last 24 hours by hour, or 7 or 30 days by day', async () => {
+  const ws = await workspace();
+  const billing = await ok(admin('POST', `/workspaces/${ws}/api_keys`, { api_key: { name: 'Alpha billing', permissions: ['users:read'] } }), 201);
+  await ok(admin('POST', `/workspaces/${ws}/api_keys`, { api_key: { name: 'beta crm', permissions: ['users:read'] } }), 201);
+  await ok(admin('POST', `/workspaces/${ws}/api_keys`, { api_key: { name: 'alpha old', active: false } }), 201);
+  for (let i = 0; i < 3; i++) assert.equal((await session.kw.request('GET', USERS, { headers: { 'x-api-key': billing.api_key } })).status, 200);
+  const page = await newPage(session.browser);
+  await page.goto(await link(ws));
+  await page.waitForSelector('#active-keys li[data-name="beta crm"]');
+  const names = (list) => page.$$eval(`#${list} li`, (items) => items.map((li) => li.dataset.name));
+  assert.equal(await page.textContent('#summary'), '2 active, 1 expired or revoked');
+  await page.fill('#search', 'ALPHA');
+  assert.deepEqual(await names('active-keys'), ['Alpha billing']);
+  assert.deepEqual(await names('inactive-keys'), ['alpha old']);
+  assert.equal(await page.textContent('#summary'), '1 active, 1 expired or revoked matching “ALPHA”');
+  await page.fill('#search', 'nothing like it');
+  assert.deepEqual(await names('active-keys'), []);
+  assert.equal(await page.isVisible('#active-empty'), true);
+  assert.equal(await page.textContent('#active-empty'), 'No active key matches.');
+  await shot(page, '12-search');
+  await page.fill('#search', '');
+  assert.deepEqual((await names('active-keys')).sort(), ['Alpha billing', 'beta crm']);
+
+  // Usage: the 3 requests above (flushed every 200 ms), in every period.
+  let summary = '';
+  for (let i = 0; i < 40 && !/^3 requests/.test(summary); i++) {
+    await sleep(250);
+    await row(page, 'Alpha billing').locator('button[data-action="usage"]').click();
+    await page.waitForSelector('#usage:not([hidden]) #usage-chart svg');
+    summary = await page.textContent('#usage-summary');
+  }
+  assert.match(summary, /^3 requests \(3 allowed, 0 refused\)/);
+  assert.equal(await page.getAttribute('#usage-chart svg', 'aria-label'), 'Requests per hour');
+  for (const [period, unit] of [['7d', 'day'], ['30d', 'day'], ['24h', 'hour']]) {
+    await page.selectOption('#usage-range', period);
+    await page.waitForFunction((u) => document.querySelector('#usage-chart svg')?.getAttribute('aria-label') === `Requests per ${u}`, unit);
+    assert.match(await page.textContent('#usage-summary'), /^3 requests \(3 allowed, 0 refused\)/, period);
+  }
+  await page.selectOption('#usage-range', '30d');
+  await page.waitForFunction(() => document.querySelector('#usage-chart svg')?.getAttribute('aria-label') === 'Requests per day');
+  await shot(page, '13-usage-30-days');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test('a reused, an expired and an unknown link get a clear page; no session shows the closed page', async () => {
   const ws = await workspace();
   const url = await link(ws);

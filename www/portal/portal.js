@@ -97,13 +97,18 @@ async function loadKeys() {
 }
 
 function render() {
-  const active = state.keys.filter((k) => k.status === 'active');
-  const inactive = state.keys.filter((k) => k.status !== 'active');
+  const search = $('#search').value.trim().toLowerCase();
+  const shown = search ? state.keys.filter((k) => k.name.toLowerCase().includes(search)) : state.keys;
+  const active = shown.filter((k) => k.status === 'active');
+  const inactive = shown.filter((k) => k.status !== 'active');
   fill($('#active-keys'), active);
   fill($('#inactive-keys'), inactive);
+  $('#active-empty').textContent = search ? 'No active key matches.' : 'No active key.';
+  $('#inactive-empty').textContent = search ? 'None matches.' : 'None.';
   $('#active-empty').hidden = active.length > 0;
   $('#inactive-empty').hidden = inactive.length > 0;
-  $('#summary').textContent = `${active.length} active, ${inactive.length} expired or revoked`;
+  const matching = search ? ` matching “${$('#search').value.trim()}”` : '';
+  $('#summary').textContent = `${active.length} active, ${inactive.length} expired or revoked${matching}`;
 }
 
 function fill(list, keys) {
@@ -203,8 +208,16 @@ async function roll(k) {
 
 // ---------------------------------------------------------------- usage
 
-async function showUsage(k) {
-  const r = await api('GET', `api_keys/${k.id}/usage?granularity=hour`);
+/** The usage periods offered: how far back, and the bucket. */
+const PERIODS = { '24h': { days: 1, granularity: 'hour' }, '7d': { days: 7, granularity: 'day' }, '30d': { days: 30, granularity: 'day' } };
+let usageKey = null;
+
+async function showUsage(k, { focus = true } = {}) {
+  usageKey = k;
+  const period = PERIODS[$('#usage-range').value] ?? PERIODS['24h'];
+  const from = new Date(Date.now() - period.days * 86_400_000).toISOString();
+  const r = await api('GET', `api_keys/${k.id}/usage?granularity=${period.granularity}&from=${encodeURIComponent(from)}`);
+  if (usageKey !== k) return; // another key's usage was asked for meanwhile
   if (!r.body?.success) return notice(r.body?.error_message ?? 'The usage could not be loaded.', true);
   const data = r.body.data;
   const card = $('#usage');
@@ -212,19 +225,20 @@ async function showUsage(k) {
   $('#usage-title').textContent = `Usage of ${k.name}`;
   const valid = data.totals?.VALID ?? 0;
   $('#usage-summary').textContent = `${data.total} requests (${valid} allowed, ${data.total - valid} refused) from ${when(data.from)} to ${when(data.to)}.`;
-  $('#usage-chart').replaceChildren(chart(data.buckets));
+  $('#usage-chart').replaceChildren(chart(data.buckets, data.granularity ?? period.granularity));
+  if (!focus) return;
   card.scrollIntoView({ block: 'nearest' });
   $('#usage-close').focus();
 }
 
-function chart(buckets) {
+function chart(buckets, granularity = 'hour') {
   const NS = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(NS, 'svg');
   const w = 720;
   const h = 120;
   svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
   svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', 'Requests per hour');
+  svg.setAttribute('aria-label', `Requests per ${granularity}`);
   const top = Math.max(1, ...buckets.map((b) => b.total));
   const bw = w / Math.max(1, buckets.length);
   buckets.forEach((b, i) => {
@@ -390,7 +404,18 @@ $('#created-done').addEventListener('click', () => {
   $('#new-key').focus();
 });
 
+$('#usage-range').addEventListener('change', () => {
+  if (usageKey && !$('#usage').hidden) showUsage(usageKey, { focus: false });
+});
+
+$('#search').addEventListener('input', () => render());
+$('#search-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  render();
+});
+
 $('#usage-close').addEventListener('click', () => {
+  usageKey = null;
   $('#usage').hidden = true;
   $('#new-key').focus();
 });
