@@ -47,6 +47,11 @@ const VERIFIED_MAX: usize = 4096;
 const MAX_AUTH_BODY: usize = 16 * 1024;
 /// How long a JWKS answer may be cached (an origin's JOSE library fetches again for a new `kid`).
 const JWKS_CACHE_CONTROL: &str = "public, max-age=60";
+/// The Rate Limiting binding that counts logins per key and location (`[[ratelimits]]`).
+const LOGIN_LIMITER: &str = "LOGIN_LIMITER";
+/// Its period in wrangler.toml (`simple = { limit = ..., period = 60 }`): the `Retry-After` of a
+/// refused login.
+const LOGIN_LIMIT_PERIOD_SECONDS: u32 = 60;
 
 #[derive(Default)]
 struct KeySet {
@@ -263,7 +268,13 @@ pub async fn auth(mut req: Request, env: &Env, rest: &str) -> Result<Response> {
     let response = if req.method() == Method::Post {
         match auth_answer(&mut req, env, rest).await {
             Ok(response) => response,
-            Err(Refusal(status, code, message)) => reply::error(status, code, &message)?,
+            Err(Refusal(status, code, message)) => {
+                let response = reply::error(status, code, &message)?;
+                if code == Code::RateLimited.as_str() {
+                    response.headers().set("retry-after", &LOGIN_LIMIT_PERIOD_SECONDS.to_string())?;
+                }
+                response
+            }
         }
     } else {
         let response = reply::error(405, "METHOD_NOT_ALLOWED", &format!("{} is not allowed here", req.method()))?;
@@ -421,6 +432,7 @@ async fn auth_answer(req: &mut Request, env: &Env, rest: &str) -> Answer {
     if !decision.valid {
         return Err(denial(decision.code, decision.message));
     }
+    login_admitted(env, &key.record.id).await?;
     let mut ask = json!({"digest": key.record.digest, "ttl_seconds": ttl, "iss": issuer(env)});
     if let (Some(map), Some((identifier_type, identifier))) = (ask.as_object_mut(), subject) {
         map.insert("subject".into(), json!({"identifier_type": identifier_type, "identifier": identifier}));
@@ -428,6 +440,22 @@ async fn auth_answer(req: &mut Request, env: &Env, rest: &str) -> Answer {
     let signed = sign_remotely(env, &ask).await?;
     let response = reply::success(200, signed)?;
     Ok(response)
+}
+
+/// Logins (token, refresh, simple) per key and location, counted by the Rate Limiting binding
+/// `LOGIN_LIMITER` (wrangler.toml: `LOGIN_LIMIT_PERIOD_SECONDS` long windows). Each login is a
+/// signing call to the control plane, so a client that logs in on every request, or a flood
+/// with one valid key, is turned away here before it reaches the control plane. Without the
+/// binding, logins are not counted.
+async fn login_admitted(env: &Env, key_id: &str) -> std::result::Result<(), Refusal> {
+    let Ok(limiter) = env.rate_limiter(LOGIN_LIMITER) else { return Ok(()) };
+    match limiter.limit(key_id.to_string()).await {
+        Ok(outcome) if !outcome.success => Err(denial(
+            Code::RateLimited,
+            format!("too many logins with this API key; keep a token until it nears its expiry, then refresh it (retry after {LOGIN_LIMIT_PERIOD_SECONDS} s)"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Checks a simple-authentication request against its key: a profile key with `simple_auth`,

@@ -187,6 +187,34 @@ test('log in: ttl_seconds bounds, the key\'s own expiry, and the gate\'s refusal
   assert.equal(codeOf(await use(lt, USERS, {}, '127.0.0.9')), 'IP_NOT_ALLOWED');
 });
 
+test('logins are counted per key: past 60 a minute, 429 RATE_LIMITED with Retry-After, nothing signed; other keys and the tokens already made go on', async () => {
+  const { key } = await createKey({ name: 'busy login' });
+  const { key: calm } = await createKey({ name: 'calm login' });
+  const tokens = [];
+  for (let i = 0; i < 60; i++) {
+    const r = await login({ 'x-api-key': key });
+    assert.equal(r.status, 200, `login ${i + 1}: ${r.text}`);
+    tokens.push(r.body.data.token);
+  }
+  const refused = await login({ 'x-api-key': key });
+  assert.equal(refused.status, 429, refused.text);
+  assert.equal(refused.body.success, false);
+  assert.equal(refused.body.data, null);
+  assert.equal(refused.body.error_code, 'RATE_LIMITED');
+  assert.match(refused.body.error_message, /too many logins with this API key/);
+  assert.equal(refused.headers['retry-after'], '60');
+  // A refresh with one of its tokens is a login too; the key's other credentials count the same.
+  const refresh = await kw.request('POST', '/_keyward/v1/auth/refresh', { headers: { authorization: `Bearer ${tokens[0]}` } });
+  assert.equal(refresh.status, 429, refresh.text);
+  assert.equal((await login({ authorization: `Bearer ${key}` })).status, 429);
+  // What was made still works, and another key logs in.
+  assert.equal(codeOf(await use(tokens[59])), 'VALID');
+  assert.equal(codeOf(await use(key)), 'VALID');
+  assert.equal((await login({ 'x-api-key': calm })).status, 200);
+  // A refused login is still refused for what it is first: a bad key is not counted as this key.
+  assert.equal(codeOf(await login({ 'x-api-key': key.slice(0, -1) + (key.endsWith('A') ? 'B' : 'A') })), 'MALFORMED_KEY');
+});
+
 test('bad tokens are refused with TOKEN_INVALID or TOKEN_EXPIRED, never a 5xx', async () => {
   const { key } = await createKey();
   const token = await tokenFor(key, { ttl_seconds: 60 });
