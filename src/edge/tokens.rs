@@ -193,6 +193,14 @@ pub fn as_token_key(claims: &Claims, key: Rc<CompiledKey>) -> Rc<CompiledKey> {
     Rc::new(customer)
 }
 
+/// A token's claims as the control plane sees them (`POST /verify`): checked against the keys it
+/// publishes, with this deployment's issuer, at the tokens' clock. The key is not judged here.
+pub fn control_claims(ledger: &Ledger, env: &Env, token: &str, now: i64) -> std::result::Result<Claims, (Code, String)> {
+    let keys = published(ledger.sql(), now).map_err(|Refusal(_, _, message)| (Code::StoreUnavailable, message))?;
+    let keys: Vec<PublicKey> = keys.iter().filter_map(|k| STANDARD.decode(&k.public).ok().and_then(|p| PublicKey::from_bytes(&k.kid, &p))).collect();
+    token::verify(token, &keys, &issuer(env), token_now(now)).map_err(|e| (e.code, e.message))
+}
+
 /// The message when a token's key has no record any more (deleted).
 pub const KEY_GONE: &str = "the token is not valid: its key no longer exists";
 

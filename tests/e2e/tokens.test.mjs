@@ -215,6 +215,30 @@ test('logins are counted per key: past 60 a minute, 429 RATE_LIMITED with Retry-
   assert.equal(codeOf(await login({ 'x-api-key': key.slice(0, -1) + (key.endsWith('A') ? 'B' : 'A') })), 'MALFORMED_KEY');
 });
 
+test('POST /verify takes a token as the gate does: its key\'s decision, or the token\'s refusal', async () => {
+  const { key, id } = await createKey({ name: 'verify token' });
+  const token = await tokenFor(key);
+  const verify = (body) => kw.admin('POST', '/verify', body).then((r) => { assert.equal(r.status, 200, r.text); return r.body.data; });
+  // Allowed and refused as at the gate, with the key's id; as `key` or as the Authorization header.
+  const ok = await verify({ key: token, method: 'GET', path: USERS });
+  assert.equal(ok.code, 'VALID');
+  assert.equal(ok.valid, true);
+  assert.equal(ok.key_id, id);
+  assert.equal(codeOf(await use(token)), 'VALID');
+  assert.equal((await verify({ method: 'GET', path: USERS, headers: { authorization: `Bearer ${token}` } })).code, 'VALID');
+  const denied = await verify({ key: token, method: 'DELETE', path: `${PROJECTS}/1` });
+  assert.equal(denied.code, 'PERMISSION_DENIED');
+  assert.equal(codeOf(await kw.request('DELETE', `${PROJECTS}/1`, { headers: { authorization: `Bearer ${token}` } })), 'PERMISSION_DENIED');
+  // A forged token, a token beside a key, and a revoked key's token.
+  const [h, , sig] = token.split('.');
+  const forged = `${h}.${b64url(JSON.stringify({ ...claimsOf(token), sub: 'key_someone_else' }))}.${sig}`;
+  assert.equal((await verify({ key: forged, path: USERS })).code, 'TOKEN_INVALID');
+  assert.equal((await verify({ path: USERS, headers: { authorization: `Bearer ${token}`, 'x-api-key': key } })).code, 'BAD_REQUEST');
+  assert.equal((await kw.admin('POST', `/api_keys/${id}/revoke_tokens`)).status, 200);
+  assert.equal((await verify({ key: token, path: USERS })).code, 'TOKEN_INVALID');
+  assert.equal((await verify({ key, path: USERS })).code, 'VALID', 'the key itself still passes');
+});
+
 test('bad tokens are refused with TOKEN_INVALID or TOKEN_EXPIRED, never a 5xx', async () => {
   const { key } = await createKey();
   const token = await tokenFor(key, { ttl_seconds: 60 });

@@ -1,11 +1,13 @@
 //! The gate's decision as data: `POST /verify` (in the control plane, on the source of truth),
 //! `GET /ping` (in the Worker, on the gate's own read path), and the OpenAPI document.
 
+use std::rc::Rc;
+
 use serde_json::{json, Value};
 use worker::{Env, Request, Response, Result};
 
 use super::{no_query, read_json, Answer, Call, Refusal};
-use crate::core::credential::find_credential;
+use crate::core::credential::{find_credential, query_values};
 use crate::core::decision::{decide_permission, Decision};
 use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
@@ -13,7 +15,7 @@ use crate::core::limits::{decide_limits, LimitCounts};
 use crate::core::method::{resolve_override, OVERRIDE_HEADERS};
 use crate::core::record::CompiledKey;
 use crate::core::{decide, Code, GateRequest, RoutePolicy};
-use crate::edge::{limits, reply};
+use crate::edge::{limits, reply, tokens};
 use crate::edge::store::{Store, StoreError};
 
 /// `GET /ping`: the key's id, or the gate's denial.
@@ -140,54 +142,89 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
             x_api_key.get_or_insert(key);
         }
     }
-    let decision = match find_credential(authorization.as_deref(), x_api_key.as_deref(), query) {
-        Err(e) => Decision::deny(Code::BadRequest, e.message),
-        Ok(None) => Decision::deny(Code::MissingKey, "no API key was given"),
-        Ok(Some(credential)) => match parse_key(&credential.key) {
-            Err(e) => Decision::deny(Code::MalformedKey, format!("the API key is malformed: {e}")),
-            // A call confined to a workspace knows only that workspace's keys.
-            Ok(_) => match call.ledger.record(&key_digest(&credential.key))?.filter(|r| call.in_scope(r)) {
-                None => Decision::deny(Code::UnknownKey, "the API key is not known"),
+    let asked = Asked { method, path, query, ip: ip.as_deref(), body: body_bytes.as_deref(), origin: origin.as_deref(), referer: referer.as_deref(), overrides };
+    let decision = match crate::core::token::bearer_token(authorization.as_deref()) {
+        // A token in place of the key (docs/tokens.md): its signature and times, then its key.
+        Some(_) if x_api_key.is_some() || query.is_some_and(|q| query_values(q, "api_key").next().is_some()) => {
+            Decision::deny(Code::BadRequest, "the request carries a token and an API key; send one of them")
+        }
+        Some(token) => match tokens::control_claims(call.ledger, call.env, token, now) {
+            Err((code, message)) => Decision::deny(code, message),
+            Ok(claims) => match call.ledger.record(&claims.kwd)?.filter(|r| call.in_scope(r)) {
+                None => Decision::deny(Code::TokenInvalid, tokens::KEY_GONE),
                 Some(record) => {
                     let key = CompiledKey::compile(record).map_err(|_| Refusal::from(StoreError("stored record is invalid".into())))?;
-                    let (text, _) = super::policy::current(call.env, call)?;
-                    let policy = RoutePolicy::parse(&text).map_err(|_| Refusal::from(StoreError("the route policy is invalid".into())))?;
-                    // The same method-override rule as the gate (contract section 9).
-                    let [a, b, c] = &overrides;
-                    match resolve_override(policy.method_override(), &method, [a.as_deref(), b.as_deref(), c.as_deref()], query) {
-                        Err(e) => Decision::deny(Code::BadRequest, e.message),
-                        Ok(resolved) => {
-                            let method = resolved.map_or(method, |r| r.method);
-                            let request = GateRequest {
-                                method: &method,
-                                path,
-                                client_ip: ip.as_deref(),
-                                body: body_bytes.as_deref(),
-                                basic_workspace: credential.workspace.as_deref(),
-                                origin: origin.as_deref(),
-                                referer: referer.as_deref(),
-                            };
-                            let decision = decide(&key, &policy, &request, now);
-                            // Last, as at the gate: the key's counts, read from its Limiter, unchanged.
-                            let cost = limits::cost(&policy, decision.rule);
-                            match decision.valid.then(|| limits::peek(call.env, &key.record, cost)) {
-                                None => decision,
-                                Some(counts) => match counts.await {
-                                    Ok(None) => decision,
-                                    Ok(Some(c)) => {
-                                        let counts = LimitCounts { recent: c.recent, credits_remaining: c.credits_remaining };
-                                        decide_limits(decision, &key.record, cost, &counts)
-                                    }
-                                    Err(_) => Decision::deny(Code::StoreUnavailable, "the key's Limiter could not be reached"),
-                                },
-                            }
-                        }
+                    match tokens::judge(&claims, &key) {
+                        Some((code, message)) => Decision::deny(code, message),
+                        None => decide_asked(call, &tokens::as_token_key(&claims, Rc::new(key)), None, &asked).await?,
                     }
                 }
             },
         },
+        None => match find_credential(authorization.as_deref(), x_api_key.as_deref(), query) {
+            Err(e) => Decision::deny(Code::BadRequest, e.message),
+            Ok(None) => Decision::deny(Code::MissingKey, "no API key was given"),
+            Ok(Some(credential)) => match parse_key(&credential.key) {
+                Err(e) => Decision::deny(Code::MalformedKey, format!("the API key is malformed: {e}")),
+                // A call confined to a workspace knows only that workspace's keys.
+                Ok(_) => match call.ledger.record(&key_digest(&credential.key))?.filter(|r| call.in_scope(r)) {
+                    None => Decision::deny(Code::UnknownKey, "the API key is not known"),
+                    Some(record) => {
+                        let key = CompiledKey::compile(record).map_err(|_| Refusal::from(StoreError("stored record is invalid".into())))?;
+                        decide_asked(call, &key, credential.workspace.as_deref(), &asked).await?
+                    }
+                },
+            },
+        },
     };
     Ok(reply::success(200, serde_json::to_value(&decision).unwrap_or(Value::Null))?)
+}
+
+/// What `POST /verify` asks about, beside the credential.
+struct Asked<'a> {
+    method: String,
+    path: &'a str,
+    query: Option<&'a str>,
+    ip: Option<&'a str>,
+    body: Option<&'a [u8]>,
+    origin: Option<&'a str>,
+    referer: Option<&'a str>,
+    overrides: [Option<String>; 3],
+}
+
+/// The gate's decision for a known key on the asked request, on the stored policy, with the
+/// key's counts read from its Limiter last (unchanged), as at the gate.
+async fn decide_asked(call: &Call<'_>, key: &CompiledKey, basic_workspace: Option<&str>, asked: &Asked<'_>) -> std::result::Result<Decision, Refusal> {
+    let (text, _) = super::policy::current(call.env, call)?;
+    let policy = RoutePolicy::parse(&text).map_err(|_| Refusal::from(StoreError("the route policy is invalid".into())))?;
+    // The same method-override rule as the gate (contract section 9).
+    let [a, b, c] = &asked.overrides;
+    let method = match resolve_override(policy.method_override(), &asked.method, [a.as_deref(), b.as_deref(), c.as_deref()], asked.query) {
+        Err(e) => return Ok(Decision::deny(Code::BadRequest, e.message)),
+        Ok(resolved) => resolved.map_or_else(|| asked.method.clone(), |r| r.method),
+    };
+    let request = GateRequest {
+        method: &method,
+        path: asked.path,
+        client_ip: asked.ip,
+        body: asked.body,
+        basic_workspace,
+        origin: asked.origin,
+        referer: asked.referer,
+    };
+    let decision = decide(key, &policy, &request, call.now);
+    let cost = limits::cost(&policy, decision.rule);
+    if !decision.valid {
+        return Ok(decision);
+    }
+    Ok(match limits::peek(call.env, &key.record, cost).await {
+        Ok(None) => decision,
+        Ok(Some(c)) => {
+            let counts = LimitCounts { recent: c.recent, credits_remaining: c.credits_remaining };
+            decide_limits(decision, &key.record, cost, &counts)
+        }
+        Err(_) => Decision::deny(Code::StoreUnavailable, "the key's Limiter could not be reached"),
+    })
 }
 
 async fn openapi_answer(env: &Env) -> Answer {
