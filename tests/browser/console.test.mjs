@@ -3,7 +3,7 @@
 // the gate, and a phone-sized screen.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { consoleSession, newPage, shot, signIn } from './support.mjs';
+import { consoleSession, holdRequests, newPage, shot, signIn } from './support.mjs';
 
 const session = consoleSession();
 
@@ -66,19 +66,14 @@ test('a keyboard user who tabs on while the key list loads keeps the focus where
   await page.waitForSelector('#view-signin:not([hidden])');
   // The list's answer is held back (the sign-in's own check, per_page=1, is not) until the user
   // has moved the focus.
-  let release;
-  const held = new Promise((resolve) => { release = resolve; });
-  await page.route((url) => url.pathname.endsWith('/api_keys') && url.searchParams.get('per_page') !== '1', async (route) => {
-    await held;
-    await route.continue();
-  });
+  const held = await holdRequests(page, (url) => url.pathname.endsWith('/api_keys') && url.searchParams.get('per_page') !== '1');
   await page.fill('#token', session.kw.adminToken);
   await page.keyboard.press('Enter');
   await page.waitForSelector('#view-keys:not([hidden])');
   await page.keyboard.press('Tab');
   const moved = await page.evaluate(() => document.activeElement?.id || document.activeElement?.tagName);
   assert.notEqual(moved, 'main');
-  release();
+  held.release();
   await page.waitForSelector('#keys-body tr');
   assert.equal(await page.evaluate(() => document.activeElement?.id || document.activeElement?.tagName), moved, 'the list took the focus back');
   await page.context().close();
@@ -94,31 +89,17 @@ test('an older search answer never overwrites a newer one: the list shows what t
   await page.waitForSelector('#keys-body tr');
   // Every answer to the search for "race alpha" is held back until the search for "race beta"
   // has been answered and drawn; then released, late.
-  let release;
-  const held = new Promise((resolve) => { release = resolve; });
-  let heldCount = 0;
-  const alphaSearch = (url) => url.pathname.endsWith('/api_keys') && url.searchParams.get('name_contains') === 'race alpha';
-  await page.route(alphaSearch, async (route) => {
-    heldCount += 1;
-    await held;
-    await route.continue();
-  });
-  // The held requests' answers, once the page has read them to the end.
-  let finished = 0;
-  page.on('requestfinished', (request) => { if (alphaSearch(new URL(request.url()))) finished += 1; });
+  const held = await holdRequests(page, (url) => url.pathname.endsWith('/api_keys') && url.searchParams.get('name_contains') === 'race alpha');
   await page.fill('#filter', 'race alpha');
   await page.press('#filter', 'Enter');
-  for (let i = 0; i < 100 && heldCount === 0; i++) await new Promise((r) => setTimeout(r, 20));
-  assert.ok(heldCount > 0, 'the search for "race alpha" was not sent');
+  await held.sent();
   await page.fill('#filter', 'race beta');
   await page.press('#filter', 'Enter');
   await page.waitForFunction((id) => document.querySelector(`#keys-body tr[data-id="${id}"]`), beta.body.data.id);
   await page.waitForFunction(() => /matching “race beta”/.test(document.querySelector('#list-summary').textContent));
-  release();
+  held.release();
   // The late answers arrive and are dropped: wait until the page has had them.
-  for (let i = 0; i < 500 && finished < heldCount; i++) await new Promise((r) => setTimeout(r, 10));
-  assert.equal(finished, heldCount, 'the held answers did not reach the page');
-  await page.evaluate(() => new Promise((r) => setTimeout(r, 300)));
+  await held.delivered();
   const ids = await page.$$eval('#keys-body tr', (rows) => rows.map((r) => r.dataset.id));
   assert.deepEqual(ids, [beta.body.data.id]);
   assert.match(await page.textContent('#list-summary'), /^1 key matching “race beta”: 1 active, 0 expired or revoked$/);

@@ -86,3 +86,33 @@ export async function signIn(page, kw) {
   await page.click('#signin-form button[type=submit]');
   await page.waitForSelector('#view-keys:not([hidden])');
 }
+
+/**
+ * Holds back the page's requests whose URL `matches` until `release()`: `sent()` waits until one
+ * is held, `delivered()` until every held one has been answered and read by the page (then one
+ * more turn of the page's tasks, for what it does with the answers).
+ */
+export async function holdRequests(page, matches) {
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  let count = 0;
+  let finished = 0;
+  await page.route(matches, async (route) => {
+    count += 1;
+    await held;
+    await route.continue();
+  });
+  page.on('requestfinished', (request) => { if (matches(new URL(request.url()))) finished += 1; });
+  const until = async (done, what) => {
+    for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setTimeout(r, 10));
+    if (!done()) throw new Error(what);
+  };
+  return {
+    release: () => release(),
+    sent: () => until(() => count > 0, 'no matching request was sent'),
+    delivered: async () => {
+      await until(() => finished === count, 'the held answers did not reach the page');
+      await page.evaluate(() => new Promise((r) => setTimeout(r, 100)));
+    },
+  };
+}

@@ -5,7 +5,7 @@
 // management key sees only its workspace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { consoleSession, newPage, shot, signIn } from './support.mjs';
+import { consoleSession, holdRequests, newPage, shot, signIn } from './support.mjs';
 
 const session = consoleSession({ vars: { USAGE_FLUSH_MS: '200' } });
 
@@ -170,29 +170,15 @@ test('the Workspaces page: what is typed into the new-workspace form while the l
   const page = await newPage(session.browser);
   await signIn(page, session.kw);
   await page.waitForSelector('#view-keys:not([hidden])');
-  let release;
-  const held = new Promise((resolve) => { release = resolve; });
-  let heldCount = 0;
-  const workspacesList = (url) => url.pathname.endsWith('/_keyward/v1/workspaces');
-  await page.route(workspacesList, async (route) => {
-    heldCount += 1;
-    await held;
-    await route.continue();
-  });
-  // The held requests' answers, once the page has read them to the end.
-  let finished = 0;
-  page.on('requestfinished', (request) => { if (workspacesList(new URL(request.url()))) finished += 1; });
+  const held = await holdRequests(page, (url) => url.pathname.endsWith('/_keyward/v1/workspaces'));
   await page.click('[data-nav="workspaces"]');
   await page.waitForSelector('#view-workspaces:not([hidden])');
-  for (let i = 0; i < 100 && heldCount === 0; i++) await new Promise((r) => setTimeout(r, 20));
-  assert.ok(heldCount > 0, 'the workspaces were not asked for');
+  await held.sent();
   await page.fill('#ws-form-id', 'typed-early');
   await page.fill('#ws-form-name', 'Typed early');
-  release();
+  held.release();
   await page.waitForFunction(() => /^\d+ workspaces?$/.test(document.querySelector('#workspaces-summary').textContent));
-  for (let i = 0; i < 500 && finished < heldCount; i++) await new Promise((r) => setTimeout(r, 10));
-  assert.equal(finished, heldCount, 'the held answers did not reach the page');
-  await page.evaluate(() => new Promise((r) => setTimeout(r, 300)));
+  await held.delivered();
   assert.equal(await page.inputValue('#ws-form-id'), 'typed-early');
   assert.equal(await page.inputValue('#ws-form-name'), 'Typed early');
   assert.deepEqual(page.errors, []);
