@@ -1,7 +1,7 @@
 // Checks the management API against its OpenAPI document (www/openapi.json) with schemathesis:
 // starts the built Worker under `wrangler dev` with a real origin, then runs `st run` with the
 // admin token against it. Exits with schemathesis's status. Used by scripts/test.sh.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { startOrigin } from '../support/origin.mjs';
@@ -44,9 +44,15 @@ try {
     [...common, ...inexpressible.flatMap((n) => ['--include-name', n]), '--exclude-checks', 'positive_data_acceptance', '--report', 'junit', '--report-dir', path.join(out, 'inexpressible')],
   ];
   status = 0;
+  // Spawned, not spawnSync: this process must keep reading wrangler's output (and answering as
+  // the origin) while st runs; a blocked parent fills wrangler's pipe and the Worker stops answering.
   for (const args of runs) {
-    const result = spawnSync('st', args, { stdio: 'inherit', cwd: ROOT });
-    if (result.status !== 0) status = result.status ?? 1;
+    const code = await new Promise((resolve) => {
+      const child = spawn('st', args, { stdio: 'inherit', cwd: ROOT });
+      child.on('error', () => resolve(1));
+      child.on('exit', (c) => resolve(c ?? 1));
+    });
+    if (code !== 0) status = code;
   }
 } finally {
   writeFileSync(path.join(ROOT, 'test-output', 'schemathesis', 'wrangler.log'), kw.log());
