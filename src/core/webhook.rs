@@ -86,6 +86,23 @@ fn is_http_url(url: &str) -> bool {
         && url.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Why an endpoint's URL cannot be reached from the edge, without trying: its host is one label
+/// (`http://receiver/`), a name only a private network resolves. `localhost` and IP literals
+/// (`[::1]`, `127.0.0.1`) pass. The local runtime cannot fail such a lookup gracefully (it resets
+/// the object that asked), so the attempt is recorded as failed instead.
+pub fn unreachable_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.starts_with('[') {
+        return None;
+    }
+    let host = host.split(':').next().unwrap_or_default();
+    let single_label = !host.trim_end_matches('.').contains('.');
+    (single_label && !host.eq_ignore_ascii_case("localhost"))
+        .then(|| format!("the host {host:?} is a single name, which no public DNS resolves; use a full host name"))
+}
+
 /// A new secret from 24 random bytes: `whsec_` and their base64.
 pub fn new_secret(random: &[u8; 24]) -> String {
     format!("{SECRET_PREFIX}{}", STANDARD.encode(random))
@@ -155,6 +172,19 @@ mod tests {
 
     #[test]
     fn settings() {
+        for (url, reachable) in [
+            ("https://hooks.example/k", true),
+            ("http://localhost:8788/hooks", true),
+            ("http://127.0.0.1:9/x", true),
+            ("http://[::1]:9/x", true),
+            ("https://user@hooks.example.com:8443/k?x=1", true),
+            ("http://r", false),
+            ("http://receiver:8080/hooks", false),
+            ("https://user@n/x", false),
+            ("http://r./x", false),
+        ] {
+            assert_eq!(unreachable_host(url).is_none(), reachable, "{url}");
+        }
         let ok = json!({"url": "https://hooks.example/k", "events": ["key.revoked", "key.leaked"]});
         let (url, events) = check_settings(ok.as_object().unwrap(), false).unwrap();
         assert_eq!(url.as_deref(), Some("https://hooks.example/k"));

@@ -17,7 +17,7 @@ use worker::{AbortController, Delay, Env, Headers, Method, Request, RequestInit,
 
 use super::store::StoreError;
 use crate::core::time::format_rfc3339;
-use crate::core::webhook::{key_events, next_attempt, parse_schedule, sign, DEFAULT_RETRY_WINDOW_MS};
+use crate::core::webhook::{key_events, next_attempt, parse_schedule, sign, unreachable_host, DEFAULT_RETRY_WINDOW_MS};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS webhooks (
@@ -229,8 +229,9 @@ fn start(row: &DueRow, now: i64, timeout_ms: u64) -> impl Future<Output = (Optio
     let id = message_id(row.seq);
     let timestamp = now.div_euclid(1000);
     let controller = AbortController::default();
-    let sent = sign(&row.secret, &id, timestamp, &row.payload)
-        .ok_or_else(|| "the endpoint's secret is not valid base64".to_string())
+    let sent = unreachable_host(&row.url)
+        .map_or(Ok(()), Err)
+        .and_then(|()| sign(&row.secret, &id, timestamp, &row.payload).ok_or_else(|| "the endpoint's secret is not valid base64".to_string()))
         .and_then(|signature| {
             let headers = Headers::new();
             let set = |name: &str, value: &str| headers.set(name, value).map_err(|e| e.to_string());
