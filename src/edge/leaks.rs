@@ -92,7 +92,7 @@ pub async fn github(mut req: Request, env: &Env, ledger: &Ledger, now: i64) -> R
         Err(message) => return reply::error(400, "BAD_REQUEST", &message),
     };
     let leaks: Vec<Leak> = tokens.iter().map(|t| Leak { digest: lookup_digest(&t.token), url: t.url.clone() }).collect();
-    let outcomes = match apply(env, ledger, now, &Actor::Leak("leak:github".into()), &leaks) {
+    let outcomes = match apply(env, ledger, now, &Actor::Leak("leak:github".into()), &leaks, None) {
         Ok(outcomes) => outcomes,
         Err(super::admin::Refusal(status, code, message)) => return reply::error(status, code, &message),
     };

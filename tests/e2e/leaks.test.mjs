@@ -218,6 +218,38 @@ test('POST /_keyward/v1/leaks refuses bad input, and callers without keys:update
   assert.equal((await record(victim.id)).status, 'active');
 });
 
+test('a workspace\'s management key reports leaks of its own keys only: another workspace\'s key is a false positive, left as it is', async () => {
+  const inWs = async (ws, name, permissions = ['users:read']) => {
+    const r = await kw.admin('POST', `/workspaces/${ws}/api_keys`, { api_key: { name, permissions } });
+    assert.equal(r.status, 201, r.text);
+    return r.body.data;
+  };
+  const manager = await inWs('leak-acme', 'acme manager', ['keys:update']);
+  const reader = await inWs('leak-acme', 'acme reader', ['keys:read']);
+  const own = await inWs('leak-acme', 'acme leaked');
+  const theirs = await inWs('leak-globex', 'globex key');
+  const r = await kw.admin('POST', '/leaks', { source: 'acme-scanner', leaks: [{ key: own.api_key }, { key: theirs.api_key }] }, manager.api_key);
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual(r.body.data.results.map((x) => [x.label, x.key_id]), [['true_positive', own.id], ['false_positive', null]]);
+  assert.equal((await record(own.id)).status, 'revoked');
+  assert.equal((await gate(own.api_key)).body.error_code, 'KEY_REVOKED');
+  const untouched = await record(theirs.id);
+  assert.equal(untouched.status, 'active');
+  assert.equal(untouched.leaked_at ?? null, null);
+  assert.equal((await gate(theirs.api_key)).status, 200);
+  assert.deepEqual((await audit(theirs.id)).map((e) => e.action), ['create']);
+  // The admin token under a workspace's path is confined the same way.
+  const other = await inWs('leak-globex', 'globex other');
+  const scoped = await kw.admin('POST', '/workspaces/leak-acme/leaks', { source: 's', leaks: [{ key: other.api_key }] });
+  assert.equal(scoped.status, 200, scoped.text);
+  assert.equal(scoped.body.data.results[0].label, 'false_positive');
+  assert.equal((await record(other.id)).status, 'active');
+  // Without keys:update: 403, nothing changed.
+  const refused = await kw.admin('POST', '/leaks', { source: 's', leaks: [{ key: other.api_key }] }, reader.api_key);
+  assert.equal(refused.status, 403, refused.text);
+  assert.equal(refused.body.error_code, 'PERMISSION_DENIED');
+});
+
 test('LEAK_ACTION=expire expires a leaked key instead (it can be reactivated)', async () => {
   const other = await startKeyward({ origin: origin.url, vars: { LEAK_REPORT_PUBLIC_KEYS: PUBLIC_KEYS, LEAK_ACTION: 'expire' } });
   try {

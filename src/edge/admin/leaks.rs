@@ -32,21 +32,24 @@ pub(crate) fn leak_action(env: &Env) -> std::result::Result<LeakAction, Refusal>
     LeakAction::parse(value.as_deref()).map_err(|e| Refusal(500, "CONFIGURATION_ERROR", e))
 }
 
-/// Applies each leak in order. Nothing is read for a leak without a digest.
+/// Applies each leak in order. Nothing is read for a leak without a digest. `workspace`: the
+/// workspace the report is confined to; a key of another is not the reporter's (a false positive).
 pub(crate) fn apply(
     env: &Env,
     ledger: &Ledger,
     now: i64,
     actor: &Actor,
     leaks: &[Leak],
+    workspace: Option<&str>,
 ) -> std::result::Result<Vec<Outcome>, Refusal> {
     let action = leak_action(env)?;
-    leaks.iter().map(|leak| apply_one(ledger, now, actor, action, leak)).collect()
+    leaks.iter().map(|leak| apply_one(ledger, now, actor, action, leak, workspace)).collect()
 }
 
-fn apply_one(ledger: &Ledger, now: i64, actor: &Actor, action: LeakAction, leak: &Leak) -> std::result::Result<Outcome, Refusal> {
+fn apply_one(ledger: &Ledger, now: i64, actor: &Actor, action: LeakAction, leak: &Leak, workspace: Option<&str>) -> std::result::Result<Outcome, Refusal> {
     let Some(digest) = &leak.digest else { return Ok(Outcome { key_id: None }) };
-    let Some(record) = ledger.record(digest)? else { return Ok(Outcome { key_id: None }) };
+    let in_scope = |r: &crate::core::record::KeyRecord| workspace.is_none_or(|w| r.workspace.as_deref() == Some(w));
+    let Some(record) = ledger.record(digest)?.filter(in_scope) else { return Ok(Outcome { key_id: None }) };
     // A deleted revoked key keeps a tombstone: it is the operator's key (a true positive), already
     // refused everywhere, and has no record to mark.
     if record.is_revoked() && ledger.record_by_id(&record.id)?.is_none() {
@@ -118,7 +121,7 @@ pub(super) async fn report(req: &mut Request, call: &Call<'_>) -> Answer {
         hashes.push(hash);
         leaks.push(Leak { digest, url });
     }
-    let outcomes = apply(call.env, call.ledger, call.now, &Actor::Leak(actor), &leaks)?;
+    let outcomes = apply(call.env, call.ledger, call.now, &Actor::Leak(actor), &leaks, call.scope.as_deref())?;
     let results: Vec<Value> = hashes
         .into_iter()
         .zip(outcomes)

@@ -228,9 +228,9 @@ async fn keys_route(
         (Method::Put, ["keys", _]) => Need::AdminOrConfined("keys:update"),
         (Method::Post, ["revocations"]) => Need::AdminOrConfined("keys:update"),
         (Method::Put, ["policy"]) => Need::Admin,
-        // Leaks act on any key, by digest: the admin token only (a workspace's key cannot be
-        // confined to its own keys here yet).
-        (Method::Post, ["leaks"]) => Need::Admin,
+        // A workspace's management key reports leaks of its own workspace's keys only; another
+        // workspace's key in its report is a false positive, left as it is.
+        (Method::Post, ["leaks"]) => Need::AdminOrConfined("keys:update"),
         (Method::Get | Method::Post, ["webhooks"])
         | (Method::Get | Method::Put | Method::Delete, ["webhooks", _])
         | (Method::Get, ["webhooks", _, "deliveries"])
