@@ -10,7 +10,8 @@
 #   scripts/bench.sh [--table FILE]
 #
 # --table FILE (or BENCH_TABLE=FILE) also writes the table as Markdown, headed by the date, the
-# commit and the command, for docs/benchmarks.md (e.g. `scripts/bench.sh --table docs/benchmarks-table.md`).
+# commit and the command, for docs/benchmarks.md (e.g. `scripts/bench.sh --table docs/benchmarks-table.md`),
+# followed by the headline table the README shows (bench/summary.mjs, printed at the end either way).
 set -euo pipefail
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,3 +49,6 @@ node bench/control.mjs 100000 > bench-output/control.json
 echo "bench: keyward import of 100 000 keys (the CLI, POST /keys/batch)"
 cargo build --quiet --release -p keyward-cli
 node bench/import.mjs 100000
+
+echo "bench: the headline figures (bench/summary.mjs: the README's table)"
+node bench/summary.mjs
