@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -35,12 +35,12 @@ before(async () => {
     execFileSync('jq', ['--version'], { stdio: 'ignore' });
   } catch {
     const shim = path.join(dir, 'bin', 'jq');
-    execFileSync('mkdir', ['-p', path.dirname(shim)]);
+    mkdirSync(path.dirname(shim), { recursive: true });
     writeFileSync(shim, `#!/usr/bin/env node
 const p = process.argv.slice(2).find((a) => a.startsWith('.'));
 let v = JSON.parse(require('fs').readFileSync(0, 'utf8'));
 for (const k of p.split('.').filter(Boolean)) v = v == null ? null : v[k];
-console.log(typeof v === 'string' ? v : JSON.stringify(v));
+console.log(typeof v === 'string' ? v : JSON.stringify(v ?? null));
 `);
     chmodSync(shim, 0o755);
   }
