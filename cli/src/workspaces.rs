@@ -35,6 +35,25 @@ pub enum WorkspacesCommand {
     },
     /// Delete a workspace that has no active keys
     Delete { id: String },
+    /// A one-time link to the workspace's portal for one of its users (POST /workspaces/{id}/portal_sessions)
+    Link {
+        id: String,
+        /// The customer's own user id (recorded in the audit log as portal:<user>)
+        #[arg(long)]
+        user: String,
+        /// Where the portal's Return button leads (an absolute http(s) URL)
+        #[arg(long = "return-url", value_name = "URL")]
+        return_url: String,
+        /// How long the link may wait to be opened, then how long the session lasts (60 to 3600)
+        #[arg(long = "ttl", value_name = "SECONDS")]
+        ttl: Option<u32>,
+        /// The page's title
+        #[arg(long)]
+        title: Option<String>,
+        /// The page's logo: an http(s) URL or a path on keyward's host
+        #[arg(long = "logo-url", value_name = "URL")]
+        logo_url: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -106,6 +125,29 @@ pub fn run(context: &Context, command: WorkspacesCommand) -> Result<ExitCode, Fa
                 return Err(Failure::new("nothing to change: give --name or --ceiling"));
             }
             print(context, data(&client.put(&format!("/workspaces/{}", encode(&id)), &json!({"workspace": map}))?));
+        }
+        WorkspacesCommand::Link { id, user, return_url, ttl, title, logo_url } => {
+            check(&id)?;
+            if user.is_empty() || user.chars().count() > 128 {
+                return Err(Failure::new("--user: must be 1 to 128 characters"));
+            }
+            if !(return_url.starts_with("https://") || return_url.starts_with("http://")) {
+                return Err(Failure::new(format!("--return-url: \"{return_url}\" is not an absolute http(s) URL")));
+            }
+            if ttl.is_some_and(|t| !(60..=3600).contains(&t)) {
+                return Err(Failure::new("--ttl: must be 60 to 3600 seconds"));
+            }
+            let mut body = json!({"user": user, "return_url": return_url});
+            for (name, value) in [("ttl_seconds", ttl.map(Value::from)), ("title", title.map(Value::from)), ("logo_url", logo_url.map(Value::from))] {
+                if let (Some(map), Some(value)) = (body.as_object_mut(), value) {
+                    map.insert(name.into(), value);
+                }
+            }
+            let answer = client.post(&format!("/workspaces/{}/portal_sessions", encode(&id)), &body)?;
+            match context.format {
+                Format::Json => output::json(data(&answer)),
+                Format::Human => println!("{}", data(&answer).get("url").and_then(Value::as_str).unwrap_or_default()),
+            }
         }
         WorkspacesCommand::Delete { id } => {
             check(&id)?;

@@ -414,6 +414,23 @@ test('workspaces: list, create, get, update, delete; --workspace scopes every ke
   failedWithOneLine(await cli(['workspaces', 'create', 'not valid']), /ID: "not valid" is not a workspace id/);
   failedWithOneLine(await cli(['workspaces', 'create', 'ok', '--ceiling', 'Users']), /--ceiling: "Users" is not a permission/);
   failedWithOneLine(await cli(['workspaces', 'update', w]), /nothing to change/);
+  // A one-time portal link for one of the workspace's users: it opens the portal once.
+  await json(['workspaces', 'create', w]);
+  const link = await cli(['workspaces', 'link', w, '--user', 'user_42', '--return-url', 'https://app.example.com/account', '--ttl', '600']);
+  assert.equal(link.code, 0, link.stderr);
+  const url = new URL(link.stdout.trim());
+  assert.equal(url.pathname, '/_keyward/portal/');
+  assert.ok(url.searchParams.get('link'), link.stdout);
+  const opened = await kw.request('GET', `${url.pathname}${url.search}`);
+  assert.equal(opened.status, 303, opened.text);
+  assert.equal((await kw.request('GET', `${url.pathname}${url.search}`)).status, 410, 'a link opens once');
+  const described = await json(['workspaces', 'link', w, '--user', 'u', '--return-url', 'https://app.example.com/']);
+  assert.equal(described.workspace, w);
+  assert.equal(described.user, 'u');
+  failedWithOneLine(await cli(['workspaces', 'link', w, '--user', 'u', '--return-url', 'app.example.com']), /--return-url: "app.example.com" is not an absolute http\(s\) URL/);
+  failedWithOneLine(await cli(['workspaces', 'link', w, '--user', 'u', '--return-url', 'https://a.example', '--ttl', '30']), /--ttl: must be 60 to 3600 seconds/);
+  failedWithOneLine(await cli(['workspaces', 'link', w, '--user', '', '--return-url', 'https://a.example']), /--user: must be 1 to 128 characters/);
+  failedWithOneLine(await cli(['workspaces', 'link', 'no-such-workspace', '--user', 'u', '--return-url', 'https://a.example']), /404/);
   failedWithOneLine(await cli(['keys', 'list', '--workspace', 'a b']), /--workspace: "a b" is not a workspace id/);
   const bad = await cli(['keys', 'list', '--status', 'dormant']);
   assert.equal(bad.code, 2);
