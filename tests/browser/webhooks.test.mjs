@@ -5,8 +5,7 @@
 // edit and delete it; a failing receiver's attempts are logged and Redeliver sends the event again.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import { Webhook } from 'standardwebhooks';
+import { startReceiver } from '../support/receiver.mjs';
 import { consoleSession, newPage, shot, signIn } from './support.mjs';
 
 // Retries every 200 ms, given up 2 s after the event: a failing receiver's event is `failed` quickly.
@@ -18,31 +17,6 @@ async function ok(promise, status = 200) {
   const r = await promise;
   assert.equal(r.status, status, r.text);
   return r.body.data;
-}
-
-/** A receiver answering `status` (changeable); each delivery is verified with `secret`. */
-async function startReceiver(status = 200) {
-  const receiver = { status, secret: null, all: [], verified: [], errors: [] };
-  const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks).toString('utf8');
-      const headers = { 'webhook-id': req.headers['webhook-id'], 'webhook-timestamp': req.headers['webhook-timestamp'], 'webhook-signature': req.headers['webhook-signature'] };
-      receiver.all.push({ id: headers['webhook-id'], status: receiver.status });
-      try {
-        const event = new Webhook(receiver.secret).verify(body, headers);
-        receiver.verified.push({ id: headers['webhook-id'], event, status: receiver.status });
-      } catch (e) {
-        receiver.errors.push(e.message);
-      }
-      res.writeHead(receiver.status).end();
-    });
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  receiver.url = `http://127.0.0.1:${server.address().port}/hook`;
-  receiver.stop = () => new Promise((r) => server.close(r));
-  return receiver;
 }
 
 /** Clicks Refresh until the delivery log has a row matching `check` (row text). */
@@ -58,7 +32,7 @@ async function waitForLog(page, msg, pattern, ms = 15_000) {
 }
 
 test('create an endpoint (errors under their field, the secret shown once verifies the deliveries), see a key event delivered with 200 in the log, edit and delete it', async () => {
-  const receiver = await startReceiver(200);
+  const receiver = await startReceiver({ status: 200 });
   const page = await newPage(session.browser);
   await signIn(page, session.kw);
   await page.click('[data-nav="webhooks"]');
@@ -156,7 +130,7 @@ test('create an endpoint (errors under their field, the secret shown once verifi
 });
 
 test('a failing receiver: each attempt is logged with its status, the event is given up, and Redeliver sends it again', async () => {
-  const receiver = await startReceiver(500);
+  const receiver = await startReceiver({ status: 500 });
   const page = await newPage(session.browser);
   await signIn(page, session.kw);
   await page.goto(`${session.kw.url}/_keyward/console/#/webhooks`);

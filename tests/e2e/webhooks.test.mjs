@@ -3,51 +3,13 @@
 // Standard Webhooks reference library (npm standardwebhooks), not with keyward's own code.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { startOrigin } from '../support/origin.mjs';
 import { startKeyward } from '../support/keyward.mjs';
+import { startReceiver } from '../support/receiver.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * A receiver: answers `failures` requests with 500, then 200. Each delivery is checked with the
- * endpoint's secret (set once the endpoint exists); `accepted` holds what it answered 200 to.
- */
-async function startReceiver({ failures = 0, delayMs = 0 } = {}) {
-  const receiver = { secret: null, all: [], accepted: [], errors: [] };
-  let failed = 0;
-  const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks).toString('utf8');
-      const headers = { 'webhook-id': req.headers['webhook-id'], 'webhook-timestamp': req.headers['webhook-timestamp'], 'webhook-signature': req.headers['webhook-signature'] };
-      let event = null;
-      try {
-        event = new Webhook(receiver.secret).verify(body, headers);
-      } catch (e) {
-        receiver.errors.push(`${e.message}: ${JSON.stringify(headers)} ${body}`);
-      }
-      const delivery = { id: headers['webhook-id'], event, body, at: Date.now() };
-      receiver.all.push(delivery);
-      if (failed < failures) {
-        failed++;
-        res.writeHead(500).end('not now');
-        return;
-      }
-      setTimeout(() => {
-        receiver.accepted.push(delivery);
-        res.writeHead(204).end();
-      }, delayMs);
-    });
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  receiver.url = `http://127.0.0.1:${server.address().port}/hook`;
-  receiver.stop = () => new Promise((r) => server.close(r));
-  return receiver;
-}
 
 async function waitFor(what, check, ms = 10_000) {
   const deadline = Date.now() + ms;
@@ -80,7 +42,7 @@ after(async () => {
 });
 
 async function receiverWithEndpoint(events = ALL, options = {}) {
-  const receiver = await startReceiver(options);
+  const receiver = await startReceiver({ status: 204, ...options });
   receivers.push(receiver);
   const r = await kw.admin('POST', '/webhooks', { webhook: { url: receiver.url, events } });
   assert.equal(r.status, 201, r.text);
