@@ -3,7 +3,7 @@
 // the gate, and a phone-sized screen.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { consoleSession, holdRequests, newPage, shot, signIn } from './support.mjs';
+import { consoleSession, holdRequests, newPage, setPerPage, shot, signIn } from './support.mjs';
 
 const session = consoleSession();
 
@@ -151,12 +151,7 @@ test('filter by name and page through the list', async () => {
     && document.querySelectorAll('.key-name').length === 5, tag);
   await shot(page, '02-key-list');
   // Two per page would need the API's per_page; use the smallest option by asking the API via URL state.
-  await page.evaluate(() => {
-    const select = document.querySelector('#per-page');
-    select.append(new Option('2', '2'));
-    select.value = '2';
-    select.dispatchEvent(new Event('change'));
-  });
+  await setPerPage(page, 2);
   const names = async () => page.$$eval('.key-name', (as) => as.map((a) => a.textContent));
   await page.waitForFunction(() => document.querySelectorAll('.key-name').length === 2);
   const seen = [...await names()];

@@ -116,3 +116,13 @@ export async function holdRequests(page, matches) {
     },
   };
 }
+
+/** Sets the key list's page size to `n`, an option the console does not offer (to page small lists). */
+export async function setPerPage(page, n) {
+  await page.evaluate((size) => {
+    const select = document.querySelector('#per-page');
+    select.append(new Option(String(size), String(size)));
+    select.value = String(size);
+    select.dispatchEvent(new Event('change'));
+  }, n);
+}

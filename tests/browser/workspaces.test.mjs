@@ -5,7 +5,7 @@
 // management key sees only its workspace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { consoleSession, holdRequests, newPage, shot, signIn } from './support.mjs';
+import { consoleSession, holdRequests, newPage, setPerPage, shot, signIn } from './support.mjs';
 
 const session = consoleSession({ vars: { USAGE_FLUSH_MS: '200' } });
 
@@ -44,12 +44,7 @@ test('the workspace picker confines the key list and new keys; active keys and e
   assert.match(await page.textContent('#inactive-label'), /^1–2 of 2$/);
   await shot(page, '39-key-list-sections');
   // Each section pages on its own: one a page, the second section runs on from its expired key to its revoked one.
-  await page.evaluate(() => {
-    const select = document.querySelector('#per-page');
-    select.append(new Option('1', '1'));
-    select.value = '1';
-    select.dispatchEvent(new Event('change'));
-  });
+  await setPerPage(page, 1);
   await page.waitForFunction(() => document.querySelector('#inactive-label').textContent === '1–1 of 2');
   assert.deepEqual(await inactiveListed(page), [a2.id]);
   assert.equal(await page.isDisabled('#inactive-next'), false);
