@@ -95,14 +95,19 @@ export async function signIn(page, kw) {
 export async function holdRequests(page, matches) {
   let release;
   const held = new Promise((resolve) => { release = resolve; });
+  // The requests this route held, until each is answered (or fails): a matching request already
+  // in flight when the route was installed (the picker's list at sign-in, say) is not one of them.
+  const pending = new Set();
   let count = 0;
-  let finished = 0;
   await page.route(matches, async (route) => {
     count += 1;
+    pending.add(route.request());
     await held;
     await route.continue();
   });
-  page.on('requestfinished', (request) => { if (matches(new URL(request.url()))) finished += 1; });
+  const settled = (request) => { pending.delete(request); };
+  page.on('requestfinished', settled);
+  page.on('requestfailed', settled);
   const until = async (done, what) => {
     for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setTimeout(r, 10));
     if (!done()) throw new Error(what);
@@ -111,7 +116,7 @@ export async function holdRequests(page, matches) {
     release: () => release(),
     sent: () => until(() => count > 0, 'no matching request was sent'),
     delivered: async () => {
-      await until(() => finished === count, 'the held answers did not reach the page');
+      await until(() => pending.size === 0, 'the held answers did not reach the page');
       await page.evaluate(() => new Promise((r) => setTimeout(r, 100)));
     },
   };
