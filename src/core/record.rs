@@ -221,6 +221,11 @@ impl KeyRecord {
         self.revoked_at.is_some()
     }
 
+    /// Whether a caller confined to `scope` (a workspace; none: every workspace) may see this key.
+    pub fn in_scope(&self, scope: Option<&str>) -> bool {
+        scope.is_none_or(|w| self.workspace.as_deref() == Some(w))
+    }
+
     pub fn status(&self, now_ms: i64) -> KeyStatus {
         if self.is_revoked() {
             KeyStatus::Revoked
@@ -705,6 +710,17 @@ mod tests {
 
     fn err(v: Value, mode: WriteMode) -> FieldError {
         blank().with_attributes(&attrs(v), mode).unwrap_err()
+    }
+
+    #[test]
+    fn a_confined_caller_sees_its_own_workspace_only() {
+        let mut record = blank();
+        assert!(record.in_scope(None));
+        assert!(!record.in_scope(Some("acme")));
+        record.workspace = Some("acme".into());
+        assert!(record.in_scope(None));
+        assert!(record.in_scope(Some("acme")));
+        assert!(!record.in_scope(Some("acme2")));
     }
 
     /// Found by fuzzing (fuzz/fuzz_targets/record.rs): without correctly rounded float parsing

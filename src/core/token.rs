@@ -122,6 +122,13 @@ pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && rest.contains('.')).then_some(rest)
 }
 
+/// The refusal of a request carrying a token and also a key (`x-api-key`, or `api_key=` in the
+/// `query`): which of them was meant is not guessed. `None`: the token comes alone.
+pub fn beside_a_key(x_api_key: Option<&str>, query: Option<&str>) -> Option<(Code, &'static str)> {
+    let in_query = query.is_some_and(|q| super::credential::query_values(q, "api_key").next().is_some());
+    (x_api_key.is_some() || in_query).then_some((Code::BadRequest, "the request carries a token and an API key; send one of them"))
+}
+
 /// Checks a token: its form, header (`alg` EdDSA, a known `kid`), signature, issuer, `nbf` and
 /// `exp` at `now_ms`, in that order, so that a forged token is `TOKEN_INVALID` whatever its times.
 /// What the token's key allows is not decided here: the caller reads its record by `kwd`.
@@ -442,6 +449,15 @@ mod tests {
         assert_eq!(bearer_token(Some("Bearer kw_live_abc")), None);
         assert_eq!(bearer_token(Some("Basic a.b")), None);
         assert_eq!(bearer_token(None), None);
+    }
+
+    #[test]
+    fn a_key_beside_a_token_is_refused() {
+        assert_eq!(beside_a_key(None, None), None);
+        assert_eq!(beside_a_key(None, Some("page=2&api_keys=x")), None);
+        for (header, query) in [(Some("kw_live_abc"), None), (None, Some("page=2&api_key=kw_live_abc")), (Some(""), Some("api_key="))] {
+            assert_eq!(beside_a_key(header, query).map(|(code, _)| code), Some(Code::BadRequest), "{header:?} {query:?}");
+        }
     }
 
     #[test]

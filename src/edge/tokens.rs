@@ -26,7 +26,7 @@ use super::ledger::Ledger;
 use super::reply;
 use super::store::{self, Store};
 use crate::core::cors::{self, Preflight};
-use crate::core::credential::{find_credential, query_values};
+use crate::core::credential::find_credential;
 use crate::core::decision::decide_permission;
 use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
@@ -149,8 +149,8 @@ impl From<TokenError> for Refused {
 /// The claims of a token the gate accepts the signature, issuer and times of. The key is not
 /// judged here ([`judge`]). `x_api_key` / `query`: a key beside a token is refused.
 pub async fn claims(env: &Env, token: &str, x_api_key: Option<&str>, query: Option<&str>, now: i64) -> std::result::Result<Rc<Claims>, Refused> {
-    if x_api_key.is_some() || query.is_some_and(|q| query_values(q, "api_key").next().is_some()) {
-        return Err(Refused::Token(Code::BadRequest, "the request carries a token and an API key; send one of them".into()));
+    if let Some((code, message)) = token::beside_a_key(x_api_key, query) {
+        return Err(Refused::Token(code, message.into()));
     }
     let at = token_now(now);
     let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -741,7 +741,7 @@ fn revoke_tokens(ledger: &Ledger, actor: &super::ledger::Actor, id: &str, scope:
     let record = ledger
         .record_by_id(id)
         .map_err(unavailable)?
-        .filter(|r| scope.is_none_or(|w| r.workspace.as_deref() == Some(w)))
+        .filter(|r| r.in_scope(scope))
         .ok_or_else(|| Refusal(404, "NOT_FOUND", format!("no key has the id {id}")))?;
     let mut next = record.clone();
     next.tokens_not_before = Some(now);

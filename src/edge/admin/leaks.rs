@@ -48,8 +48,7 @@ pub(crate) fn apply(
 
 fn apply_one(ledger: &Ledger, now: i64, actor: &Actor, action: LeakAction, leak: &Leak, workspace: Option<&str>) -> std::result::Result<Outcome, Refusal> {
     let Some(digest) = &leak.digest else { return Ok(Outcome { key_id: None }) };
-    let in_scope = |r: &crate::core::record::KeyRecord| workspace.is_none_or(|w| r.workspace.as_deref() == Some(w));
-    let Some(record) = ledger.record(digest)?.filter(in_scope) else { return Ok(Outcome { key_id: None }) };
+    let Some(record) = ledger.record(digest)?.filter(|r| r.in_scope(workspace)) else { return Ok(Outcome { key_id: None }) };
     // A deleted revoked key keeps a tombstone: it is the operator's key (a true positive), already
     // refused everywhere, and has no record to mark.
     if record.is_revoked() && ledger.record_by_id(&record.id)?.is_none() {

@@ -98,7 +98,7 @@ pub(crate) struct Call<'a> {
 impl Call<'_> {
     /// Whether a record belongs to the workspace the call is confined to (any, when none).
     pub(crate) fn in_scope(&self, record: &KeyRecord) -> bool {
-        self.scope.as_deref().is_none_or(|w| record.workspace.as_deref() == Some(w))
+        record.in_scope(self.scope.as_deref())
     }
 }
 

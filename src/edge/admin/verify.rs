@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use worker::{Env, Request, Response, Result};
 
 use super::{no_query, read_json, Answer, Call, Refusal};
-use crate::core::credential::{find_credential, query_values};
+use crate::core::credential::find_credential;
 use crate::core::decision::{decide_permission, Decision};
 use crate::core::digest::key_digest;
 use crate::core::key::parse_key;
@@ -145,20 +145,17 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
     let asked = Asked { method, path, query, ip: ip.as_deref(), body: body_bytes.as_deref(), origin: origin.as_deref(), referer: referer.as_deref(), overrides };
     let decision = match crate::core::token::bearer_token(authorization.as_deref()) {
         // A token in place of the key (docs/tokens.md): its signature and times, then its key.
-        Some(_) if x_api_key.is_some() || query.is_some_and(|q| query_values(q, "api_key").next().is_some()) => {
-            Decision::deny(Code::BadRequest, "the request carries a token and an API key; send one of them")
-        }
-        Some(token) => match tokens::control_claims(call.ledger, call.env, token, now) {
-            Err((code, message)) => Decision::deny(code, message),
-            Ok(claims) => match call.ledger.record(&claims.kwd)?.filter(|r| call.in_scope(r)) {
-                None => Decision::deny(Code::TokenInvalid, tokens::KEY_GONE),
-                Some(record) => {
-                    let key = CompiledKey::compile(record).map_err(|_| Refusal::from(StoreError("stored record is invalid".into())))?;
-                    match tokens::judge(&claims, &key) {
+        Some(token) => match crate::core::token::beside_a_key(x_api_key.as_deref(), query) {
+            Some((code, message)) => Decision::deny(code, message),
+            None => match tokens::control_claims(call.ledger, call.env, token, now) {
+                Err((code, message)) => Decision::deny(code, message),
+                Ok(claims) => match known_key(call, &claims.kwd)? {
+                    None => Decision::deny(Code::TokenInvalid, tokens::KEY_GONE),
+                    Some(key) => match tokens::judge(&claims, &key) {
                         Some((code, message)) => Decision::deny(code, message),
                         None => decide_asked(call, &tokens::as_token_key(&claims, Rc::new(key)), None, &asked).await?,
-                    }
-                }
+                    },
+                },
             },
         },
         None => match find_credential(authorization.as_deref(), x_api_key.as_deref(), query) {
@@ -166,18 +163,21 @@ pub(super) async fn verify(req: &mut Request, call: &Call<'_>) -> Answer {
             Ok(None) => Decision::deny(Code::MissingKey, "no API key was given"),
             Ok(Some(credential)) => match parse_key(&credential.key) {
                 Err(e) => Decision::deny(Code::MalformedKey, format!("the API key is malformed: {e}")),
-                // A call confined to a workspace knows only that workspace's keys.
-                Ok(_) => match call.ledger.record(&key_digest(&credential.key))?.filter(|r| call.in_scope(r)) {
+                Ok(_) => match known_key(call, &key_digest(&credential.key))? {
                     None => Decision::deny(Code::UnknownKey, "the API key is not known"),
-                    Some(record) => {
-                        let key = CompiledKey::compile(record).map_err(|_| Refusal::from(StoreError("stored record is invalid".into())))?;
-                        decide_asked(call, &key, credential.workspace.as_deref(), &asked).await?
-                    }
+                    Some(key) => decide_asked(call, &key, credential.workspace.as_deref(), &asked).await?,
                 },
             },
         },
     };
     Ok(reply::success(200, serde_json::to_value(&decision).unwrap_or(Value::Null))?)
+}
+
+/// The key with this digest, compiled, from the source of truth; a call confined to a workspace
+/// knows only that workspace's keys.
+fn known_key(call: &Call<'_>, digest: &str) -> std::result::Result<Option<CompiledKey>, Refusal> {
+    let Some(record) = call.ledger.record(digest)?.filter(|r| call.in_scope(r)) else { return Ok(None) };
+    CompiledKey::compile(record).map(Some).map_err(|_| Refusal::from(StoreError("stored record is invalid".into())))
 }
 
 /// What `POST /verify` asks about, beside the credential.
@@ -213,10 +213,10 @@ async fn decide_asked(call: &Call<'_>, key: &CompiledKey, basic_workspace: Optio
         referer: asked.referer,
     };
     let decision = decide(key, &policy, &request, call.now);
-    let cost = limits::cost(&policy, decision.rule);
     if !decision.valid {
         return Ok(decision);
     }
+    let cost = limits::cost(&policy, decision.rule);
     Ok(match limits::peek(call.env, &key.record, cost).await {
         Ok(None) => decision,
         Ok(Some(c)) => {
