@@ -13,7 +13,7 @@ use worker::{Env, Request, Response, Result};
 
 use super::admin::leaks::{apply, Leak};
 use super::ledger::{Actor, Ledger};
-use super::{reply, store};
+use super::reply;
 use crate::core::leak::{lookup_digest, parse_public_keys, parse_report, prepare, token_hash, PublicKey, SignatureError, MAX_REPORT_BYTES};
 
 pub const PATH: &str = "/_keyward/leaks/github";
@@ -25,36 +25,14 @@ const KEYS_TTL_MS: i64 = 60 * 60 * 1000;
 const KEYS_REFETCH_MS: i64 = 60 * 1000;
 
 /// The isolate's side: size, method, then the control plane.
-pub async fn forward(mut request: Request, env: &Env) -> Result<Response> {
+pub async fn forward(request: Request, env: &Env) -> Result<Response> {
     if request.method() != worker::Method::Post {
         let response = reply::error(405, "METHOD_NOT_ALLOWED", &format!("{} is not allowed here", request.method()))?;
         response.headers().set("allow", "POST")?;
         return Ok(response);
     }
-    let too_big = || reply::error(413, "PAYLOAD_TOO_LARGE", &format!("body: must be at most {MAX_REPORT_BYTES} bytes"));
-    let declared = request.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_REPORT_BYTES) {
-        return too_big();
-    }
-    let body = request.bytes().await.unwrap_or_default();
-    if body.len() > MAX_REPORT_BYTES {
-        return too_big();
-    }
-    let Ok(stub) = store::control_stub(env) else {
-        return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable");
-    };
-    let mut init = worker::RequestInit::new();
-    init.with_method(worker::Method::Post).with_headers(request.headers().clone());
-    init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
-    let forwarded = Request::new_with_init(request.url()?.as_str(), &init)?;
-    let response = match stub.fetch_with_request(forwarded).await {
-        Ok(response) if response.status_code() < 500 || super::is_json(&response) => response,
-        _ => return reply::error(503, "STORE_UNAVAILABLE", "the key store is unavailable"),
-    };
-    if response.status_code() == 200 {
-        let _ = store::sync(env, store::SyncMode::Force).await;
-    }
-    Ok(response)
+    let limit = super::BodyLimit { bytes: MAX_REPORT_BYTES, status: 413, code: "PAYLOAD_TOO_LARGE" };
+    super::forward(request, env, limit).await
 }
 
 thread_local! {

@@ -58,7 +58,10 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
             return reply::console_file(Response::redirect(url)?);
         }
         if let Some(rest) = path.strip_prefix("/_keyward/console/") {
-            return console(&Request::from(req), &env, rest).await;
+            return match asset(&Request::from(req), &env, "", rest).await? {
+                Some(file) => reply::console_file(file),
+                None => reply::error(404, "NOT_FOUND", "no such console file"),
+            };
         }
         if let Some(rest) = path.strip_prefix("/_keyward/v1/") {
             return management(req, &env, rest).await;
@@ -75,9 +78,12 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
             // The link's exchange and the session's API live in the control plane; the page's
             // files are static.
             if rest.starts_with("api/") || (rest.is_empty() && url.query_pairs().any(|(k, _)| k == "link")) {
-                return forward(Request::from(req), &env).await;
+                return forward(Request::from(req), &env, MANAGEMENT_BODY).await;
             }
-            return portal(&Request::from(req), &env, rest).await;
+            return match asset(&Request::from(req), &env, "portal/", rest).await? {
+                Some(file) => reply::portal_file(file, &env),
+                None => reply::error(404, "NOT_FOUND", "no such portal file"),
+            };
         }
         if path == "/_keyward/jwks.json" {
             return tokens::jwks(&worker::Method::from(raw_method), &env).await;
@@ -123,12 +129,23 @@ async fn management(req: web_sys::Request, env: &Env, rest: &str) -> Result<Resp
         "auth/token" | "auth/refresh" | "auth/simple" => return tokens::auth(request, env, rest).await,
         _ => {}
     }
-    forward(request, env).await
+    forward(request, env, MANAGEMENT_BODY).await
 }
 
-/// Hands a request to the control plane (the management API, the portal's API), then, after a
-/// change, reads the change feed.
-async fn forward(mut request: Request, env: &Env) -> Result<Response> {
+/// How large a body `forward` takes, and how it refuses a larger one.
+pub(crate) struct BodyLimit {
+    pub bytes: usize,
+    pub status: u16,
+    pub code: &'static str,
+}
+
+/// The management API's and the portal's limit (400, as the control plane itself answers).
+const MANAGEMENT_BODY: BodyLimit = BodyLimit { bytes: admin::MAX_BATCH_BODY_BYTES, status: 400, code: "BAD_REQUEST" };
+
+/// Hands a request to the control plane (the management API, the portal's API, leak reports),
+/// then, after a change, reads the change feed. A body over `limit` (declared or read) is refused
+/// here.
+pub(crate) async fn forward(mut request: Request, env: &Env, limit: BodyLimit) -> Result<Response> {
     let writes = request.method() != worker::Method::Get;
     let stub = match store::control_stub(env) {
         Ok(stub) => stub,
@@ -139,12 +156,15 @@ async fn forward(mut request: Request, env: &Env) -> Result<Response> {
     let forwarded = if matches!(request.method(), worker::Method::Get | worker::Method::Head) {
         request
     } else {
+        let too_big = || reply::error(limit.status, limit.code, &format!("body: must be at most {} bytes", limit.bytes));
         let declared = request.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > admin::MAX_BATCH_BODY_BYTES) {
-            let message = format!("body: must be at most {} bytes", admin::MAX_BATCH_BODY_BYTES);
-            return reply::error(400, "BAD_REQUEST", &message);
+        if declared.is_some_and(|n| n > limit.bytes) {
+            return too_big();
         }
         let body = request.bytes().await.unwrap_or_default();
+        if body.len() > limit.bytes {
+            return too_big();
+        }
         let mut init = worker::RequestInit::new();
         init.with_method(request.method()).with_headers(request.headers().clone());
         if !body.is_empty() {
@@ -192,29 +212,14 @@ fn is_json(response: &Response) -> bool {
     response.headers().get("content-type").ok().flatten().is_some_and(|t| t.starts_with("application/json"))
 }
 
-/// The console's static files (www/), served through the assets binding. The Worker runs first
-/// for every path, so assets are reachable only here, never in place of the gate.
-async fn console(req: &Request, env: &Env, rest: &str) -> Result<Response> {
+/// A static file from the assets binding: the console's (www/, `folder` "") or the portal's
+/// (www/portal/, `folder` "portal/"); `None`: there is no such file. The Worker runs first for
+/// every path, so assets are reachable only here, never in place of the gate.
+async fn asset(req: &Request, env: &Env, folder: &str, rest: &str) -> Result<Option<Response>> {
     let mut url = req.url()?;
     let file = if rest.is_empty() { "index.html" } else { rest };
-    url.set_path(&format!("/{file}"));
+    url.set_path(&format!("/{folder}{file}"));
     url.set_query(None);
     let response = env.assets("ASSETS")?.fetch(url.to_string(), None).await?;
-    if response.status_code() == 404 {
-        return reply::error(404, "NOT_FOUND", "no such console file");
-    }
-    reply::console_file(response)
-}
-
-/// The portal's static files (www/portal/), with the portal's security headers.
-async fn portal(req: &Request, env: &Env, rest: &str) -> Result<Response> {
-    let mut url = req.url()?;
-    let file = if rest.is_empty() { "index.html" } else { rest };
-    url.set_path(&format!("/portal/{file}"));
-    url.set_query(None);
-    let response = env.assets("ASSETS")?.fetch(url.to_string(), None).await?;
-    if response.status_code() == 404 {
-        return reply::error(404, "NOT_FOUND", "no such portal file");
-    }
-    reply::portal_file(response, env)
+    Ok((response.status_code() != 404).then_some(response))
 }

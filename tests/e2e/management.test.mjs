@@ -222,6 +222,20 @@ test('a host name in punycode (an international domain) is served: the Worker pa
   assert.equal(redirect.headers.location, 'http://xn--bcher-kva.example/_keyward/console/');
 });
 
+test('the console\'s files: index.html at /_keyward/console/, its scripts beside it, and a clear 404 for a file it does not have', async () => {
+  const page = await kw.request('GET', '/_keyward/console/');
+  assert.equal(page.status, 200);
+  assert.match(page.headers['content-type'], /^text\/html/);
+  assert.match(page.text, /<main id="main"/);
+  const script = await kw.request('GET', '/_keyward/console/app.js?v=1');
+  assert.equal(script.status, 200);
+  assert.match(script.headers['content-type'], /javascript/);
+  const missing = await kw.request('GET', '/_keyward/console/nope.js');
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.error_code, 'NOT_FOUND');
+  assert.equal(missing.body.error_message, 'no such console file');
+});
+
 test('list: page_token pages are contiguous and never overlap while keys come and go', async () => {
   const tag = `Paging${Date.now()}`;
   const ids = [];

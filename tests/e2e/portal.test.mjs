@@ -290,7 +290,7 @@ test('the page\'s files: served under /_keyward/portal/ with a CSP without inlin
   assert.equal(r.headers['x-frame-options'], 'DENY');
   assert.doesNotMatch(r.text, /<script(?![^>]*\bsrc=)/, 'no inline script');
   for (const file of ['portal.js', 'portal.css', 'qrcode.mjs']) assert.equal((await kw.request('GET', `/_keyward/portal/${file}`)).status, 200, file);
-  refused(await kw.request('GET', '/_keyward/portal/nope.js'), 404, 'NOT_FOUND');
+  refused(await kw.request('GET', '/_keyward/portal/nope.js'), 404, 'NOT_FOUND', 'no such portal file');
   const bare = await kw.request('GET', '/_keyward/portal');
   assert.equal(bare.status, 302);
   assert.match(bare.headers.location, /\/_keyward\/portal\/$/);
