@@ -174,6 +174,22 @@ struct CreditRow {
     set_at: i64,
 }
 
+/// Adds any refill of the key's credits due at `now`; the count after it, before the step spends.
+fn refill_due(credits: &mut Option<CreditState>, req: &LimitRequest, now: i64) -> Option<u64> {
+    if let (Some(state), Some(c)) = (credits.as_mut(), req.credits.as_ref()) {
+        state.refill(c.refill.as_ref(), now);
+    }
+    credits.map(|c| c.remaining)
+}
+
+/// The key's credits and their refill, as `admit` and `lease` take them.
+fn credits_with_refill<'a>(credits: &'a mut Option<CreditState>, req: &'a LimitRequest) -> Option<(&'a mut CreditState, Option<&'a Refill>)> {
+    match (credits.as_mut(), req.credits.as_ref()) {
+        (Some(state), Some(c)) => Some((state, c.refill.as_ref())),
+        _ => None,
+    }
+}
+
 struct Held {
     log: SlidingLog,
     credits: Option<CreditState>,
@@ -333,6 +349,15 @@ impl Limiter {
         Ok(())
     }
 
+    /// Writes the credits a step left and holds them, when the step changed them.
+    fn keep_credits(&self, held: &mut Held, credits: Option<CreditState>, before: Option<CreditState>) -> std::result::Result<(), Refused> {
+        if let Some(state) = credits.filter(|c| Some(*c) != before) {
+            self.save_credits(&state)?;
+            held.credits = Some(state);
+        }
+        Ok(())
+    }
+
     fn save_credits(&self, state: &CreditState) -> std::result::Result<(), Refused> {
         self.sql.exec(
             "INSERT INTO credits (one, remaining, refilled_at, set_at) VALUES (1, ?, ?, ?)
@@ -358,27 +383,14 @@ impl Limiter {
                 log.forget_expired(r.period_ms(), now);
                 log.total()
             });
-            if let (Some(state), Some(c)) = (credits.as_mut(), req.credits) {
-                state.refill(c.refill.as_ref(), now);
-            }
+            let _ = refill_due(&mut credits, req, now);
             return Ok(encode_fields(&[Some(i64_of(recent)), credits.map(|c| i64_of(c.remaining))]));
         }
         self.forget_expired_hits(&mut held.log, req.ratelimit.as_ref(), now)?;
         let total_before = held.log.total();
         // The count before this request (after any refill due now), to see it cross a threshold.
-        if let (Some(state), Some(c)) = (credits.as_mut(), req.credits) {
-            state.refill(c.refill.as_ref(), now);
-        }
-        let prior = credits.map(|c| c.remaining);
-        let admission = admit(
-            req.ratelimit.as_ref().map(|r| (r, &mut held.log)),
-            match (credits.as_mut(), &req.credits) {
-                (Some(state), Some(c)) => Some((state, c.refill.as_ref())),
-                _ => None,
-            },
-            req.cost,
-            now,
-        );
+        let prior = refill_due(&mut credits, req, now);
+        let admission = admit(req.ratelimit.as_ref().map(|r| (r, &mut held.log)), credits_with_refill(&mut credits, req), req.cost, now);
         if held.log.total() != total_before {
             if let Some((at, n)) = held.log.newest() {
                 self.sql.exec(
@@ -387,10 +399,7 @@ impl Limiter {
                 )?;
             }
         }
-        if let Some(state) = credits.filter(|c| Some(*c) != credits_before) {
-            self.save_credits(&state)?;
-            held.credits = Some(state);
-        }
+        self.keep_credits(held, credits, credits_before)?;
         self.note_crossing(prior, credits.map(|c| c.remaining), req);
         Ok(admission.encode())
     }
@@ -413,16 +422,10 @@ impl Limiter {
         }
         self.forget_expired_hits(&mut held.log, req.ratelimit.as_ref(), now)?;
         // The count before this step's grant (after what was given back and any refill due now).
-        if let (Some(state), Some(c)) = (credits.as_mut(), req.credits) {
-            state.refill(c.refill.as_ref(), now);
-        }
-        let prior = credits.map(|c| c.remaining);
+        let prior = refill_due(&mut credits, req, now);
         let granted = lease(
             req.ratelimit.as_ref().map(|r| (r, &mut held.log)),
-            match (credits.as_mut(), &req.credits) {
-                (Some(state), Some(c)) => Some((state, c.refill.as_ref())),
-                _ => None,
-            },
+            credits_with_refill(&mut credits, req),
             req.cost,
             ask.take_now,
             ask.want,
@@ -443,10 +446,7 @@ impl Limiter {
             }
         }
         let epoch = credits.map_or(0, |c| c.refilled_at_ms);
-        if let Some(state) = credits.filter(|c| Some(*c) != credits_before) {
-            self.save_credits(&state)?;
-            held.credits = Some(state);
-        }
+        self.keep_credits(held, credits, credits_before)?;
         self.note_crossing(prior, credits.map(|c| c.remaining), req);
         Ok(format!("{}\n{}", granted.admission.encode(), encode_fields(&[Some(i64_of(granted.extra)), Some(granted.at), Some(epoch)])))
     }
