@@ -1,5 +1,6 @@
 // The headline figures of one `scripts/bench.sh` run, from what its steps wrote to bench-output/
-// (results.json, limits.json, distance.json, distance-sim.json, control.json, import.json): the
+// (results.json, limits.json, distance.json, distance-sim.json, control.json, import.json,
+// first-answer.json): the
 // README's "Figures" table and the rows the main table leaves out (rate limits, distance, the
 // control plane, the CLI's import). Prints both as Markdown; with BENCH_TABLE=FILE (scripts/bench.sh
 // --table FILE) also appends them to that file, after the main table bench/run.mjs wrote there.
@@ -19,12 +20,14 @@ const distance = read('distance.json');
 const sim = read('distance-sim.json');
 const control = read('control.json');
 const imported = read('import.json');
+const first = read('first-answer.json');
 
 const NONE = 'not measured';
 const fixed = (n, digits) => (typeof n === 'number' && Number.isFinite(n) ? n.toFixed(digits) : NONE);
 const us = (ns) => (typeof ns === 'number' ? `${(ns / 1000).toFixed(2)} µs` : NONE);
 const grouped = (n) => (typeof n === 'number' ? Math.round(n).toLocaleString('en-US').replace(/,/g, ' ') : NONE);
 const signed = (n) => (typeof n === 'number' ? `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(2)}` : NONE);
+const signedWhole = (n) => (typeof n === 'number' ? `${n >= 0 ? '+' : '−'}${Math.abs(Math.round(n))}` : NONE);
 const verdict = (ok, target) => (ok === null ? target : `${target}: **${ok ? 'met' : 'missed'}**`);
 const both = (...xs) => (xs.every((x) => typeof x === 'number') ? xs : null);
 
@@ -47,6 +50,7 @@ const row = (name) => distance?.rows?.find((r) => r.case === name)?.added_p50_ms
 const simRow = (design) => sim?.rows?.find((r) => r.design === design);
 const propagation = control?.propagation;
 const worker = results?.sizes?.worker?.gzip;
+const firstRow = (name) => first?.rows?.find((r) => r.worker === name);
 
 const headline = [
   ['whole check natively (parse, checksum, SHA-256, decide), p50', us(full), ''],
@@ -62,6 +66,7 @@ const headline = [
   ['a change honoured at another location, p50 / p99', propagation ? `${propagation.p50_ms} / ${propagation.p99_ms} ms` : NONE, verdict(propagation ? propagation.p99_ms < 1200 : null, 'p99 < 1 200 ms')],
   ['100 000 keys: batch push / `keyward import` (keys/s)', control && imported ? `${fixed(control.batch?.seconds, 1)} s / ${fixed(imported.seconds, 1)} s (${grouped(imported.per_second)}/s)` : NONE, verdict(control && imported ? control.batch.seconds < 60 && imported.per_second >= 1000 : null, '< 60 s / ≥ 1 000/s')],
   ['req/s at 16 connections of one key: exact rate limit / no limit', limits ? `${grouped(limits.one_limited_key_rps)} / ${grouped(limits.one_plain_key_rps)}` : NONE, ''],
+  ['a new isolate\'s first answer (wrangler dev started afresh), added over a pass-through Worker: keyward allowed request / keyward without a key / JS check', first ? `${signedWhole(firstRow('keyward')?.added_ms)} / ${signedWhole(firstRow('keyward, no key sent')?.added_ms)} / ${signedWhole(firstRow('JS check')?.added_ms)} ms (pass-through ${grouped(firstRow('pass-through')?.first_answer_ms)} ms from spawn)` : NONE, ''],
   ['Worker wasm, gzip -9', typeof worker === 'number' ? `${grouped(worker)} B` : NONE, verdict(typeof worker === 'number' ? worker < 512 * 1024 : null, '< 512 KiB')],
 ];
 

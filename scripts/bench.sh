@@ -4,7 +4,8 @@
 # JavaScript check), how it scales, the wasm's size and start, and the `keyward` CLI's import rate
 # (100 000 generated keys through POST /keys/batch), what rate limits and credits cost
 # (bench/limits.mjs), and what distance to the control plane and Limiters adds, measured
-# (bench/distance.mjs) and simulated for a worldwide fleet (bench/distance-sim.mjs). Prints one table and writes it
+# (bench/distance.mjs) and simulated for a worldwide fleet (bench/distance-sim.mjs), and a new isolate's time to its
+# first answer (bench/first-answer.mjs). Prints one table and writes it
 # to bench-output/results.json. Figures are for comparing runs on one machine, not assertions.
 #
 #   scripts/bench.sh [--table FILE]
@@ -49,6 +50,9 @@ node bench/control.mjs 100000 > bench-output/control.json
 echo "bench: keyward import of 100 000 keys (the CLI, POST /keys/batch)"
 cargo build --quiet --release -p keyward-cli
 node bench/import.mjs 100000
+
+echo "bench: a new isolate's time to its first answer (wrangler dev started afresh, beside a pass-through and the JS check)"
+node bench/first-answer.mjs > /dev/null
 
 echo "bench: the headline figures (bench/summary.mjs: the README's table)"
 node bench/summary.mjs

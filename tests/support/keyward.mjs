@@ -31,6 +31,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * `direct`: also find the address where workerd itself serves the Worker (wrangler dev puts a
  * proxy Worker in front, which answers 503 to any answer given before the request body was
  * read to the end); returned as `directUrl`. It needs wrangler's debug log, so it is opt-in.
+ * `probe`: the request that says the Worker is up (`{path, headers, every}`; by default
+ * `/_keyward/v1/ping` every 200 ms); the time from spawning wrangler to the Worker's first answer
+ * to it is returned as `readyMs`, and that answer's status as `readyStatus` (bench/first-answer.mjs).
  */
 export async function startKeyward(options) {
   // A free port can be taken between finding it and wrangler binding it (wrangler and workerd
@@ -44,7 +47,8 @@ export async function startKeyward(options) {
   }
 }
 
-async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir, config, env = {}, direct = false } = {}) {
+async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' + Math.random().toString(36).slice(2), persistDir, config, env = {}, direct = false, probe = {} } = {}) {
+  const { path: probePath = '/_keyward/v1/ping', headers: probeHeaders = {}, every = 200 } = probe;
   const port = await freePort();
   const inspectorPort = await freePort();
   mkdirSync(path.join(ROOT, 'test-output'), { recursive: true });
@@ -60,6 +64,7 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
   ];
   for (const [name, value] of Object.entries(vars)) args.push('--var', `${name}:${value}`);
   if (config) args.push('--config', config);
+  const spawnedAt = performance.now();
   const child = spawn(WRANGLER, args, {
     cwd: ROOT,
     env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: 'true', NO_COLOR: '1', FORCE_COLOR: '0', ...env },
@@ -79,6 +84,8 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
   child.on('exit', (code) => { exited = code; });
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
+  let readyMs;
+  let readyStatus;
   for (;;) {
     if (exited !== null) throw new Error(`wrangler dev exited with ${exited}:\n${log}`);
     if (Date.now() > deadline) {
@@ -86,14 +93,16 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
       throw new Error(`wrangler dev did not answer within 60 s:\n${log}`);
     }
     try {
-      const r = await fetch(`${url}/_keyward/v1/ping`, { signal: AbortSignal.timeout(2000) });
+      const r = await fetch(`${url}${probePath}`, { headers: probeHeaders, signal: AbortSignal.timeout(2000) });
       const body = await r.arrayBuffer();
       // An empty 404 is wrangler's, not the Worker's (which always answers with a body): seen once
       // on a clean clone as the answer to the first request after start. Not up yet.
       if (r.status === 404 && body.byteLength === 0) throw new Error('not up yet');
+      readyMs = performance.now() - spawnedAt;
+      readyStatus = r.status;
       break;
     } catch {
-      await sleep(200);
+      await sleep(every);
     }
   }
   let directUrl;
@@ -109,7 +118,7 @@ async function startOnce({ origin, vars = {}, adminToken = 'test-admin-token-' +
     if (exited === null) try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
   };
   return {
-    url, directUrl, port, inspectorPort, persist, adminToken, log: () => log, stop,
+    url, directUrl, port, inspectorPort, persist, adminToken, log: () => log, stop, readyMs, readyStatus,
     /** The process group of wrangler and its workerd (bench/profile.mjs reads workerd's CPU time). */
     group: child.pid,
     /** A management call with the admin token (or `token`); returns {status, body, headers}. */
