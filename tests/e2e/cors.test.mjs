@@ -2,12 +2,12 @@
 // CORS preflights answered at the edge or passed through, CORS headers on forwards and on every
 // kind of denial, keys bound to websites (origin_allowlist), HEAD checked as GET, and the 400s for
 // bad settings. The same behaviour in real Chromium is in tests/browser/cross-origin.test.mjs.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward, ROOT } from '../support/keyward.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
+import { ROOT } from '../support/keyward.mjs';
 import { makeKey, digest, typo } from '../support/keys.mjs';
 
 const APP = 'https://app.example.com';
@@ -26,17 +26,9 @@ const POLICY = {
   cors: CORS,
 };
 
-let origin;
-let kw;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
+const { origin, kw } = keywardForFile({}, async (kw) => {
   const r = await kw.admin('PUT', '/policy', POLICY);
   assert.equal(r.status, 200, r.text);
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
 });
 
 async function createKey(attributes = {}) {

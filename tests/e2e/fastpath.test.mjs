@@ -6,24 +6,14 @@
 import http from 'node:http';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startOrigin } from '../support/origin.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
 import { ROOT, keywardToml, startKeyward } from '../support/keyward.mjs';
 import { digest, makeKey, typo } from '../support/keys.mjs';
 
 const COMPLETE = 'x-keyward-debug-complete-path';
-let origin;
-let kw;
-
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_DEBUG: '1' } });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { origin, kw } = keywardForFile({ vars: { KEYWARD_DEBUG: '1' } });
 
 async function createKey(attributes) {
   const r = await kw.admin('POST', '/api_keys', { api_key: { name: 'fast path', permissions: ['users:read'], ...attributes } });

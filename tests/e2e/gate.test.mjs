@@ -1,22 +1,13 @@
 // The gate end to end: the built Worker under `wrangler dev` (real workerd, real local KV on disk)
 // in front of a real origin on loopback, driven over HTTP as a client would.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { keywardForFile } from '../support/per-file.mjs';
 import { startOrigin } from '../support/origin.mjs';
 import { startKeyward } from '../support/keyward.mjs';
 import { makeKey, digest, typo } from '../support/keys.mjs';
 
-let origin;
-let kw;
-
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { origin, kw } = keywardForFile();
 
 const USERS = '/api/v2/projects/7/users';
 

@@ -1,10 +1,10 @@
 // Leak reports end to end against the built Worker under `wrangler dev`: GitHub's secret-scanning
 // partner endpoint (signed with a P-256 key pair the test makes, given to the Worker through
 // LEAK_REPORT_PUBLIC_KEYS in GitHub's published shape) and the operator's own POST /_keyward/v1/leaks.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, sign } from 'node:crypto';
-import { startOrigin } from '../support/origin.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
 import { startKeyward } from '../support/keyward.mjs';
 import { makeKey, typo } from '../support/keys.mjs';
 
@@ -38,16 +38,7 @@ function report(kw, body, { kid = 'kid-current', privateKey = current.privateKey
   return kw.request('POST', GITHUB, { headers, body: text });
 }
 
-let origin;
-let kw;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url, vars: { LEAK_REPORT_PUBLIC_KEYS: PUBLIC_KEYS, KEY_PREFIX: 'kw_test' } });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { origin, kw } = keywardForFile({ vars: { LEAK_REPORT_PUBLIC_KEYS: PUBLIC_KEYS, KEY_PREFIX: 'kw_test' } });
 
 async function create(name = 'leaky') {
   const r = await kw.admin('POST', '/api_keys', { api_key: { name, permissions: ['users:read'] } });

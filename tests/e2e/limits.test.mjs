@@ -2,11 +2,11 @@
 // Durable Objects, a real origin that counts what reaches it. The Limiters' clock is the
 // test-only KEYWARD_TEST_NOW_MS (frozen at the start, moved through /_keyward/debug/clock), so
 // windows and refills pass without waiting.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startOrigin } from '../support/origin.mjs';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { keywardForFile } from '../support/per-file.mjs';
 import { startKeyward, call, secondLocationConfig, ROOT } from '../support/keyward.mjs';
 import { makeKey, digest } from '../support/keys.mjs';
 
@@ -14,17 +14,7 @@ const T0 = Date.now();
 const USERS = '/api/v2/projects/7/users';
 const MAX = 2 ** 53;
 
-let origin;
-let kw;
-
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_TEST_NOW_MS: String(T0) } });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { origin, kw } = keywardForFile({ vars: { KEYWARD_TEST_NOW_MS: String(T0) } });
 
 async function createKey(attributes = {}) {
   const r = await kw.admin('POST', '/api_keys', { api_key: { name: 'limits test', permissions: ['users:read'], ...attributes } });

@@ -1,22 +1,13 @@
 // The management API end to end against the built Worker under `wrangler dev`: CRUD, listing and
 // paging, the lifecycle, management keys, verify and ping, and every kind of bad input, each
 // checked to leave the stored record as it was.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward, call } from '../support/keyward.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
+import { call } from '../support/keyward.mjs';
 import { makeKey } from '../support/keys.mjs';
 
-let origin;
-let kw;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { origin, kw } = keywardForFile();
 
 const USERS = '/api/v2/projects/1/users';
 

@@ -1,21 +1,11 @@
 // Fine-grained key policy at the gate: every denial code beside its allowed twin, driven over
 // HTTP against the built Worker, with the client address varied by connecting from another
 // loopback address (under wrangler dev, CF-Connecting-IP is the connecting socket's address).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
 
-let origin;
-let kw;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { kw } = keywardForFile();
 
 async function createKey(attributes) {
   const r = await kw.admin('POST', '/api_keys', { api_key: { name: 'policy test', ...attributes } });

@@ -3,25 +3,15 @@
 // session's API acting as the workspace's management key (audited as portal:<user>), CSRF, and
 // isolation: a session of workspace A trying B's ids, digests, usage and audit gets 404 every
 // time, and nothing of B changes.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
 import { digest } from '../support/keys.mjs';
 
-let origin;
-let kw;
 // One second of ttl_seconds lasts 20 ms here: a 60 s link expires in 1.2 s.
 const MS_PER_SECOND = 20;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_TEST_PORTAL_MS_PER_SECOND: String(MS_PER_SECOND) } });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { kw } = keywardForFile({ vars: { KEYWARD_TEST_PORTAL_MS_PER_SECOND: String(MS_PER_SECOND) } });
 
 const USERS = '/api/v2/projects/1/users';
 const admin = (method, p, body, token) => kw.admin(method, p, body, token);

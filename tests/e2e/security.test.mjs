@@ -3,21 +3,11 @@
 // no-referrer and DENY framing; every JSON answer (management API, gate denials) carries nosniff,
 // no-referrer and a CSP that lets nothing run; 401s name the Bearer scheme; what the origin
 // answers is forwarded without keyward's headers added.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
 
-let origin;
-let kw;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { origin, kw } = keywardForFile();
 
 const USERS = '/api/v2/projects/1/users';
 

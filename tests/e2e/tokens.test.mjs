@@ -3,28 +3,19 @@
 // its key, refreshed, verified by an origin with a well-kept JOSE library (npm `jose`, not
 // keyward's code) against /_keyward/jwks.json, refused in every malformed or forged shape, and
 // ended by its key's revocation, expiry or deletion, by revoke_tokens, and by time (a test clock).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import path from 'node:path';
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, SignJWT, generateKeyPair } from 'jose';
-import { startOrigin } from '../support/origin.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
 import { startKeyward, within, secondLocationConfig, ROOT } from '../support/keyward.mjs';
 
 const USERS = '/api/v2/projects/1/users';
 const PROJECTS = '/api/v2/projects';
 
-let origin;
-let kw;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url, vars: { KEYWARD_DEBUG: '1' } });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { origin, kw } = keywardForFile({ vars: { KEYWARD_DEBUG: '1' } });
 
 const b64url = (s) => Buffer.from(s).toString('base64url');
 const fromB64url = (s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8'));

@@ -2,28 +2,19 @@
 // pushed to KV under a fresh key, the file's policy is stored, and POST /_keyward/v1/verify must
 // give the vector's decision. The Rust tests run the same files through the core, the browser
 // tests through the wasm core in Chromium.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward, ROOT } from '../support/keyward.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
+import { ROOT } from '../support/keyward.mjs';
 import { makeKey, digest } from '../support/keys.mjs';
 
 const dir = path.join(ROOT, 'tests/vectors');
 const files = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
 const defaultPolicy = JSON.parse(readFileSync(path.join(ROOT, 'config/default-policy.json'), 'utf8'));
 
-let origin;
-let kw;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { kw } = keywardForFile();
 
 test('there are known-answer vectors', () => {
   const count = files.reduce((n, f) => n + JSON.parse(readFileSync(path.join(dir, f), 'utf8')).cases.length, 0);

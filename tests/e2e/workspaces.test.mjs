@@ -3,23 +3,13 @@
 // `workspace` and `status` list filters, management keys confined to their own workspace (404 for
 // another's keys, never 403; no escalation past their own permissions or the ceiling), roles, and
 // usage and audit per workspace. Each refused write is checked to leave nothing written.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward } from '../support/keyward.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
 import { makeKey, digest } from '../support/keys.mjs';
 
-let origin;
-let kw;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url, vars: { USAGE_FLUSH_MS: '200' } });
-});
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
-});
+const { kw } = keywardForFile({ vars: { USAGE_FLUSH_MS: '200' } });
 
 const USERS = '/api/v2/projects/1/users';
 const PROJECTS = '/api/v2/projects';
