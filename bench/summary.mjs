@@ -26,8 +26,7 @@ const NONE = 'not measured';
 const fixed = (n, digits) => (typeof n === 'number' && Number.isFinite(n) ? n.toFixed(digits) : NONE);
 const us = (ns) => (typeof ns === 'number' ? `${(ns / 1000).toFixed(2)} µs` : NONE);
 const grouped = (n) => (typeof n === 'number' ? Math.round(n).toLocaleString('en-US').replace(/,/g, ' ') : NONE);
-const signed = (n) => (typeof n === 'number' ? `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(2)}` : NONE);
-const signedWhole = (n) => (typeof n === 'number' ? `${n >= 0 ? '+' : '−'}${Math.abs(Math.round(n))}` : NONE);
+const signed = (n, digits = 2) => (typeof n === 'number' ? `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(digits)}` : NONE);
 const verdict = (ok, target) => (ok === null ? target : `${target}: **${ok ? 'met' : 'missed'}**`);
 const both = (...xs) => (xs.every((x) => typeof x === 'number') ? xs : null);
 
@@ -66,7 +65,7 @@ const headline = [
   ['a change honoured at another location, p50 / p99', propagation ? `${propagation.p50_ms} / ${propagation.p99_ms} ms` : NONE, verdict(propagation ? propagation.p99_ms < 1200 : null, 'p99 < 1 200 ms')],
   ['100 000 keys: batch push / `keyward import` (keys/s)', control && imported ? `${fixed(control.batch?.seconds, 1)} s / ${fixed(imported.seconds, 1)} s (${grouped(imported.per_second)}/s)` : NONE, verdict(control && imported ? control.batch.seconds < 60 && imported.per_second >= 1000 : null, '< 60 s / ≥ 1 000/s')],
   ['req/s at 16 connections of one key: exact rate limit / no limit', limits ? `${grouped(limits.one_limited_key_rps)} / ${grouped(limits.one_plain_key_rps)}` : NONE, ''],
-  ['a new isolate\'s first answer (wrangler dev started afresh), added over a pass-through Worker: keyward allowed request / keyward without a key / JS check', first ? `${signedWhole(firstRow('keyward')?.added_ms)} / ${signedWhole(firstRow('keyward, no key sent')?.added_ms)} / ${signedWhole(firstRow('JS check')?.added_ms)} ms (pass-through ${grouped(firstRow('pass-through')?.first_answer_ms)} ms from spawn)` : NONE, ''],
+  ['a new isolate\'s first answer (wrangler dev started afresh), added over a pass-through Worker: keyward allowed request / keyward without a key / JS check', first ? `${signed(firstRow('keyward')?.added_ms, 0)} / ${signed(firstRow('keyward, no key sent')?.added_ms, 0)} / ${signed(firstRow('JS check')?.added_ms, 0)} ms (pass-through ${grouped(firstRow('pass-through')?.first_answer_ms)} ms from spawn)` : NONE, ''],
   ['Worker wasm, gzip -9', typeof worker === 'number' ? `${grouped(worker)} B` : NONE, verdict(typeof worker === 'number' ? worker < 512 * 1024 : null, '< 512 KiB')],
 ];
 
