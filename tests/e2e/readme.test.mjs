@@ -6,15 +6,15 @@
 // in it (`...` or `…` stands for anything), and the rest of its text when it is not JSON. A `curl`
 // with no `# =>` line must answer 2xx, and a `VAR=$(...)` must set VAR to something other than
 // empty or `null`. So a README session that stops working fails here.
-import { test, before, after } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { startOrigin } from '../support/origin.mjs';
-import { startKeyward, ROOT } from '../support/keyward.mjs';
+import { keywardForFile } from '../support/per-file.mjs';
+import { ROOT } from '../support/keyward.mjs';
 
 const run = promisify(execFile);
 /** The README's sections whose ```sh blocks are a session to run (the others install, build or deploy). */
@@ -22,12 +22,8 @@ const SESSIONS = ['A session', 'Workspaces', "Customers' portal", 'Tokens', 'Lea
 const DEMO = 'http://127.0.0.1:8787';
 const DEMO_ORIGIN = 'http://127.0.0.1:8788';
 
-let origin;
-let kw;
 let dir;
-before(async () => {
-  origin = await startOrigin();
-  kw = await startKeyward({ origin: origin.url });
+const { origin, kw } = keywardForFile({}, async (kw) => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'keyward-readme-'));
   writeFileSync(path.join(dir, '.dev.vars'), `ADMIN_TOKEN=${kw.adminToken}\n`);
   // jq is what the README uses; where it is missing, a stand-in for the `jq -r .a.b` it needs.
@@ -45,9 +41,7 @@ console.log(typeof v === 'string' ? v : JSON.stringify(v ?? null));
     chmodSync(shim, 0o755);
   }
 });
-after(async () => {
-  await kw?.stop();
-  await origin?.stop();
+after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
